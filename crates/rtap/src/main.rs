@@ -1,0 +1,44 @@
+//! # rtap: real-time analytics for order events, in one binary
+//!
+//! The composition root: parses the command line, builds each stage and wires them together.
+//! Stages know nothing of each other beyond the narrow interfaces they are handed here.
+//!
+//! Layout:
+//! - `cli`: the commands and their flags (`rtap --help`).
+//! - `run`: builds and runs the stages for a command, and shuts them down in order.
+//!
+//! Crates, in data-flow order: `orders` (model, catalog, generator) -> `store` (the orders API's
+//! embedded or Postgres store) -> `server` (HTTP front ends).
+
+mod cli;
+mod run;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RTAP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::command(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The generator job of the orders API: turns the deterministic generator into stored orders.
+//!
+//! One [`OrderFeed`] owns the generator and the next sequence number; the background job
+//! ([`OrderFeed::run`]) and `POST /orders` both go through it, so sequence numbers are assigned
+//! once, in store order: order n of the store is order n of the seed. A failed append (database
+//! outage) does not advance the sequence; the job backs off and carries on at its rate from when
+//! the store returns, rather than bursting to catch up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orders::{Clock, Generator, GeneratorConfig};
+use store::{NewOrder, OrderStore, StoreError};
+use tokio::sync::{watch, Mutex};
+use tokio::time::Instant;
+
+/// Largest batch appended in one store transaction.
+const MAX_BATCH: u64 = 2_000;
+/// How often the paced job wakes up at ordinary rates.
+const TICK: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy)]
+pub struct FeedConfig {
+    pub generator: GeneratorConfig,
+    /// Orders per second the background job adds; 0 means as fast as the store takes them.
+    pub rate_per_sec: f64,
+    /// Stop the background job after this many orders (None: run until shut down).
+    pub max_orders: Option<u64>,
+}
+
+struct FeedState {
+    generator: Generator,
+    next_seq: u64,
+}
+
+pub struct OrderFeed {
+    store: Arc<dyn OrderStore>,
+    clock: Arc<dyn Clock>,
+    config: FeedConfig,
+    state: Mutex<FeedState>,
+}
+
+impl std::fmt::Debug for OrderFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderFeed")
+            .field("store", &self.store.describe())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl OrderFeed {
+    /// A feed that continues the store's sequence: the next order is number `count + 1`.
+    pub async fn open(
+        store: Arc<dyn OrderStore>,
+        clock: Arc<dyn Clock>,
+        config: FeedConfig,
+    ) -> Result<Self, StoreError> {
+        let stored = store.count().await?;
+        Ok(OrderFeed {
+            store,
+            clock,
+            config,
+            state: Mutex::new(FeedState {
+                generator: Generator::new(config.generator),
+                next_seq: stored + 1,
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn OrderStore> {
+        &self.store
+    }
+
+    /// Generates and stores `n` orders as one append; returns their ids.
+    pub async fn create(&self, n: u64) -> Result<Vec<String>, StoreError> {
+        let mut state = self.state.lock().await;
+        let first = state.next_seq;
+        let batch: Vec<NewOrder> = (first..first + n)
+            .map(|seq| {
+                let order = state.generator.generate(seq, self.clock.now_ms());
+                NewOrder {
+                    order_id: order.order_id.to_string(),
+                    json: order.to_json_string(),
+                }
+            })
+            .collect();
+        self.store.append(&batch).await?;
+        state.next_seq = first + n;
+        Ok(batch.into_iter().map(|o| o.order_id).collect())
+    }
+
+    /// The background job: adds orders at the configured rate until `shutdown` turns true or
+    /// `max_orders` have been made. Returns how many it made.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> u64 {
+        let rate = self.config.rate_per_sec;
+        let limit = self.config.max_orders.unwrap_or(u64::MAX);
+        let mut made = 0u64;
+        let mut paced_from = (Instant::now(), 0u64);
+        let mut backoff = Duration::from_millis(100);
+        while made < limit && !*shutdown.borrow() {
+            let due = if rate > 0.0 {
+                let elapsed = paced_from.0.elapsed().as_secs_f64();
+                ((elapsed * rate) as u64).saturating_sub(made - paced_from.1)
+            } else {
+                MAX_BATCH
+            };
+            let n = due.min(MAX_BATCH).min(limit - made);
+            if n > 0 {
+                match self.create(n).await {
+                    Ok(_) => {
+                        made += n;
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                            "could not store generated orders; retrying");
+                        if wait_or_shutdown(&mut shutdown, backoff).await {
+                            break;
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        // Resume at the configured rate from now instead of bursting.
+                        paced_from = (Instant::now(), made);
+                        continue;
+                    }
+                }
+            }
+            if rate > 0.0 {
+                // Behind by a whole batch: go again at once; otherwise wait for the next tick.
+                let pause = if n == MAX_BATCH { Duration::ZERO } else { TICK };
+                if wait_or_shutdown(&mut shutdown, pause).await {
+                    break;
+                }
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+        made
+    }
+}
+
+/// Sleeps for `d` unless shutdown comes first; returns true on shutdown.
+async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    if d.is_zero() {
+        return *shutdown.borrow();
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}

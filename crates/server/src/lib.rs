@@ -1,0 +1,17 @@
+//! # server: rtap's HTTP front ends
+//!
+//! The outer edge of the data flow: axum routers over the stages behind them. Knows the stages
+//! only through their public interfaces (the order store trait, the generator), never their
+//! storage internals.
+//!
+//! Layout:
+//! - [`orders_api`]: the orders API of SPEC section 2 (the original Flask service, port 5001).
+//! - [`feed`]: the generator job behind it: generates orders and appends them to the store, at a
+//!   steady rate in the background and one at a time for `POST /orders`.
+//! - [`error`]: the one place where errors become HTTP statuses and JSON bodies.
+
+pub mod error;
+pub mod feed;
+pub mod orders_api;
+
+pub use feed::{FeedConfig, OrderFeed};
