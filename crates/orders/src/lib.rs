@@ -11,13 +11,14 @@
 //! - [`catalog`], [`geo`]: the product catalog and the people/places tables, compiled in.
 //! - [`coupons`]: the four codes and their usage limits per rolling hour.
 //! - [`clock`]: where event time comes from (wall clock live, synthetic in tests and replays).
-//! - [`rng`], [`timefmt`]: the stable random stream and the fast date formatting.
+//! - [`rng`], [`timefmt`], `json`: the stable random stream, and the fast date and JSON writers.
 
 pub mod catalog;
 pub mod clock;
 pub mod coupons;
 pub mod generator;
 pub mod geo;
+mod json;
 pub mod model;
 pub mod rng;
 pub mod timefmt;
@@ -37,16 +38,15 @@ impl Order {
 
     /// The order's JSON as a string.
     pub fn to_json_string(&self) -> String {
-        // Plain data: every map key is a string and every float finite, so this cannot fail.
-        #[allow(clippy::expect_used)]
-        serde_json::to_string(self).expect("an Order always serialises")
+        let mut out = Vec::with_capacity(3072);
+        json::write_order(self, &mut out);
+        // The writer copies UTF-8 strings whole and adds only ASCII.
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     /// Appends the order's JSON to `out` (reusing a buffer on hot paths).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        // Writing plain data into a Vec cannot fail: every map key is a string and every
-        // float is finite.
-        #[allow(clippy::expect_used)]
-        serde_json::to_writer(out, self).expect("an Order always serialises");
+        json::write_order(self, out);
     }
 }

@@ -13,6 +13,8 @@ use crate::{NewOrder, OrderStore, Slice, StoreError};
 
 /// position (1-based) -> order JSON.
 const ORDERS: TableDefinition<u64, &str> = TableDefinition::new("orders");
+/// order id -> position: keeps order ids unique, as the Postgres table's UNIQUE constraint does.
+const ORDER_IDS: TableDefinition<&str, u64> = TableDefinition::new("order_ids");
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
@@ -36,6 +38,7 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(failed)?;
         txn.open_table(ORDERS).map_err(failed)?;
+        txn.open_table(ORDER_IDS).map_err(failed)?;
         txn.commit().map_err(failed)?;
         Ok(EmbeddedStore {
             db: Arc::new(db),
@@ -47,9 +50,19 @@ impl EmbeddedStore {
         let txn = self.db.begin_write().map_err(failed)?;
         let total = {
             let mut table = txn.open_table(ORDERS).map_err(failed)?;
+            let mut ids = txn.open_table(ORDER_IDS).map_err(failed)?;
             let mut last = table.last().map_err(failed)?.map_or(0, |(k, _)| k.value());
             for order in orders {
                 last += 1;
+                let previous = ids.insert(order.order_id.as_str(), last).map_err(failed)?;
+                if let Some(position) = previous {
+                    // Dropping the transaction without commit discards the whole batch.
+                    return Err(StoreError::Failed(format!(
+                        "order id {} is already stored (position {})",
+                        order.order_id,
+                        position.value()
+                    )));
+                }
                 table.insert(last, order.json.as_str()).map_err(failed)?;
             }
             last

@@ -14,6 +14,9 @@ use async_trait::async_trait;
 
 pub mod embedded;
 pub mod postgres;
+/// Test support for this and other crates (a fresh Postgres schema per test).
+#[doc(hidden)]
+pub mod testing;
 
 pub use embedded::EmbeddedStore;
 pub use postgres::PostgresStore;

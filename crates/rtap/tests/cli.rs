@@ -1,0 +1,218 @@
+//! The rtap binary as a user runs it: help, `rtap up` on a fresh data directory answering
+//! within seconds, a clean stop on SIGTERM, a restart that keeps the stored orders, and clear
+//! errors for bad flags.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn rtap() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rtap"))
+}
+
+/// Starts `rtap up` and returns the child and the orders API's base URL from its banner.
+fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
+    let mut child = rtap()
+        .args(["up", "--api-port", "0", "--rate", "200", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn rtap");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("a banner line").expect("utf-8");
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in banner {first:?}"))
+        .to_string();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+fn get_json(url: &str) -> Option<(u16, Value)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let resp = reqwest::get(url).await.ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.json().await.ok()?))
+    })
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rtap did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn help_lists_exactly_the_implemented_commands() {
+    let out = rtap().arg("--help").output().expect("run");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands, ["up", "api", "help"]);
+    let up = rtap().args(["up", "--help"]).output().expect("run");
+    let up = String::from_utf8_lossy(&up.stdout);
+    for flag in [
+        "--data-dir",
+        "--bind",
+        "--api-port",
+        "--rate",
+        "--seed",
+        "--max-orders",
+        "--database-url",
+    ] {
+        assert!(
+            up.contains(flag),
+            "`rtap up --help` does not document {flag}"
+        );
+    }
+}
+
+#[test]
+fn up_serves_orders_within_seconds_and_keeps_them_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let started = Instant::now();
+    let (mut child, url) = start_up(&data, &[]);
+    let mut first_page = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        if let Some((200, page)) = get_json(&format!("{url}/orders?page=1&limit=5")) {
+            if page["data"].as_array().map(Vec::len) == Some(5) {
+                first_page = Some(page);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first_page = first_page.expect("5 orders within 5 s of `rtap up`");
+    assert_eq!(first_page["page"], 1);
+    assert_eq!(first_page["limit"], 5);
+    let status = terminate(&mut child);
+    assert!(status.success(), "rtap up exited with {status} on SIGTERM");
+    assert!(data.join("orders.redb").exists());
+
+    // Restarted on the same data directory: the same orders, and more being added after them.
+    let (mut child, url) = start_up(&data, &[]);
+    let (_, again) = get_json(&format!("{url}/orders?page=1&limit=5")).expect("answers");
+    assert_eq!(again["data"], first_page["data"]);
+    let before = again["total_orders"].as_u64().expect("total");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, page) = get_json(&format!("{url}/orders?page=1&limit=1")).expect("answers");
+        if page["total_orders"].as_u64().expect("total") > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new orders after the restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(terminate(&mut child).success());
+}
+
+#[test]
+fn max_orders_stops_the_generator_and_same_seed_replays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut pages = Vec::new();
+    for run in ["a", "b"] {
+        let data = dir.path().join(run);
+        let (mut child, url) = start_up(&data, &["--max-orders", "40", "--seed", "7"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let page = loop {
+            let (_, page) = get_json(&format!("{url}/orders?page=1&limit=100")).expect("answers");
+            if page["total_orders"] == 40 {
+                break page;
+            }
+            assert!(Instant::now() < deadline, "40 orders not reached");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let (_, after) = get_json(&format!("{url}/orders?page=1&limit=1")).expect("answers");
+        assert_eq!(
+            after["total_orders"], 40,
+            "the generator went past --max-orders"
+        );
+        assert!(terminate(&mut child).success());
+        pages.push(page);
+    }
+    // Same seed: the same order ids, customers and items (event times differ: the wall clock).
+    let ids = |p: &Value| -> Vec<Value> {
+        p["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|o| o["order_id"].clone())
+            .collect()
+    };
+    assert_eq!(ids(&pages[0]), ids(&pages[1]));
+}
+
+#[test]
+fn bad_flags_and_busy_ports_are_clear_errors() {
+    let out = rtap().args(["up", "--rate", "fast"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rate must be a number of orders per second, got \"fast\""),
+        "{err}"
+    );
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = rtap()
+        .args(["api", "--api-port", &port, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    let out = rtap()
+        .args([
+            "api",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/x",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open the Postgres order store"),
+        "{err}"
+    );
+}
