@@ -6,11 +6,14 @@
 //! Layout:
 //! - `cli`: the commands and their flags (`rtap --help`).
 //! - `run`: builds and runs the stages for a command, and shuts them down in order.
+//! - `pipeline`: the ingest loop, the realtime table's single writer.
 //!
 //! Crates, in data-flow order: `orders` (model, catalog, generator) -> `store` (the orders API's
-//! embedded or Postgres store) -> `server` (HTTP front ends).
+//! embedded or Postgres store) -> `ingest` (JSON -> Arrow, dedup, dead letters) -> `table`
+//! (realtime table, Parquet segments) -> `sql` (Pinot dialect on DataFusion) -> `server` (HTTP).
 
 mod cli;
+mod pipeline;
 mod run;
 
 use clap::Parser;

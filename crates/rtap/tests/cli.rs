@@ -14,8 +14,23 @@ fn rtap() -> Command {
 
 /// Starts `rtap up` and returns the child and the orders API's base URL from its banner.
 fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
+    let (child, urls) = start_up_all(data_dir, extra);
+    (child, urls[0].clone())
+}
+
+/// Starts `rtap up`; returns the child and the base URLs of its banner (orders API, analytics).
+fn start_up_all(data_dir: &std::path::Path, extra: &[&str]) -> (Child, Vec<String>) {
     let mut child = rtap()
-        .args(["up", "--api-port", "0", "--rate", "200", "--data-dir"])
+        .args([
+            "up",
+            "--api-port",
+            "0",
+            "--http-port",
+            "0",
+            "--rate",
+            "200",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(extra)
         .stdout(Stdio::piped())
@@ -24,15 +39,19 @@ fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
         .expect("spawn rtap");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("a banner line").expect("utf-8");
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in banner {first:?}"))
-        .to_string();
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let line = lines.next().expect("a banner line").expect("utf-8");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in banner {line:?}"))
+            .to_string();
+        urls.push(url);
+    }
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    (child, urls)
 }
 
 fn get_json(url: &str) -> Option<(u16, Value)> {
@@ -78,7 +97,7 @@ fn help_lists_exactly_the_implemented_commands() {
         .take_while(|l| l.starts_with("  "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["up", "api", "help"]);
+    assert_eq!(commands, ["up", "api", "query", "help"]);
     let up = rtap().args(["up", "--help"]).output().expect("run");
     let up = String::from_utf8_lossy(&up.stdout);
     for flag in [
@@ -172,6 +191,110 @@ fn max_orders_stops_the_generator_and_same_seed_replays() {
             .collect()
     };
     assert_eq!(ids(&pages[0]), ids(&pages[1]));
+}
+
+#[test]
+fn up_runs_the_pipeline_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let started = Instant::now();
+    let (mut child, urls) = start_up_all(&data, &["--max-orders", "300", "--seed", "11"]);
+    let (api, http) = (&urls[0], &urls[1]);
+    // Every generated order reaches the table: the SQL count equals the API's total.
+    let deadline = started + Duration::from_secs(10);
+    loop {
+        let sql = format!("{http}/query/sql?sql=SELECT%20COUNT(*)%20FROM%20orders");
+        if let Some((200, v)) = get_json(&sql) {
+            if v["resultTable"]["rows"][0][0] == 300 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "300 orders did not reach the table within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, page) = get_json(&format!("{api}/orders?page=1&limit=1000")).expect("orders");
+    assert_eq!(page["total_orders"], 300);
+    let stored = page["data"].as_array().expect("data");
+    let newest_ms = stored
+        .iter()
+        .filter_map(|o| o["time_ms"].as_i64())
+        .max()
+        .expect("times");
+    let newest: Vec<&Value> = stored
+        .iter()
+        .filter(|o| o["time_ms"] == newest_ms)
+        .map(|o| &o["order_id"])
+        .collect();
+    let (status, latest) = get_json(&format!("{http}/orders/latestorders")).expect("latest");
+    assert_eq!(status, 200);
+    assert_eq!(latest.as_array().map(Vec::len), Some(10));
+    assert!(
+        newest.contains(&&latest[0]["orderId"]),
+        "the newest stored order is the newest in the table"
+    );
+    let (status, per_minute) =
+        get_json(&format!("{http}/orders/ordersperminute")).expect("per minute");
+    assert_eq!(status, 200);
+    let counted: u64 = per_minute
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["orders"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(counted, 300);
+
+    // `rtap query` asks the running server.
+    let port = http.rsplit(':').next().expect("port");
+    let out = rtap()
+        .args([
+            "query",
+            "--http-port",
+            port,
+            "SELECT COUNT(*) AS n FROM orders",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().next().is_some_and(|l| l.trim() == "n"),
+        "{text}"
+    );
+    assert!(
+        text.lines().nth(2).is_some_and(|l| l.trim() == "300"),
+        "{text}"
+    );
+    assert!(terminate(&mut child).success());
+
+    // Stopped: `rtap query` reads the sealed table from the data directory.
+    let out = rtap()
+        .args(["query", "--local", "--json", "--data-dir"])
+        .arg(&data)
+        .arg("SELECT COUNT(*) FROM orders")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["resultTable"]["rows"][0][0], 300);
+    let out = rtap()
+        .args(["query", "--local", "--data-dir"])
+        .arg(&data)
+        .arg("DELETE FROM orders")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
 }
 
 #[test]

@@ -15,6 +15,9 @@ pub enum ApiError {
     NotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// One of rtap's own queries failed: a bug or an overload, never the caller's fault.
+    #[error("query failed: {0}")]
+    Query(#[from] sql::SqlError),
 }
 
 impl ApiError {
@@ -24,6 +27,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Query(sql::SqlError::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Query(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -5,13 +5,17 @@
 //! once, in store order: order n of the store is order n of the seed. A failed append (database
 //! outage) does not advance the sequence; the job backs off and carries on at its rate from when
 //! the store returns, rather than bursting to catch up.
+//!
+//! In embedded mode the feed is also the pipeline's source: every stored batch is handed, in
+//! store order, to the tap (a bounded channel to ingest), so the table sees exactly the stored
+//! orders. A full channel makes the generator wait (backpressure) rather than drop anything.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use orders::{Clock, Generator, GeneratorConfig};
 use store::{NewOrder, OrderStore, StoreError};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{mpsc, watch, Mutex};
 use tokio::time::Instant;
 
 /// Largest batch appended in one store transaction.
@@ -34,8 +38,12 @@ struct FeedState {
     next_seq: u64,
 }
 
+/// Stored orders handed to ingest: (sequence number, JSON document) in store order.
+pub type TapBatch = Vec<(u64, String)>;
+
 pub struct OrderFeed {
     store: Arc<dyn OrderStore>,
+    tap: Option<mpsc::Sender<TapBatch>>,
     clock: Arc<dyn Clock>,
     config: FeedConfig,
     state: Mutex<FeedState>,
@@ -60,6 +68,7 @@ impl OrderFeed {
         let stored = store.count().await?;
         Ok(OrderFeed {
             store,
+            tap: None,
             clock,
             config,
             state: Mutex::new(FeedState {
@@ -67,6 +76,17 @@ impl OrderFeed {
                 next_seq: stored + 1,
             }),
         })
+    }
+
+    /// Hands every batch stored from now on to `tap`.
+    pub fn with_tap(mut self, tap: mpsc::Sender<TapBatch>) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// The sequence number the next order will get.
+    pub async fn next_seq(&self) -> u64 {
+        self.state.lock().await.next_seq
     }
 
     pub fn store(&self) -> &Arc<dyn OrderStore> {
@@ -88,7 +108,14 @@ impl OrderFeed {
             .collect();
         self.store.append(&batch).await?;
         state.next_seq = first + n;
-        Ok(batch.into_iter().map(|o| o.order_id).collect())
+        let ids = batch.iter().map(|o| o.order_id.clone()).collect();
+        if let Some(tap) = &self.tap {
+            let handoff: TapBatch = (first..).zip(batch.into_iter().map(|o| o.json)).collect();
+            // Sent while the state lock is held, so batches reach ingest in store order. A
+            // closed channel means ingest has stopped (shutdown): the orders are stored anyway.
+            let _ = tap.send(handoff).await;
+        }
+        Ok(ids)
     }
 
     /// The background job: adds orders at the configured rate until `shutdown` turns true or

@@ -8,10 +8,12 @@
 //! - [`orders_api`]: the orders API of SPEC section 2 (the original Flask service, port 5001).
 //! - [`feed`]: the generator job behind it: generates orders and appends them to the store, at a
 //!   steady rate in the background and one at a time for `POST /orders`.
+//! - [`analytics`]: the analytics API of SPEC section 5 and `/query/sql` (port 8888).
 //! - [`error`]: the one place where errors become HTTP statuses and JSON bodies.
 
+pub mod analytics;
 pub mod error;
 pub mod feed;
 pub mod orders_api;
 
-pub use feed::{FeedConfig, OrderFeed};
+pub use feed::{FeedConfig, OrderFeed, TapBatch};

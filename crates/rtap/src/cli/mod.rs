@@ -22,12 +22,41 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run rtap on this machine: the orders API with its order generator, on the embedded store
-    /// under --data-dir (no other service needed).
-    Up(ApiArgs),
+    /// Run rtap on this machine: the orders API with its generator, ingest into the realtime
+    /// table, and the analytics API with SQL, all on the embedded store under --data-dir.
+    Up(UpArgs),
     /// Run only the orders API (the original Flask service): GET/POST /orders, /health, with a
     /// background job adding generated orders at --rate.
     Api(ApiArgs),
+    /// Run one SQL query (Pinot dialect) and print the result: against a running rtap's
+    /// analytics API, or the table under --data-dir when none answers.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Port of the analytics API and /query/sql (0 picks a free port and prints it).
+    #[arg(long, env = "RTAP_HTTP_PORT", default_value_t = 8888)]
+    pub http_port: u16,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// The query, e.g. "SELECT COUNT(*) FROM orders WHERE time_ms > ago('PT1M')".
+    pub sql: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Port of the running rtap's analytics API.
+    #[arg(long, env = "RTAP_HTTP_PORT", default_value_t = 8888)]
+    pub http_port: u16,
+    /// Read the table under --data-dir directly instead of asking a running rtap.
+    #[arg(long)]
+    pub local: bool,
+    /// Print Pinot's JSON broker response instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags every command takes.

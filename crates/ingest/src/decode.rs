@@ -1,0 +1,543 @@
+//! JSON order events -> rows of table `orders`, a batch at a time.
+//!
+//! Parsing (the expensive part) runs on all cores over slices of the batch; rows are then
+//! appended in message order. A message that cannot become a row is returned as a
+//! [`Rejected`] with the reason, and the rest of the batch is kept: malformed JSON, a wrongly
+//! typed field, a missing or empty `order_id`, no event time (neither `time_ms` nor a record
+//! timestamp), or a payload over the size limit.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
+    StringBuilder,
+};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::Deserialize;
+
+use crate::schema::order_schema;
+
+/// Where a message came from: a Kafka partition and offset, or the generator's sequence number
+/// (partition 0, offset = sequence).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Position {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.partition, self.offset)
+    }
+}
+
+/// One message to decode.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub position: Position,
+    pub payload: &'a [u8],
+    /// The record's own timestamp (Kafka), used when the order has no `time_ms`.
+    pub record_time_ms: Option<i64>,
+}
+
+/// Why a message was not turned into a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectReason {
+    Oversized { bytes: usize, limit: usize },
+    Malformed(String),
+    MissingOrderId,
+    MissingTime,
+    BadTime(i64),
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RejectReason::Oversized { bytes, limit } => {
+                write!(
+                    f,
+                    "message of {bytes} bytes is over the limit of {limit} bytes"
+                )
+            }
+            RejectReason::Malformed(e) => write!(f, "not a valid order: {e}"),
+            RejectReason::MissingOrderId => write!(f, "order_id is missing or empty"),
+            RejectReason::MissingTime => {
+                write!(f, "time_ms is missing and the record has no timestamp")
+            }
+            RejectReason::BadTime(t) => {
+                write!(f, "time_ms {t} is not a positive epoch millisecond")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub position: Position,
+    pub reason: RejectReason,
+}
+
+#[derive(Deserialize, Default)]
+struct RawAddress<'a> {
+    #[serde(borrow)]
+    street: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    city: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    state: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    zipcode: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawCustomer<'a> {
+    #[serde(borrow)]
+    customer_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    email: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    phone: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    address: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    city: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    state: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    zipcode: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawProduct<'a> {
+    #[serde(borrow)]
+    product_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    category: Option<Cow<'a, str>>,
+    price: Option<f64>,
+    stock: Option<i32>,
+}
+
+#[derive(Deserialize)]
+struct RawItem<'a> {
+    #[serde(borrow, default)]
+    product: RawProduct<'a>,
+    quantity: Option<i32>,
+    free_qty: Option<i32>,
+}
+
+#[derive(Deserialize)]
+struct RawCoupon<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawStatus<'a> {
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    status_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
+}
+
+/// The fields of an order event that become columns; anything else (shipments, ...) is skipped.
+#[derive(Deserialize)]
+struct RawOrder<'a> {
+    #[serde(borrow)]
+    order_id: Option<Cow<'a, str>>,
+    time_ms: Option<i64>,
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    customer: Option<RawCustomer<'a>>,
+    #[serde(borrow, default)]
+    billing_address: Option<RawAddress<'a>>,
+    #[serde(borrow, default)]
+    shipping_address: Option<RawAddress<'a>>,
+    subtotal_before_promos: Option<f64>,
+    subtotal_after_coupon: Option<f64>,
+    shipping_cost: Option<f64>,
+    env_fee: Option<f64>,
+    tax_rate: Option<f64>,
+    tax_amount: Option<f64>,
+    order_total: Option<f64>,
+    partial_refund_amount: Option<f64>,
+    exchange_rate: Option<f64>,
+    #[serde(borrow)]
+    currency: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    payment_info: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    payment_method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    payment_status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pet_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    shipping_status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    delivered: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    refunded: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    expected_delivery_date: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    delivery_date: Option<Cow<'a, str>>,
+    fraud_flag: Option<bool>,
+    risk_score: Option<i32>,
+    #[serde(borrow)]
+    fulfillment_center: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    shipping_speed: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    loyalty_tier: Option<Cow<'a, str>>,
+    loyalty_points_used: Option<i32>,
+    #[serde(borrow)]
+    subscription_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    subscription_frequency: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tracking_number: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    shipping_provider: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    line_items: Option<Vec<RawItem<'a>>>,
+    #[serde(borrow, default)]
+    coupon_codes: Option<Vec<RawCoupon<'a>>>,
+    #[serde(borrow, default)]
+    status_history: Option<Vec<RawStatus<'a>>>,
+}
+
+/// A message that parsed, with what dedup and the table need to know about it.
+pub struct Parsed<'a> {
+    pub position: Position,
+    pub order_id_hash: u128,
+    pub time_ms: i64,
+    order: RawOrder<'a>,
+}
+
+/// Parses one message; the size limit is checked before any parsing.
+pub fn parse<'a>(msg: &Message<'a>, max_bytes: usize) -> Result<Parsed<'a>, Rejected> {
+    let reject = |reason| Rejected {
+        position: msg.position,
+        reason,
+    };
+    if msg.payload.len() > max_bytes {
+        return Err(reject(RejectReason::Oversized {
+            bytes: msg.payload.len(),
+            limit: max_bytes,
+        }));
+    }
+    let mut order: RawOrder<'a> = serde_json::from_slice(msg.payload)
+        .map_err(|e| reject(RejectReason::Malformed(e.to_string())))?;
+    let order_id = match order.order_id.as_deref() {
+        Some(id) if !id.trim().is_empty() => id,
+        _ => return Err(reject(RejectReason::MissingOrderId)),
+    };
+    let order_id_hash = xxhash_rust::xxh3::xxh3_128(order_id.as_bytes());
+    let time_ms = match order.time_ms.or(msg.record_time_ms) {
+        None => return Err(reject(RejectReason::MissingTime)),
+        Some(t) if t <= 0 => return Err(reject(RejectReason::BadTime(t))),
+        Some(t) => t,
+    };
+    order.time_ms = Some(time_ms);
+    Ok(Parsed {
+        position: msg.position,
+        order_id_hash,
+        time_ms,
+        order,
+    })
+}
+
+type StrList = ListBuilder<StringBuilder>;
+
+/// Builders for every column of [`order_schema`], in schema order.
+struct Columns {
+    order_id: StringBuilder,
+    time_ms: Int64Builder,
+    /// `timestamp` .. `shipping_address_zipcode` (17 string columns).
+    head_strings: Vec<StringBuilder>,
+    /// The nine money columns.
+    money: Vec<Float64Builder>,
+    /// `currency` .. `delivery_date` (10 string columns).
+    mid_strings: Vec<StringBuilder>,
+    fraud_flag: BooleanBuilder,
+    risk_score: Int32Builder,
+    /// `fulfillment_center`, `shipping_speed`, `loyalty_tier`.
+    tier_strings: Vec<StringBuilder>,
+    loyalty_points_used: Int32Builder,
+    /// `subscription_id` .. `shipping_provider` (4 string columns).
+    tail_strings: Vec<StringBuilder>,
+    products_ordered: Int32Builder,
+    total_quantity: Int32Builder,
+    item_names: StrList,
+    item_categories: StrList,
+    item_qtys: ListBuilder<Int32Builder>,
+    item_product_ids: StrList,
+    item_prices: ListBuilder<Float64Builder>,
+    item_stocks: ListBuilder<Int32Builder>,
+    item_free_qtys: ListBuilder<Int32Builder>,
+    coupon: StrList,
+    status: StrList,
+    status_id: StrList,
+    status_timestamp: StrList,
+}
+
+fn strings(n: usize, rows: usize) -> Vec<StringBuilder> {
+    (0..n)
+        .map(|_| StringBuilder::with_capacity(rows, rows * 16))
+        .collect()
+}
+
+impl Columns {
+    fn new(rows: usize) -> Self {
+        Columns {
+            order_id: StringBuilder::with_capacity(rows, rows * 36),
+            time_ms: Int64Builder::with_capacity(rows),
+            head_strings: strings(17, rows),
+            money: (0..9)
+                .map(|_| Float64Builder::with_capacity(rows))
+                .collect(),
+            mid_strings: strings(10, rows),
+            fraud_flag: BooleanBuilder::with_capacity(rows),
+            risk_score: Int32Builder::with_capacity(rows),
+            tier_strings: strings(3, rows),
+            loyalty_points_used: Int32Builder::with_capacity(rows),
+            tail_strings: strings(4, rows),
+            products_ordered: Int32Builder::with_capacity(rows),
+            total_quantity: Int32Builder::with_capacity(rows),
+            item_names: ListBuilder::new(StringBuilder::new()),
+            item_categories: ListBuilder::new(StringBuilder::new()),
+            item_qtys: ListBuilder::new(Int32Builder::new()),
+            item_product_ids: ListBuilder::new(StringBuilder::new()),
+            item_prices: ListBuilder::new(Float64Builder::new()),
+            item_stocks: ListBuilder::new(Int32Builder::new()),
+            item_free_qtys: ListBuilder::new(Int32Builder::new()),
+            coupon: ListBuilder::new(StringBuilder::new()),
+            status: ListBuilder::new(StringBuilder::new()),
+            status_id: ListBuilder::new(StringBuilder::new()),
+            status_timestamp: ListBuilder::new(StringBuilder::new()),
+        }
+    }
+
+    fn push(&mut self, o: &RawOrder<'_>) {
+        self.order_id
+            .append_value(o.order_id.as_deref().unwrap_or_default());
+        self.time_ms.append_value(o.time_ms.unwrap_or_default());
+        let c = o.customer.as_ref();
+        let b = o.billing_address.as_ref();
+        let s = o.shipping_address.as_ref();
+        let head: [Option<&str>; 17] = [
+            o.timestamp.as_deref(),
+            c.and_then(|c| c.customer_id.as_deref()),
+            c.and_then(|c| c.name.as_deref()),
+            c.and_then(|c| c.email.as_deref()),
+            c.and_then(|c| c.phone.as_deref()),
+            c.and_then(|c| c.address.as_deref()),
+            c.and_then(|c| c.city.as_deref()),
+            c.and_then(|c| c.state.as_deref()),
+            c.and_then(|c| c.zipcode.as_deref()),
+            b.and_then(|a| a.street.as_deref()),
+            b.and_then(|a| a.city.as_deref()),
+            b.and_then(|a| a.state.as_deref()),
+            b.and_then(|a| a.zipcode.as_deref()),
+            s.and_then(|a| a.street.as_deref()),
+            s.and_then(|a| a.city.as_deref()),
+            s.and_then(|a| a.state.as_deref()),
+            s.and_then(|a| a.zipcode.as_deref()),
+        ];
+        for (builder, value) in self.head_strings.iter_mut().zip(head) {
+            builder.append_option(value);
+        }
+        let money = [
+            o.subtotal_before_promos,
+            o.subtotal_after_coupon,
+            o.shipping_cost,
+            o.env_fee,
+            o.tax_rate,
+            o.tax_amount,
+            o.order_total,
+            o.partial_refund_amount,
+            o.exchange_rate,
+        ];
+        for (builder, value) in self.money.iter_mut().zip(money) {
+            builder.append_option(value);
+        }
+        let mid = [
+            o.currency.as_deref(),
+            o.payment_info.as_deref(),
+            o.payment_method.as_deref(),
+            o.payment_status.as_deref(),
+            o.pet_name.as_deref(),
+            o.shipping_status.as_deref(),
+            o.delivered.as_deref(),
+            o.refunded.as_deref(),
+            o.expected_delivery_date.as_deref(),
+            o.delivery_date.as_deref(),
+        ];
+        for (builder, value) in self.mid_strings.iter_mut().zip(mid) {
+            builder.append_option(value);
+        }
+        self.fraud_flag.append_option(o.fraud_flag);
+        self.risk_score.append_option(o.risk_score);
+        let tier = [
+            o.fulfillment_center.as_deref(),
+            o.shipping_speed.as_deref(),
+            o.loyalty_tier.as_deref(),
+        ];
+        for (builder, value) in self.tier_strings.iter_mut().zip(tier) {
+            builder.append_option(value);
+        }
+        self.loyalty_points_used
+            .append_option(o.loyalty_points_used);
+        let tail = [
+            o.subscription_id.as_deref(),
+            o.subscription_frequency.as_deref(),
+            o.tracking_number.as_deref(),
+            o.shipping_provider.as_deref(),
+        ];
+        for (builder, value) in self.tail_strings.iter_mut().zip(tail) {
+            builder.append_option(value);
+        }
+
+        let items = o.line_items.as_deref().unwrap_or_default();
+        self.products_ordered.append_value(items.len() as i32);
+        self.total_quantity
+            .append_value(items.iter().map(|i| i.quantity.unwrap_or(0)).sum());
+        for item in items {
+            self.item_names
+                .values()
+                .append_option(item.product.name.as_deref());
+            self.item_categories
+                .values()
+                .append_option(item.product.category.as_deref());
+            self.item_qtys.values().append_option(item.quantity);
+            self.item_product_ids
+                .values()
+                .append_option(item.product.product_id.as_deref());
+            self.item_prices.values().append_option(item.product.price);
+            self.item_stocks.values().append_option(item.product.stock);
+            self.item_free_qtys.values().append_option(item.free_qty);
+        }
+        self.item_names.append(true);
+        self.item_categories.append(true);
+        self.item_qtys.append(true);
+        self.item_product_ids.append(true);
+        self.item_prices.append(true);
+        self.item_stocks.append(true);
+        self.item_free_qtys.append(true);
+
+        for c in o.coupon_codes.as_deref().unwrap_or_default() {
+            self.coupon.values().append_option(c.name.as_deref());
+        }
+        self.coupon.append(true);
+        for h in o.status_history.as_deref().unwrap_or_default() {
+            self.status.values().append_option(h.status.as_deref());
+            self.status_id
+                .values()
+                .append_option(h.status_id.as_deref());
+            self.status_timestamp
+                .values()
+                .append_option(h.timestamp.as_deref());
+        }
+        self.status.append(true);
+        self.status_id.append(true);
+        self.status_timestamp.append(true);
+    }
+
+    fn finish(mut self) -> RecordBatch {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(61);
+        columns.push(Arc::new(self.order_id.finish()));
+        columns.push(Arc::new(self.time_ms.finish()));
+        columns.extend(
+            self.head_strings
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        columns.extend(
+            self.money
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        columns.extend(
+            self.mid_strings
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        columns.push(Arc::new(self.fraud_flag.finish()));
+        columns.push(Arc::new(self.risk_score.finish()));
+        columns.extend(
+            self.tier_strings
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        columns.push(Arc::new(self.loyalty_points_used.finish()));
+        columns.extend(
+            self.tail_strings
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        columns.push(Arc::new(self.products_ordered.finish()));
+        columns.push(Arc::new(self.total_quantity.finish()));
+        columns.push(Arc::new(self.item_names.finish()));
+        columns.push(Arc::new(self.item_categories.finish()));
+        columns.push(Arc::new(self.item_qtys.finish()));
+        columns.push(Arc::new(self.item_product_ids.finish()));
+        columns.push(Arc::new(self.item_prices.finish()));
+        columns.push(Arc::new(self.item_stocks.finish()));
+        columns.push(Arc::new(self.item_free_qtys.finish()));
+        columns.push(Arc::new(self.coupon.finish()));
+        columns.push(Arc::new(self.status.finish()));
+        columns.push(Arc::new(self.status_id.finish()));
+        columns.push(Arc::new(self.status_timestamp.finish()));
+        // The builders produce exactly the schema's types, with nulls only in nullable
+        // columns, so this cannot fail; a failure is a bug in this file.
+        RecordBatch::try_new(order_schema(), columns)
+            .unwrap_or_else(|e| panic!("decoder and schema disagree: {e}"))
+    }
+}
+
+/// Builds rows of table `orders` from parsed messages, in the given order.
+pub fn to_batch<'a>(
+    parsed: impl IntoIterator<Item = &'a Parsed<'a>>,
+    rows_hint: usize,
+) -> RecordBatch {
+    let mut columns = Columns::new(rows_hint);
+    for p in parsed {
+        columns.push(&p.order);
+    }
+    columns.finish()
+}
+
+/// Parses a batch on up to `threads` threads, keeping message order.
+pub fn parse_all<'a>(
+    messages: &[Message<'a>],
+    max_bytes: usize,
+    threads: usize,
+) -> Vec<Result<Parsed<'a>, Rejected>> {
+    let threads = threads.max(1);
+    if threads == 1 || messages.len() < 256 {
+        return messages.iter().map(|m| parse(m, max_bytes)).collect();
+    }
+    let chunk = messages.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = messages
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|m| parse(m, max_bytes)).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}

@@ -1,0 +1,420 @@
+//! # rolling: hopping-window metrics (what the Kafka Streams topology did)
+//!
+//! The streaming side of rtap, fed by ingest with the same deduplicated orders as the table.
+//! Windows are `[k, k + size)` for every `k` that is a multiple of `advance` (60 s advancing 1 s
+//! by default), on event time (`time_ms`), with a grace period (5 min) for late records.
+//!
+//! Instead of updating 60 windows per record per metric (the original's RocksDB stores), the
+//! state is a ring of panes, one per `advance` of event time: a record updates exactly one pane,
+//! and a window is the sum of its `size / advance` panes (60 additions, independent of volume).
+//! Stream time is the largest event time seen. A record whose last window closed (its pane start
+//! plus `size` plus `grace` is at or before stream time) is not counted in any window and is
+//! counted as late instead; it still reaches the table. Panes older than any open window are
+//! recycled, so memory is fixed.
+//!
+//! A plain synchronous state machine: time comes in with the records and the reads, never from
+//! a clock of its own, so tests drive it with chosen times. [`Windows::snapshot`] and
+//! [`Windows::restore`] give checkpoints.
+
+use serde::{Deserialize, Serialize};
+
+/// Window settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    pub size_ms: i64,
+    pub advance_ms: i64,
+    pub grace_ms: i64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            size_ms: 60_000,
+            advance_ms: 1_000,
+            grace_ms: 300_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("window advance must be positive, got {0} ms")]
+    Advance(i64),
+    #[error("window size {size} ms must be a positive multiple of the advance {advance} ms")]
+    Size { size: i64, advance: i64 },
+    #[error("grace must be zero or positive, got {0} ms")]
+    Grace(i64),
+}
+
+impl WindowConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.advance_ms <= 0 {
+            return Err(ConfigError::Advance(self.advance_ms));
+        }
+        if self.size_ms <= 0 || self.size_ms % self.advance_ms != 0 {
+            return Err(ConfigError::Size {
+                size: self.size_ms,
+                advance: self.advance_ms,
+            });
+        }
+        if self.grace_ms < 0 {
+            return Err(ConfigError::Grace(self.grace_ms));
+        }
+        Ok(())
+    }
+
+    fn panes_per_window(&self) -> i64 {
+        self.size_ms / self.advance_ms
+    }
+
+    /// Panes kept: every pane of every window still open, plus the current one.
+    fn ring_len(&self) -> usize {
+        ((self.size_ms + self.grace_ms) / self.advance_ms + 2) as usize
+    }
+}
+
+/// The five metrics of one order, as a window counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub orders: u64,
+    /// Sum of `order_total`, in cents (exact; dollars only at the edge).
+    pub revenue_cents: i64,
+    pub fraud: u64,
+    pub delivered: u64,
+    pub refunded: u64,
+}
+
+impl Metrics {
+    /// One order's contribution.
+    pub fn order(order_total: f64, fraud: bool, delivered: bool, refunded: bool) -> Self {
+        Metrics {
+            orders: 1,
+            revenue_cents: (order_total * 100.0).round() as i64,
+            fraud: u64::from(fraud),
+            delivered: u64::from(delivered),
+            refunded: u64::from(refunded),
+        }
+    }
+
+    fn add(&mut self, o: &Metrics) {
+        self.orders += o.orders;
+        self.revenue_cents += o.revenue_cents;
+        self.fraud += o.fraud;
+        self.delivered += o.delivered;
+        self.refunded += o.refunded;
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Pane {
+    /// Which pane this slot holds (pane start / advance); stale slots are recycled.
+    index: i64,
+    metrics: Metrics,
+}
+
+/// What happened to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Counted,
+    /// Later than the grace period: not in any window.
+    Late,
+}
+
+/// The window state.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    config: WindowConfig,
+    ring: Vec<Pane>,
+    /// Largest event time seen (ms); `i64::MIN` before the first record.
+    stream_time_ms: i64,
+    late: u64,
+    counted: u64,
+}
+
+/// A checkpoint of [`Windows`]: only panes that hold something.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowsSnapshot {
+    pub config: WindowConfig,
+    pub stream_time_ms: i64,
+    pub late: u64,
+    pub counted: u64,
+    /// (pane index, metrics).
+    pub panes: Vec<(i64, Metrics)>,
+}
+
+impl Windows {
+    pub fn new(config: WindowConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let ring = vec![
+            Pane {
+                index: i64::MIN,
+                metrics: Metrics::default()
+            };
+            config.ring_len()
+        ];
+        Ok(Windows {
+            config,
+            ring,
+            stream_time_ms: i64::MIN,
+            late: 0,
+            counted: 0,
+        })
+    }
+
+    pub fn config(&self) -> &WindowConfig {
+        &self.config
+    }
+
+    pub fn stream_time_ms(&self) -> Option<i64> {
+        (self.stream_time_ms != i64::MIN).then_some(self.stream_time_ms)
+    }
+
+    /// Records counted as late so far.
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    /// Records counted in windows so far.
+    pub fn counted(&self) -> u64 {
+        self.counted
+    }
+
+    fn pane_index(&self, time_ms: i64) -> i64 {
+        time_ms.div_euclid(self.config.advance_ms)
+    }
+
+    fn slot(&self, index: i64) -> usize {
+        index.rem_euclid(self.ring.len() as i64) as usize
+    }
+
+    /// Whether a record at `time_ms` would still be counted at the current stream time.
+    pub fn is_open(&self, time_ms: i64) -> bool {
+        if self.stream_time_ms == i64::MIN {
+            return true;
+        }
+        let pane_start = self.pane_index(time_ms) * self.config.advance_ms;
+        pane_start
+            .saturating_add(self.config.size_ms)
+            .saturating_add(self.config.grace_ms)
+            > self.stream_time_ms
+    }
+
+    /// Adds one record: one pane update.
+    pub fn observe(&mut self, time_ms: i64, m: Metrics) -> Outcome {
+        if !self.is_open(time_ms) {
+            self.late += 1;
+            return Outcome::Late;
+        }
+        let index = self.pane_index(time_ms);
+        let slot = self.slot(index);
+        let pane = &mut self.ring[slot];
+        if pane.index != index {
+            // A newer pane can only evict one whose windows are all closed: the ring is longer
+            // than size + grace. An older record than the slot's pane is impossible here because
+            // `is_open` would have refused it.
+            if pane.index > index {
+                self.late += 1;
+                return Outcome::Late;
+            }
+            *pane = Pane {
+                index,
+                metrics: Metrics::default(),
+            };
+        }
+        pane.metrics.add(&m);
+        self.stream_time_ms = self.stream_time_ms.max(time_ms);
+        self.counted += 1;
+        Outcome::Counted
+    }
+
+    /// The window `[end_ms - size, end_ms)`; `end_ms` is rounded down to a pane boundary.
+    /// Empty windows (and windows older than the kept panes) are zeros.
+    pub fn window(&self, end_ms: i64) -> Metrics {
+        let last = self.pane_index(end_ms) - 1;
+        let mut total = Metrics::default();
+        for index in (last - self.config.panes_per_window() + 1)..=last {
+            let pane = &self.ring[self.slot(index)];
+            if pane.index == index {
+                total.add(&pane.metrics);
+            }
+        }
+        total
+    }
+
+    /// "Current" and "previous" at wall-clock `now_ms`: the window covering the last `size`
+    /// (ending at the end of the pane that holds `now_ms`) and the one before it.
+    pub fn current_and_previous(&self, now_ms: i64) -> (Metrics, Metrics) {
+        let end = (self.pane_index(now_ms) + 1) * self.config.advance_ms;
+        (self.window(end), self.window(end - self.config.size_ms))
+    }
+
+    /// Bounds `[start, end)` of the current window at `now_ms` (SQL uses the same).
+    pub fn current_bounds(&self, now_ms: i64) -> (i64, i64) {
+        let end = (self.pane_index(now_ms) + 1) * self.config.advance_ms;
+        (end - self.config.size_ms, end)
+    }
+
+    /// Per-pane metrics for the `count` panes ending with the one holding `now_ms`, oldest
+    /// first, as (pane start ms, metrics).
+    pub fn series(&self, now_ms: i64, count: usize) -> Vec<(i64, Metrics)> {
+        let last = self.pane_index(now_ms);
+        let count = count.min(self.ring.len()) as i64;
+        ((last - count + 1)..=last)
+            .map(|index| {
+                let pane = &self.ring[self.slot(index)];
+                let m = if pane.index == index {
+                    pane.metrics
+                } else {
+                    Metrics::default()
+                };
+                (index * self.config.advance_ms, m)
+            })
+            .collect()
+    }
+
+    pub fn snapshot(&self) -> WindowsSnapshot {
+        let mut panes: Vec<(i64, Metrics)> = self
+            .ring
+            .iter()
+            .filter(|p| p.index != i64::MIN && p.metrics != Metrics::default())
+            .map(|p| (p.index, p.metrics))
+            .collect();
+        panes.sort_by_key(|(i, _)| *i);
+        WindowsSnapshot {
+            config: self.config,
+            stream_time_ms: self.stream_time_ms,
+            late: self.late,
+            counted: self.counted,
+            panes,
+        }
+    }
+
+    pub fn restore(snapshot: &WindowsSnapshot) -> Result<Self, ConfigError> {
+        let mut w = Windows::new(snapshot.config)?;
+        for (index, metrics) in &snapshot.panes {
+            let slot = w.slot(*index);
+            w.ring[slot] = Pane {
+                index: *index,
+                metrics: *metrics,
+            };
+        }
+        w.stream_time_ms = snapshot.stream_time_ms;
+        w.late = snapshot.late;
+        w.counted = snapshot.counted;
+        Ok(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_795_618_800_000; // a whole minute
+
+    fn one(total: f64) -> Metrics {
+        Metrics::order(total, false, false, false)
+    }
+
+    #[test]
+    fn records_land_in_the_right_windows() {
+        let mut w = Windows::new(WindowConfig::default()).expect("config");
+        assert_eq!(
+            w.observe(T0, Metrics::order(10.0, true, false, false)),
+            Outcome::Counted
+        );
+        assert_eq!(
+            w.observe(T0 + 59_999, Metrics::order(5.5, false, true, true)),
+            Outcome::Counted
+        );
+        assert_eq!(w.observe(T0 + 60_000, one(1.0)), Outcome::Counted);
+        // [T0, T0+60s) holds the first two, exactly.
+        let m = w.window(T0 + 60_000);
+        assert_eq!(
+            (m.orders, m.revenue_cents, m.fraud, m.delivered, m.refunded),
+            (2, 1550, 1, 1, 1)
+        );
+        // Boundaries: the window ending at T0 + 1 s holds only the first; the one starting at
+        // T0 + 1 s does not hold it.
+        assert_eq!(w.window(T0 + 1_000).orders, 1);
+        assert_eq!(w.window(T0 + 61_000).orders, 2);
+        assert_eq!(w.window(T0 + 61_000).revenue_cents, 650);
+        assert_eq!(w.window(T0 + 120_000).orders, 1);
+        assert_eq!(
+            w.window(T0 + 120_001).orders,
+            1,
+            "end is rounded down to a pane"
+        );
+        assert_eq!(w.window(T0 + 121_000).orders, 0, "empty window is zeros");
+        assert_eq!(w.window(T0 - 1_000_000), Metrics::default());
+    }
+
+    #[test]
+    fn current_and_previous_follow_the_clock() {
+        let mut w = Windows::new(WindowConfig::default()).expect("config");
+        for s in 0..180 {
+            w.observe(T0 + s * 1000 + 500, one(1.0));
+        }
+        // At T0 + 179.5 s: current = [T0+120 s, T0+180 s), previous = [T0+60 s, T0+120 s).
+        let (cur, prev) = w.current_and_previous(T0 + 179_500);
+        assert_eq!((cur.orders, prev.orders), (60, 60));
+        assert_eq!(w.current_bounds(T0 + 179_500), (T0 + 120_000, T0 + 180_000));
+        // Two minutes later nothing new arrived: both are empty, never an error.
+        let (cur, prev) = w.current_and_previous(T0 + 400_000);
+        assert_eq!((cur.orders, prev.orders), (0, 0));
+    }
+
+    #[test]
+    fn grace_decides_lateness() {
+        let mut w = Windows::new(WindowConfig::default()).expect("config");
+        w.observe(T0 + 600_000, one(1.0)); // stream time T0 + 10 min
+                                           // Pane T0+240 s: its last window ends at T0+300 s, closes at T0+600 s: late.
+        assert_eq!(w.observe(T0 + 240_999, one(1.0)), Outcome::Late);
+        // Pane T0+241 s: last window closes at T0+601 s > stream time: counted.
+        assert_eq!(w.observe(T0 + 241_000, one(1.0)), Outcome::Counted);
+        assert_eq!(w.late(), 1);
+        assert_eq!(w.window(T0 + 300_000).orders, 1);
+        assert_eq!(w.window(T0 + 301_000).orders, 1);
+        assert_eq!(w.window(T0 + 241_000).orders, 0);
+    }
+
+    #[test]
+    fn snapshot_round_trips() {
+        let mut w = Windows::new(WindowConfig::default()).expect("config");
+        for s in 0..500 {
+            w.observe(
+                T0 + s * 700,
+                Metrics::order(s as f64 / 7.0, s % 3 == 0, s % 4 == 0, s % 5 == 0),
+            );
+        }
+        w.observe(T0 - 10_000_000, one(1.0));
+        let snap = w.snapshot();
+        let json = serde_json::to_string(&snap).expect("json");
+        let back = Windows::restore(&serde_json::from_str(&json).expect("parse")).expect("restore");
+        for end in (T0..T0 + 400_000).step_by(1_000) {
+            assert_eq!(back.window(end), w.window(end));
+        }
+        assert_eq!((back.late(), back.counted()), (1, 500));
+        assert_eq!(back.snapshot(), snap);
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        assert!(Windows::new(WindowConfig {
+            advance_ms: 0,
+            ..WindowConfig::default()
+        })
+        .is_err());
+        assert!(Windows::new(WindowConfig {
+            size_ms: 1_500,
+            advance_ms: 1_000,
+            grace_ms: 0
+        })
+        .is_err());
+        assert!(Windows::new(WindowConfig {
+            grace_ms: -1,
+            ..WindowConfig::default()
+        })
+        .is_err());
+    }
+}

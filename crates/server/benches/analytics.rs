@@ -1,0 +1,251 @@
+//! The realtime table's budgets (issue 3), measured on this machine:
+//!
+//! - decode + append throughput (generated JSON -> ingest -> table), orders/s;
+//! - p50 / p99 latency of every analytics endpoint over HTTP with 1 M and 10 M stored orders
+//!   (event times 32 ms apart ending now, so "the last minute" holds ~1,900 orders);
+//! - RSS of the process with the table loaded and after the queries;
+//! - freshness: from handing one order to ingest until SQL sees it, at 1,000 orders/s.
+//!
+//! `cargo bench -p server --bench analytics` (all sizes), or set `RTAP_BENCH_SIZES=1000000` for
+//! fewer. The table is written under a temporary directory that is removed at the end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ingest::{schema, IngestConfig, Ingestor, Message, Position};
+use orders::{Generator, GeneratorConfig};
+use sql::{SqlConfig, SqlEngine};
+use table::{RealtimeTable, TableConfig};
+
+const STEP_MS: i64 = 32;
+const CHUNK: usize = 16_384;
+const REQUESTS: usize = 200;
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn open(dir: &std::path::Path) -> Arc<RealtimeTable> {
+    Arc::new(
+        RealtimeTable::open(
+            dir,
+            schema::order_schema(),
+            schema::TIME_MS,
+            &[schema::ORDER_ID, "customer_id"],
+            TableConfig::default(),
+        )
+        .expect("open table"),
+    )
+}
+
+/// Generates `n` orders ending now and ingests them; returns (ingest seconds, generate seconds).
+fn load(table: &RealtimeTable, n: u64) -> (f64, f64) {
+    let mut g = Generator::new(GeneratorConfig {
+        seed: 77,
+        ..GeneratorConfig::default()
+    });
+    let mut ingestor = Ingestor::new(IngestConfig::default());
+    let start = now_ms() - n as i64 * STEP_MS;
+    let mut ingest_secs = 0.0;
+    let mut gen_secs = 0.0;
+    let mut seq = 1u64;
+    while seq <= n {
+        let t = Instant::now();
+        let docs: Vec<Vec<u8>> = (seq..(seq + CHUNK as u64).min(n + 1))
+            .map(|s| g.generate(s, start + s as i64 * STEP_MS).to_json())
+            .collect();
+        gen_secs += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let messages: Vec<Message<'_>> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Message {
+                position: Position {
+                    partition: 0,
+                    offset: seq as i64 + i as i64,
+                },
+                payload: d,
+                record_time_ms: None,
+            })
+            .collect();
+        let out = ingestor.ingest(&messages);
+        if let Some(b) = out.batch {
+            table.append(b).expect("append");
+        }
+        table.maintain(now_ms()).expect("maintain");
+        ingest_secs += t.elapsed().as_secs_f64();
+        seq += docs.len() as u64;
+    }
+    (ingest_secs, gen_secs)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+}
+
+async fn endpoints(table: Arc<RealtimeTable>, label: &str) {
+    let engine = Arc::new(
+        SqlEngine::new(table.clone(), SqlConfig::default(), Arc::new(now_ms)).expect("engine"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, server::analytics::router(engine)).await });
+    let client = reqwest::Client::new();
+    let latest: serde_json::Value = client
+        .get(format!("{base}/orders/latestorders"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let customer = latest[0]["customerId"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string();
+    let paths = [
+        "/orders/overview2".to_string(),
+        "/orders/ordersperminute".to_string(),
+        "/orders/popular".to_string(),
+        "/orders/latestorders".to_string(),
+        "/orders/couponslastminute".to_string(),
+        "/orders/toplocations".to_string(),
+        "/users/".to_string(),
+        format!("/users/{customer}/orders"),
+    ];
+    println!("{label}: endpoint latency over HTTP ({REQUESTS} requests each after 10 warm-up)");
+    for path in &paths {
+        let mut lat = Vec::with_capacity(REQUESTS);
+        for i in 0..REQUESTS + 10 {
+            let t = Instant::now();
+            let resp = client
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .expect("request");
+            assert!(resp.status().is_success(), "{path}: {}", resp.status());
+            let _ = resp.bytes().await.expect("body");
+            if i >= 10 {
+                lat.push(t.elapsed());
+            }
+        }
+        lat.sort();
+        println!(
+            "  {path:<32} p50 {:>7.2} ms   p99 {:>7.2} ms",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
+    }
+}
+
+async fn freshness(table: Arc<RealtimeTable>) {
+    let engine =
+        SqlEngine::new(table.clone(), SqlConfig::default(), Arc::new(now_ms)).expect("engine");
+    let mut g = Generator::new(GeneratorConfig {
+        seed: 991,
+        ..GeneratorConfig::default()
+    });
+    let mut ingestor = Ingestor::new(IngestConfig::default());
+    let mut lat = Vec::new();
+    let started = Instant::now();
+    for i in 0..2_000u64 {
+        // 1,000 orders/s: order i is due at i ms.
+        let due = Duration::from_millis(i);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let order = g.generate(i + 1, now_ms());
+        let json = order.to_json();
+        let t = Instant::now();
+        let out = ingestor.ingest(&[Message {
+            position: Position {
+                partition: 0,
+                offset: i as i64,
+            },
+            payload: &json,
+            record_time_ms: None,
+        }]);
+        table.append(out.batch.expect("row")).expect("append");
+        if i % 100 == 0 {
+            let q = format!(
+                "SELECT COUNT(*) FROM orders WHERE time_ms > ago('PT5S') AND order_id = '{}'",
+                order.order_id
+            );
+            let r = engine.run(&q, Vec::new()).await.expect("query");
+            let n = r.batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .map_or(0, |a| a.value(0));
+            assert_eq!(n, 1, "the order is visible");
+            lat.push(t.elapsed());
+        }
+    }
+    lat.sort();
+    println!(
+        "freshness at 1,000 orders/s (ingest one order, then SQL finds it): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} probes)",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        lat.len()
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let sizes: Vec<u64> = std::env::var("RTAP_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000000,10000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for n in sizes {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = open(dir.path());
+        let (ingest_secs, gen_secs) = load(&table, n);
+        println!(
+            "{n} orders: decode+append {:.0} orders/s ({ingest_secs:.1} s; generating them took {gen_secs:.1} s more)",
+            n as f64 / ingest_secs
+        );
+        let t = Instant::now();
+        for _ in 0..600 {
+            table.maintain(now_ms()).expect("maintain");
+            if table.snapshot().memory_rows < 100_000 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let snap = table.snapshot();
+        let bytes: u64 = snap.segments.iter().map(|s| s.entry.bytes).sum();
+        println!(
+            "  table: {} rows, {} sealed segments ({:.0} MB on disk, {:.0} bytes/order), {} rows in memory; settled in {:.1} s; RSS {:.0} MB",
+            snap.rows(),
+            snap.segments.len(),
+            bytes as f64 / 1e6,
+            bytes as f64 / snap.rows().max(1) as f64,
+            snap.memory_rows,
+            t.elapsed().as_secs_f64(),
+            rss_mb()
+        );
+        drop(snap);
+        endpoints(table.clone(), &format!("{n} orders")).await;
+        println!("  RSS after queries: {:.0} MB", rss_mb());
+        if n == 1_000_000 {
+            freshness(table.clone()).await;
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The analytics API (SPEC section 5; the original Quarkus app, port 8888) and `/query/sql`.
+//!
+//! Each endpoint runs rtap's own SQL (`queries/*.sql`) through the SQL engine, with the time
+//! bounds computed once per request from the engine's clock and bound as parameters, and the
+//! deliberate fixes of SPEC section 9: revenue is `SUM(order_total)` over distinct orders, every
+//! order counts once, `latestorders` has `orderId`, a customer id is bound, never spliced.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{Method, Uri};
+use axum::routing::get;
+use axum::{Json, Router};
+use datafusion::common::ScalarValue;
+use serde_json::{json, Map, Value};
+use sql::response::cell;
+use sql::{QueryOutput, SqlEngine};
+
+use crate::error::ApiError;
+
+const MINUTE_MS: i64 = 60_000;
+/// Largest SQL text `/query/sql` accepts.
+const MAX_SQL_BODY_BYTES: usize = 1024 * 1024;
+
+pub fn router(engine: Arc<SqlEngine>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/query/sql", get(query_get).post(query_post))
+        .route("/orders/overview2", get(overview2))
+        .route("/orders/ordersperminute", get(orders_per_minute))
+        .route("/orders/popular", get(popular))
+        .route("/orders/latestorders", get(latest_orders))
+        .route("/orders/couponslastminute", get(coupons))
+        .route("/orders/toplocations", get(top_locations))
+        .route("/users", get(recent_users))
+        .route("/users/", get(recent_users))
+        .route("/users/{customer_id}/orders", get(user_orders))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_SQL_BODY_BYTES))
+        .with_state(engine)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {method} {}", uri.path()))
+}
+
+async fn health(State(engine): State<Arc<SqlEngine>>) -> Json<Value> {
+    Json(json!({"status": "ok", "rows": engine.table().snapshot().rows()}))
+}
+
+/// Rows of a result as JSON objects keyed by the given names, in column order.
+fn objects(out: &QueryOutput, keys: &[&str]) -> Vec<Value> {
+    let mut rows = Vec::with_capacity(out.num_rows());
+    for batch in &out.batches {
+        for r in 0..batch.num_rows() {
+            let mut obj = Map::new();
+            for (key, column) in keys.iter().zip(batch.columns()) {
+                let v = ScalarValue::try_from_array(column, r)
+                    .map(|s| cell(&s))
+                    .unwrap_or(Value::Null);
+                obj.insert((*key).to_string(), v);
+            }
+            rows.push(Value::Object(obj));
+        }
+    }
+    rows
+}
+
+/// Money to the cent: sums of doubles carry binary noise (0.1 + 0.2).
+fn cents(v: &Value) -> Value {
+    match v.as_f64() {
+        Some(x) => json!((x * 100.0).round() / 100.0),
+        None => json!(0.0),
+    }
+}
+
+fn round_money(rows: &mut [Value], keys: &[&str]) {
+    for row in rows {
+        for k in keys {
+            if let Some(v) = row.get_mut(*k) {
+                *v = cents(v);
+            }
+        }
+    }
+}
+
+async fn run(engine: &SqlEngine, sql: &str, params: Vec<i64>) -> Result<QueryOutput, ApiError> {
+    let params = params
+        .into_iter()
+        .map(|p| ScalarValue::Int64(Some(p)))
+        .collect();
+    Ok(engine.run(sql, params).await?)
+}
+
+fn period(row: &Value, suffix: &str) -> Value {
+    let n = row[format!("orders_{suffix}")].as_i64().unwrap_or(0);
+    let revenue = cents(&row[format!("revenue_{suffix}")]);
+    let avg = if n > 0 {
+        revenue.as_f64().unwrap_or(0.0) / n as f64
+    } else {
+        0.0
+    };
+    json!({
+        "orders": n,
+        "totalRevenue": revenue,
+        "avgOrderValue": (avg * 100.0).round() / 100.0,
+        "fraudCount": row[format!("fraud_{suffix}")].as_i64().unwrap_or(0),
+        "deliveredCount": row[format!("delivered_{suffix}")].as_i64().unwrap_or(0),
+        "refundedCount": row[format!("refunded_{suffix}")].as_i64().unwrap_or(0),
+    })
+}
+
+async fn overview2(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
+    let now = engine.now_ms();
+    let out = run(
+        &engine,
+        include_str!("queries/overview.sql"),
+        vec![now - 2 * MINUTE_MS, now - MINUTE_MS, now],
+    )
+    .await?;
+    let keys = [
+        "orders_now",
+        "revenue_now",
+        "fraud_now",
+        "delivered_now",
+        "refunded_now",
+        "orders_before",
+        "revenue_before",
+        "fraud_before",
+        "delivered_before",
+        "refunded_before",
+    ];
+    let row = objects(&out, &keys)
+        .into_iter()
+        .next()
+        .unwrap_or(Value::Null);
+    Ok(Json(json!({
+        "currentTimePeriod": period(&row, "now"),
+        "previousTimePeriod": period(&row, "before"),
+    })))
+}
+
+async fn orders_per_minute(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
+    let now = engine.now_ms();
+    let out = run(
+        &engine,
+        include_str!("queries/orders_per_minute.sql"),
+        vec![now - 60 * MINUTE_MS, now],
+    )
+    .await?;
+    let mut rows = objects(
+        &out,
+        &[
+            "timestamp",
+            "orders",
+            "revenue",
+            "fraud",
+            "delivered",
+            "refunded",
+        ],
+    );
+    round_money(&mut rows, &["revenue"]);
+    Ok(Json(Value::Array(rows)))
+}
+
+async fn popular(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
+    let now = engine.now_ms();
+    let bounds = vec![now - MINUTE_MS, now];
+    let items = run(
+        &engine,
+        include_str!("queries/popular_items.sql"),
+        bounds.clone(),
+    )
+    .await?;
+    let categories = run(
+        &engine,
+        include_str!("queries/popular_categories.sql"),
+        bounds,
+    )
+    .await?;
+    Ok(Json(json!({
+        "itemNames": objects(&items, &["itemName", "orders", "quantity"]),
+        "categories": objects(&categories, &["category", "orders", "quantity"]),
+    })))
+}
+
+/// Runs a "newest N" query over the last few minutes first, and over everything only when the
+/// recent data has fewer than `want` rows: the common case reads only the newest segments.
+async fn newest(engine: &SqlEngine, sql: &str, want: usize) -> Result<QueryOutput, ApiError> {
+    let recent = run(engine, sql, vec![engine.now_ms() - 5 * MINUTE_MS]).await?;
+    if recent.num_rows() >= want {
+        return Ok(recent);
+    }
+    run(engine, sql, vec![i64::MIN]).await
+}
+
+async fn latest_orders(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
+    let out = newest(&engine, include_str!("queries/latest_orders.sql"), 10).await?;
+    let mut rows = objects(
+        &out,
+        &[
+            "orderId",
+            "timestamp",
+            "orderTotal",
+            "customerId",
+            "productsOrdered",
+            "totalQuantity",
+        ],
+    );
+    round_money(&mut rows, &["orderTotal"]);
+    Ok(Json(Value::Array(rows)))
+}
+
+async fn coupons(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
+    let now = engine.now_ms();
+    let out = run(
+        &engine,
+        include_str!("queries/coupons.sql"),
+        vec![now - MINUTE_MS, now],
+    )
+    .await?;
+    Ok(Json(Value::Array(objects(
+        &out,
+        &["coupon_code", "times_used"],
+    ))))
+}
+
+async fn top_locations(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
+    let now = engine.now_ms();
+    let bounds = vec![now - MINUTE_MS, now];
+    let cities = run(
+        &engine,
+        include_str!("queries/top_cities.sql"),
+        bounds.clone(),
+    )
+    .await?;
+    let states = run(&engine, include_str!("queries/top_states.sql"), bounds).await?;
+    Ok(Json(json!({
+        "cities": objects(&cities, &["city", "totalOrders"]),
+        "states": objects(&states, &["state", "totalOrders"]),
+    })))
+}
+
+async fn recent_users(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
+    let out = newest(&engine, include_str!("queries/recent_users.sql"), 50).await?;
+    Ok(Json(Value::Array(objects(
+        &out,
+        &["customer_id", "timestamp"],
+    ))))
+}
+
+/// Longest customer id accepted (a UUID is 36 characters).
+const MAX_CUSTOMER_ID_CHARS: usize = 128;
+
+async fn user_orders(
+    State(engine): State<Arc<SqlEngine>>,
+    Path(customer_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if customer_id.is_empty()
+        || customer_id.chars().count() > MAX_CUSTOMER_ID_CHARS
+        || customer_id.chars().any(char::is_control)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "customer id must be 1 to {MAX_CUSTOMER_ID_CHARS} printable characters"
+        )));
+    }
+    let out = engine
+        .run(
+            include_str!("queries/user_orders.sql"),
+            vec![ScalarValue::Utf8(Some(customer_id))],
+        )
+        .await?;
+    let mut rows = objects(&out, &["order_id", "order_total", "timestamp"]);
+    round_money(&mut rows, &["order_total"]);
+    Ok(Json(Value::Array(rows)))
+}
+
+#[derive(serde::Deserialize)]
+struct SqlRequest {
+    sql: String,
+}
+
+async fn query_get(
+    State(engine): State<Arc<SqlEngine>>,
+    query: Result<Query<SqlRequest>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(req) =
+        query.map_err(|e| ApiError::BadRequest(format!("expected ?sql=<query>: {e}")))?;
+    Ok(Json(engine.query_pinot(&req.sql).await))
+}
+
+async fn query_post(
+    State(engine): State<Arc<SqlEngine>>,
+    body: Result<Json<SqlRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(req) = body.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected a JSON body {{\"sql\": \"...\"}}: {}",
+            e.body_text()
+        ))
+    })?;
+    Ok(Json(engine.query_pinot(&req.sql).await))
+}

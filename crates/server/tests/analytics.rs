@@ -1,0 +1,693 @@
+//! Exact answers: a known set of generated orders is ingested into a realtime table, and every
+//! analytics endpoint and every seed query of the original README is checked against answers
+//! computed independently, in plain Rust with integer cents, from the same orders. Then the same
+//! data delivered twice, and the table reopened from disk, must give the same answers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::TimeZone;
+use ingest::{schema, IngestConfig, Ingestor, Message, Position};
+use orders::{Generator, GeneratorConfig, Order};
+use serde_json::{json, Value};
+use sql::{SqlConfig, SqlEngine};
+use table::{RealtimeTable, TableConfig};
+
+/// 2026-11-25T15:00:00Z: "now" for every query of this test.
+const NOW: i64 = 1_795_618_800_000;
+const MINUTE: i64 = 60_000;
+const N: u64 = 6_000;
+/// Orders every 700 ms over the 70 minutes before NOW.
+const STEP: i64 = 700;
+
+fn generate() -> Vec<Order> {
+    let mut g = Generator::new(GeneratorConfig {
+        seed: 2024,
+        customers: 400,
+    });
+    (1..=N)
+        .map(|seq| g.generate(seq, NOW - 70 * MINUTE + seq as i64 * STEP - 1))
+        .collect()
+}
+
+fn cents(x: f64) -> i64 {
+    (x * 100.0).round() as i64
+}
+
+fn dollars(c: i64) -> Value {
+    json!(c as f64 / 100.0)
+}
+
+fn ny(ms: i64) -> String {
+    chrono_tz::America::New_York
+        .timestamp_millis_opt(ms)
+        .single()
+        .expect("valid")
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+fn table_config() -> TableConfig {
+    // Small segments so the test covers sealed Parquet files, a merge, and memory together.
+    TableConfig {
+        max_memory_rows: 700,
+        merge_min_segments: 3,
+        merge_target_rows: 4_000,
+        ..TableConfig::default()
+    }
+}
+
+fn open_table(dir: &std::path::Path) -> Arc<RealtimeTable> {
+    Arc::new(
+        RealtimeTable::open(
+            dir,
+            schema::order_schema(),
+            schema::TIME_MS,
+            &[schema::ORDER_ID, "customer_id"],
+            table_config(),
+        )
+        .expect("open table"),
+    )
+}
+
+/// Ingests the JSON of `orders` (each `copies` times, interleaved) in batches of 500.
+fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) {
+    let docs: Vec<Vec<u8>> = orders.iter().map(|o| o.to_json()).collect();
+    let mut ingestor = Ingestor::new(IngestConfig::default());
+    let mut messages = Vec::new();
+    for (i, d) in docs.iter().enumerate() {
+        for c in 0..copies {
+            messages.push(Message {
+                position: Position {
+                    partition: c as i32,
+                    offset: i as i64,
+                },
+                payload: d.as_slice(),
+                record_time_ms: None,
+            });
+        }
+    }
+    // The newest 300 orders (and their copies) stay in memory; the rest is sealed and merged.
+    let (sealed, fresh) = messages.split_at(messages.len() - 300 * copies);
+    let mut append = |chunk: &[Message<'_>]| {
+        let out = ingestor.ingest(chunk);
+        assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+        if let Some(b) = out.batch {
+            table.append(b).expect("append");
+        }
+    };
+    for chunk in sealed.chunks(500) {
+        append(chunk);
+        table.maintain(NOW).expect("maintain");
+    }
+    table.flush().expect("seal");
+    for _ in 0..200 {
+        table.maintain(NOW).expect("maintain");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    append(fresh);
+}
+
+async fn serve(table: Arc<RealtimeTable>) -> String {
+    let engine =
+        Arc::new(SqlEngine::new(table, SqlConfig::default(), Arc::new(|| NOW)).expect("engine"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, server::analytics::router(engine)).await });
+    base
+}
+
+async fn get(url: &str) -> Value {
+    let resp = reqwest::get(url).await.expect("request");
+    assert_eq!(resp.status().as_u16(), 200, "{url}");
+    resp.json().await.expect("json")
+}
+
+async fn sql(base: &str, query: &str) -> Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/query/sql"))
+        .json(&json!({ "sql": query }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["exceptions"], json!([]), "{query}");
+    v
+}
+
+fn rows(v: &Value) -> Vec<Vec<Value>> {
+    v["resultTable"]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r.as_array().expect("row").clone())
+        .collect()
+}
+
+fn in_range(o: &Order, lo: i64, hi: i64) -> bool {
+    o.time_ms > lo && o.time_ms <= hi
+}
+
+fn period(orders: &[Order], lo: i64, hi: i64) -> Value {
+    let sel: Vec<&Order> = orders.iter().filter(|o| in_range(o, lo, hi)).collect();
+    let revenue: i64 = sel.iter().map(|o| cents(o.order_total)).sum();
+    let n = sel.len() as i64;
+    let avg = if n > 0 {
+        ((revenue as f64 / n as f64).round()) as i64
+    } else {
+        0
+    };
+    json!({
+        "orders": n,
+        "totalRevenue": dollars(revenue),
+        "avgOrderValue": dollars(avg),
+        "fraudCount": sel.iter().filter(|o| o.fraud_flag).count(),
+        "deliveredCount": sel.iter().filter(|o| o.delivered == "yes").count(),
+        "refundedCount": sel.iter().filter(|o| o.refunded == "yes").count(),
+    })
+}
+
+/// Every endpoint's expected answer, from plain Rust over the orders.
+fn expected_endpoints(orders: &[Order]) -> BTreeMap<&'static str, Value> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "/orders/overview2",
+        json!({
+            "currentTimePeriod": period(orders, NOW - MINUTE, NOW),
+            "previousTimePeriod": period(orders, NOW - 2 * MINUTE, NOW - MINUTE),
+        }),
+    );
+
+    let mut minutes: BTreeMap<i64, Vec<&Order>> = BTreeMap::new();
+    for o in orders
+        .iter()
+        .filter(|o| in_range(o, NOW - 60 * MINUTE, NOW))
+    {
+        minutes
+            .entry(o.time_ms.div_euclid(MINUTE) * MINUTE)
+            .or_default()
+            .push(o);
+    }
+    let per_minute: Vec<Value> = minutes
+        .iter()
+        .rev()
+        .take(60)
+        .map(|(m, os)| {
+            json!({
+                "timestamp": ny(*m),
+                "orders": os.len(),
+                "revenue": dollars(os.iter().map(|o| cents(o.order_total)).sum()),
+                "fraud": os.iter().filter(|o| o.fraud_flag).count(),
+                "delivered": os.iter().filter(|o| o.delivered == "yes").count(),
+                "refunded": os.iter().filter(|o| o.refunded == "yes").count(),
+            })
+        })
+        .collect();
+    out.insert("/orders/ordersperminute", Value::Array(per_minute));
+
+    let last_minute: Vec<&Order> = orders
+        .iter()
+        .filter(|o| in_range(o, NOW - MINUTE, NOW))
+        .collect();
+    let top = |key: &dyn Fn(&orders::model::LineItem) -> String, label: &str| -> Vec<Value> {
+        let mut by: HashMap<String, (HashSet<uuid_like::Id>, i64)> = HashMap::new();
+        for o in &last_minute {
+            for li in &o.line_items {
+                let e = by.entry(key(li)).or_default();
+                e.0.insert(uuid_like::Id(o.order_id.to_string()));
+                e.1 += i64::from(li.quantity);
+            }
+        }
+        let mut v: Vec<(String, usize, i64)> = by
+            .into_iter()
+            .map(|(k, (ids, q))| (k, ids.len(), q))
+            .collect();
+        v.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        v.into_iter()
+            .take(5)
+            .map(|(k, n, q)| json!({ label: k, "orders": n, "quantity": q }))
+            .collect()
+    };
+    out.insert(
+        "/orders/popular",
+        json!({
+            "itemNames": top(&|li| li.product.name.to_string(), "itemName"),
+            "categories": top(&|li| li.product.category.to_string(), "category"),
+        }),
+    );
+
+    let mut newest: Vec<&Order> = orders.iter().collect();
+    newest.sort_by(|a, b| {
+        b.time_ms
+            .cmp(&a.time_ms)
+            .then(a.order_id.to_string().cmp(&b.order_id.to_string()))
+    });
+    out.insert(
+        "/orders/latestorders",
+        Value::Array(
+            newest
+                .iter()
+                .take(10)
+                .map(|o| {
+                    json!({
+                        "orderId": o.order_id.to_string(),
+                        "timestamp": ny(o.time_ms),
+                        "orderTotal": dollars(cents(o.order_total)),
+                        "customerId": o.customer.customer_id.to_string(),
+                        "productsOrdered": o.line_items.len(),
+                        "totalQuantity": o.line_items.iter().map(|l| l.quantity).sum::<u32>(),
+                    })
+                })
+                .collect(),
+        ),
+    );
+
+    let mut coupons: HashMap<String, usize> = HashMap::new();
+    for o in &last_minute {
+        for c in &o.coupon_codes {
+            *coupons.entry(c.name.to_string()).or_default() += 1;
+        }
+    }
+    let mut coupons: Vec<(String, usize)> = coupons.into_iter().collect();
+    coupons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out.insert(
+        "/orders/couponslastminute",
+        Value::Array(
+            coupons
+                .into_iter()
+                .map(|(c, n)| json!({"coupon_code": c, "times_used": n}))
+                .collect(),
+        ),
+    );
+
+    let top_by = |key: &dyn Fn(&Order) -> String, label: &str| -> Vec<Value> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for o in &last_minute {
+            *counts.entry(key(o)).or_default() += 1;
+        }
+        let mut v: Vec<(String, usize)> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.into_iter()
+            .take(5)
+            .map(|(k, n)| json!({ label: k, "totalOrders": n }))
+            .collect()
+    };
+    out.insert(
+        "/orders/toplocations",
+        json!({
+            "cities": top_by(&|o| o.customer.city.to_string(), "city"),
+            "states": top_by(&|o| o.customer.state.to_string(), "state"),
+        }),
+    );
+
+    let mut last_seen: HashMap<String, i64> = HashMap::new();
+    for o in orders {
+        let e = last_seen
+            .entry(o.customer.customer_id.to_string())
+            .or_insert(i64::MIN);
+        *e = (*e).max(o.time_ms);
+    }
+    let mut users: Vec<(String, i64)> = last_seen.into_iter().collect();
+    users.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out.insert(
+        "/users/",
+        Value::Array(
+            users
+                .into_iter()
+                .take(50)
+                .map(|(id, t)| json!({"customer_id": id, "timestamp": ny(t)}))
+                .collect(),
+        ),
+    );
+    out
+}
+
+/// A tiny newtype so the oracle's sets are explicit about holding order ids.
+mod uuid_like {
+    #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+    pub struct Id(pub String);
+}
+
+async fn check_endpoints(base: &str, orders: &[Order]) -> BTreeMap<&'static str, Value> {
+    let expected = expected_endpoints(orders);
+    let mut got = BTreeMap::new();
+    for (path, want) in &expected {
+        let v = get(&format!("{base}{path}")).await;
+        assert_eq!(&v, want, "{path}");
+        got.insert(*path, v);
+    }
+    // A repeat customer's orders, newest first.
+    let mut per_customer: HashMap<String, Vec<&Order>> = HashMap::new();
+    for o in orders {
+        per_customer
+            .entry(o.customer.customer_id.to_string())
+            .or_default()
+            .push(o);
+    }
+    let (customer, mut theirs) = per_customer
+        .into_iter()
+        .max_by_key(|(id, v)| (v.len(), id.clone()))
+        .expect("customers");
+    assert!(theirs.len() > 20);
+    theirs.sort_by(|a, b| {
+        b.time_ms
+            .cmp(&a.time_ms)
+            .then(a.order_id.to_string().cmp(&b.order_id.to_string()))
+    });
+    let want: Vec<Value> = theirs
+        .iter()
+        .map(|o| json!({"order_id": o.order_id.to_string(), "order_total": dollars(cents(o.order_total)), "timestamp": ny(o.time_ms)}))
+        .collect();
+    assert_eq!(
+        get(&format!("{base}/users/{customer}/orders")).await,
+        Value::Array(want)
+    );
+    got
+}
+
+/// The README's seed queries, verbatim, against the standard-SQL answer over per-grain rows.
+async fn check_seed_queries(base: &str, orders: &[Order]) {
+    let readme = include_str!("fixtures/README.original.md");
+    let queries = seed_queries(readme);
+    assert_eq!(
+        queries.len(),
+        5,
+        "the README holds five queries: {queries:?}"
+    );
+
+    // overview2's query: COUNT(DISTINCT order_id) and SUM(DISTINCT order_total) per period.
+    let v = sql(base, &queries[0]).await;
+    let names: Vec<&str> = v["resultTable"]["dataSchema"]["columnNames"]
+        .as_array()
+        .expect("names")
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert_eq!(names[0], "events1Min");
+    let row = &rows(&v)[0];
+    let sel = |lo: i64, hi: i64, f: &dyn Fn(&Order) -> bool| -> Vec<&Order> {
+        orders
+            .iter()
+            .filter(|o| o.time_ms > lo && o.time_ms <= hi && f(o))
+            .collect()
+    };
+    let distinct_sum = |os: &[&Order]| -> i64 {
+        let set: HashSet<i64> = os.iter().map(|o| cents(o.order_total)).collect();
+        set.into_iter().sum()
+    };
+    let all = |_: &Order| true;
+    let (m1, m2) = (NOW - MINUTE, NOW - 2 * MINUTE);
+    assert_eq!(row[0], json!(sel(m1, NOW, &all).len()));
+    assert_eq!(row[1], json!(sel(m2, m1, &all).len()));
+    assert_eq!(
+        cents(row[2].as_f64().expect("total1Min")),
+        distinct_sum(&sel(m1, NOW, &all))
+    );
+    assert_eq!(
+        cents(row[3].as_f64().expect("total1Min2Min")),
+        distinct_sum(&sel(m2, m1, &all))
+    );
+    assert_eq!(row[4], json!(sel(m1, NOW, &|o| o.refunded == "yes").len()));
+    assert_eq!(row[5], json!(sel(m1, NOW, &|o| o.delivered == "yes").len()));
+    assert_eq!(row[6], json!(sel(m1, NOW, &|o| o.fraud_flag).len()));
+    assert_eq!(row[7], json!(sel(m2, m1, &|o| o.refunded == "yes").len()));
+    assert_eq!(row[8], json!(sel(m2, m1, &|o| o.delivered == "yes").len()));
+    assert_eq!(row[9], json!(sel(m2, m1, &|o| o.fraud_flag).len()));
+
+    // popular: items and categories (item grain), ORDER BY quantity DESC LIMIT 5. Ties at the
+    // fifth place make the choice of rows ambiguous, so check each row and the quantities.
+    for (q, key) in [(&queries[1], "name"), (&queries[2], "category")] {
+        let mut by: HashMap<String, (HashSet<String>, i64)> = HashMap::new();
+        for o in sel(m1, NOW, &all) {
+            for li in &o.line_items {
+                let k = if key == "name" {
+                    li.product.name.to_string()
+                } else {
+                    li.product.category.to_string()
+                };
+                let e = by.entry(k).or_default();
+                e.0.insert(o.order_id.to_string());
+                e.1 += i64::from(li.quantity);
+            }
+        }
+        let v = sql(base, q).await;
+        let got = rows(&v);
+        assert_eq!(got.len(), 5);
+        let mut quantities: Vec<i64> = by.values().map(|(_, q)| *q).collect();
+        quantities.sort_unstable_by(|a, b| b.cmp(a));
+        let got_q: Vec<i64> = got
+            .iter()
+            .map(|r| r[2].as_f64().expect("quantity") as i64)
+            .collect();
+        assert_eq!(got_q, quantities[..5].to_vec(), "{key}");
+        for r in &got {
+            let (ids, quantity) = &by[r[0].as_str().expect("name")];
+            assert_eq!(r[1], json!(ids.len()));
+            assert_eq!(r[2].as_f64(), Some(*quantity as f64));
+        }
+    }
+
+    // ordersperminute: oldest first, at most 60 minutes, SUM(DISTINCT order_total).
+    let v = sql(base, &queries[3]).await;
+    let mut minutes: BTreeMap<i64, Vec<&Order>> = BTreeMap::new();
+    for o in sel(NOW - 60 * MINUTE, NOW, &all) {
+        minutes
+            .entry(o.time_ms.div_euclid(MINUTE) * MINUTE)
+            .or_default()
+            .push(o);
+    }
+    let want: Vec<Vec<Value>> = minutes
+        .iter()
+        .take(60)
+        .map(|(m, os)| {
+            vec![
+                json!(ny(*m)),
+                json!(os.len()),
+                json!(distinct_sum(os)),
+                json!(os.iter().filter(|o| o.fraud_flag).count()),
+                json!(os.iter().filter(|o| o.delivered == "yes").count()),
+                json!(os.iter().filter(|o| o.refunded == "yes").count()),
+            ]
+        })
+        .collect();
+    let got: Vec<Vec<Value>> = rows(&v)
+        .into_iter()
+        .map(|mut r| {
+            r[2] = json!(cents(r[2].as_f64().expect("totalRev")));
+            r
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    // latestorders: GROUP BY order_id, customer_id, ORDER BY a per-second string: ties within a
+    // second are in any order, so check the rows and the multiset of times.
+    let v = sql(base, &queries[4]).await;
+    let got = rows(&v);
+    assert_eq!(got.len(), 10);
+    let by_id: HashMap<String, &Order> =
+        orders.iter().map(|o| (o.order_id.to_string(), o)).collect();
+    let mut times: Vec<String> = orders.iter().map(|o| ny(o.time_ms)).collect();
+    times.sort_unstable_by(|a, b| b.cmp(a));
+    let mut got_times: Vec<String> = got
+        .iter()
+        .map(|r| r[1].as_str().expect("time").to_string())
+        .collect();
+    got_times.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(got_times, times[..10].to_vec());
+    for r in &got {
+        let o = by_id[r[0].as_str().expect("order_id")];
+        assert_eq!(r[1], json!(ny(o.time_ms)));
+        assert_eq!(cents(r[2].as_f64().expect("total")), cents(o.order_total));
+        assert_eq!(r[3], json!(o.customer.customer_id.to_string()));
+        assert_eq!(r[4], json!(o.line_items.len()));
+        assert_eq!(
+            r[5],
+            json!(o.line_items.iter().map(|l| l.quantity).sum::<u32>())
+        );
+    }
+}
+
+/// The SQL blocks of the README (the overview2 block, both popular queries, ordersperminute,
+/// latestorders), comments stripped.
+fn seed_queries(readme: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    let mut current = String::new();
+    for line in readme.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+            current.clear();
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let code = line.split("--").next().unwrap_or_default();
+        if code.trim().is_empty() {
+            continue;
+        }
+        current.push_str(code);
+        current.push('\n');
+        if code.trim_end().ends_with(';') {
+            if current.to_uppercase().contains("FROM ORDERS") {
+                out.push(std::mem::take(&mut current));
+            } else {
+                current.clear();
+            }
+        }
+    }
+    out.retain(|q| q.trim_start().to_uppercase().starts_with("SELECT"));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_and_seed_query_is_exact_and_stable() {
+    let orders = generate();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = open_table(&dir.path().join("once"));
+    ingest(&table, &orders, 1);
+    let snap = table.snapshot();
+    assert_eq!(snap.rows(), N);
+    assert!(
+        snap.segments.len() >= 2,
+        "sealed segments: {}",
+        snap.segments.len()
+    );
+    assert!(snap.memory_rows > 0, "some rows still in memory");
+    let base = serve(table.clone()).await;
+    let first = check_endpoints(&base, &orders).await;
+    check_seed_queries(&base, &orders).await;
+
+    // Every order delivered twice: the same answers.
+    let twice = open_table(&dir.path().join("twice"));
+    ingest(&twice, &orders, 2);
+    assert_eq!(twice.snapshot().rows(), N);
+    let base2 = serve(twice).await;
+    assert_eq!(check_endpoints(&base2, &orders).await, first);
+
+    // Restart: seal, reopen the directory, same answers.
+    table.flush().expect("flush");
+    drop(table);
+    let reopened = open_table(&dir.path().join("once"));
+    assert_eq!(reopened.snapshot().rows(), N);
+    assert_eq!(reopened.snapshot().memory_rows, 0);
+    let base3 = serve(reopened).await;
+    assert_eq!(check_endpoints(&base3, &orders).await, first);
+    check_seed_queries(&base3, &orders).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sql_dml_and_injection_get_clear_errors_and_change_nothing() {
+    let orders: Vec<Order> = generate().into_iter().take(500).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = open_table(dir.path());
+    ingest(&table, &orders, 1);
+    let base = serve(table.clone()).await;
+    let client = reqwest::Client::new();
+    let count = || async { rows(&sql(&base, "SELECT COUNT(*) FROM orders").await)[0][0].clone() };
+    assert_eq!(count().await, json!(500));
+
+    for (query, code, fragment) in [
+        ("SELEC * FROM orders", 150, "SQLParsingError"),
+        ("SELECT * FROM orders WHERE", 150, "SQLParsingError"),
+        ("", 150, "empty"),
+        ("SELECT no_such_column FROM orders", 710, "no_such_column"),
+        ("SELECT * FROM customers", 700, "customers"),
+        (
+            "INSERT INTO orders (order_id) VALUES ('x')",
+            700,
+            "read-only",
+        ),
+        ("DELETE FROM orders", 700, "read-only"),
+        ("DROP TABLE orders", 700, "read-only"),
+        ("CREATE TABLE t AS SELECT * FROM orders", 700, "read-only"),
+        ("UPDATE orders SET order_total = 0", 700, "read-only"),
+        ("SELECT 1; DROP TABLE orders", 700, "one statement"),
+        ("SELECT ago('yesterday') FROM orders", 700, "ISO-8601"),
+    ] {
+        let resp = client
+            .post(format!("{base}/query/sql"))
+            .json(&json!({ "sql": query }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status().as_u16(), 200, "{query}");
+        let v: Value = resp.json().await.expect("json");
+        let e = &v["exceptions"][0];
+        assert_eq!(e["errorCode"], json!(code), "{query}: {v}");
+        assert!(
+            e["message"].as_str().expect("message").contains(fragment),
+            "{query}: {v}"
+        );
+        assert!(v.get("resultTable").is_none());
+    }
+    // Bad request bodies are 400s with a JSON error, never 500.
+    for body in ["not json", "{\"query\": \"SELECT 1\"}", "{\"sql\": 5}"] {
+        let resp = client
+            .post(format!("{base}/query/sql"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status().as_u16(), 400, "{body}");
+        let v: Value = resp.json().await.expect("json");
+        assert!(v["error"].is_string());
+    }
+    let v: Value = client
+        .get(format!(
+            "{base}/query/sql?sql=SELECT%20COUNT(*)%20FROM%20orders"
+        ))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rows(&v)[0][0], json!(500));
+
+    // Injection attempts on /users/{id}/orders are just ids that match nobody.
+    for attempt in [
+        "x' OR '1'='1",
+        "'; DROP TABLE orders; --",
+        "1 OR 1=1",
+        "\" OR \"\"=\"",
+    ] {
+        let url = reqwest::Url::parse(&format!("{base}/users/"))
+            .expect("url")
+            .join(&urlencode(attempt))
+            .expect("join");
+        let url = format!("{url}/orders");
+        let resp = client.get(&url).send().await.expect("request");
+        assert_eq!(resp.status().as_u16(), 200, "{attempt}");
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            json!([]),
+            "{attempt}"
+        );
+    }
+    let long = "a".repeat(500);
+    let resp = client
+        .get(format!("{base}/users/{long}/orders"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(count().await, json!(500), "nothing changed");
+    assert_eq!(table.snapshot().rows(), 500);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,129 @@
+//! Pinot's broker response: `resultTable` with `dataSchema` (column names and Pinot type names)
+//! and `rows`, `exceptions` as `{errorCode, message}`, and the query statistics Pinot clients
+//! read (`numDocsScanned`, `totalDocs`, `timeUsedMs`, ...).
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use serde_json::{json, Value};
+
+use crate::{QueryOutput, SqlError};
+
+/// Pinot's name for an Arrow type.
+pub fn pinot_type(t: &DataType) -> String {
+    match t {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => {
+            "INT".into()
+        }
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "LONG".into(),
+        DataType::Float16 | DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Decimal128(..) | DataType::Decimal256(..) => "BIG_DECIMAL".into(),
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => "TIMESTAMP".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BYTES".into(),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            format!("{}_ARRAY", pinot_type(f.data_type()))
+        }
+        _ => "STRING".into(),
+    }
+}
+
+fn float(v: f64) -> Value {
+    if v.is_finite() {
+        json!(v)
+    } else if v.is_nan() {
+        json!("NaN")
+    } else if v > 0.0 {
+        json!("Infinity")
+    } else {
+        json!("-Infinity")
+    }
+}
+
+/// One cell as JSON.
+pub fn cell(v: &ScalarValue) -> Value {
+    match v {
+        v if v.is_null() => Value::Null,
+        ScalarValue::Boolean(Some(b)) => json!(b),
+        ScalarValue::Int8(Some(x)) => json!(x),
+        ScalarValue::Int16(Some(x)) => json!(x),
+        ScalarValue::Int32(Some(x)) => json!(x),
+        ScalarValue::Int64(Some(x)) => json!(x),
+        ScalarValue::UInt8(Some(x)) => json!(x),
+        ScalarValue::UInt16(Some(x)) => json!(x),
+        ScalarValue::UInt32(Some(x)) => json!(x),
+        ScalarValue::UInt64(Some(x)) => json!(x),
+        ScalarValue::Float32(Some(x)) => float(f64::from(*x)),
+        ScalarValue::Float64(Some(x)) => float(*x),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => json!(s),
+        ScalarValue::List(list) => {
+            let values = list.value(0);
+            Value::Array(
+                (0..values.len())
+                    .map(|i| {
+                        ScalarValue::try_from_array(&values, i)
+                            .map(|s| cell(&s))
+                            .unwrap_or(Value::Null)
+                    })
+                    .collect(),
+            )
+        }
+        other => json!(other.to_string()),
+    }
+}
+
+pub fn broker_response(out: &QueryOutput) -> Value {
+    let names: Vec<&String> = out.schema.fields().iter().map(|f| f.name()).collect();
+    let types: Vec<String> = out
+        .schema
+        .fields()
+        .iter()
+        .map(|f| pinot_type(f.data_type()))
+        .collect();
+    let mut rows = Vec::with_capacity(out.num_rows());
+    for batch in &out.batches {
+        for r in 0..batch.num_rows() {
+            let row: Vec<Value> = batch
+                .columns()
+                .iter()
+                .map(|c| {
+                    ScalarValue::try_from_array(c, r)
+                        .map(|s| cell(&s))
+                        .unwrap_or(Value::Null)
+                })
+                .collect();
+            rows.push(Value::Array(row));
+        }
+    }
+    json!({
+        "resultTable": {
+            "dataSchema": {"columnNames": names, "columnDataTypes": types},
+            "rows": rows,
+        },
+        "exceptions": [],
+        "numServersQueried": 1,
+        "numServersResponded": 1,
+        "numDocsScanned": out.docs_scanned,
+        "totalDocs": out.total_docs,
+        "numRowsResultSet": out.num_rows(),
+        "partialResult": out.truncated,
+        "numGroupsLimitReached": false,
+        "timeUsedMs": out.time_used_ms,
+    })
+}
+
+pub fn broker_error(e: &SqlError, time_used_ms: u64) -> Value {
+    json!({
+        "exceptions": [{"errorCode": e.pinot_code(), "message": e.to_string()}],
+        "numServersQueried": 0,
+        "numServersResponded": 0,
+        "numDocsScanned": 0,
+        "totalDocs": 0,
+        "numRowsResultSet": 0,
+        "partialResult": false,
+        "numGroupsLimitReached": false,
+        "timeUsedMs": time_used_ms,
+    })
+}

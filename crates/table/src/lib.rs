@@ -1,0 +1,126 @@
+//! # table: the realtime table
+//!
+//! What Apache Pinot's realtime table did in the original, for one machine: the stage after
+//! ingest. A single writer appends Arrow batches to a mutable in-memory segment; segments are
+//! sealed by size or age into Parquet files (zstd, sorted by the time column, row-group
+//! statistics and bloom filters) listed in an atomically replaced manifest, merged when small,
+//! and dropped past retention. Readers query immutable snapshots through a DataFusion
+//! `TableProvider` that skips segments (and, through Parquet statistics, row groups) outside a
+//! query's time bounds. Knows nothing of Kafka or HTTP, nor of what the columns mean beyond the
+//! time column.
+//!
+//! Layout:
+//! - [`table`]: [`RealtimeTable`], the writer and snapshots.
+//! - [`segment`]: Parquet files and the shared segment handles.
+//! - [`manifest`]: the list of segments, replaced atomically.
+//! - [`provider`]: the DataFusion table provider with time pruning.
+
+pub mod manifest;
+pub mod provider;
+pub mod segment;
+pub mod table;
+
+use std::path::Path;
+
+pub use provider::TableScan;
+pub use table::{RealtimeTable, Snapshot};
+
+/// Settings of the realtime table.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableConfig {
+    /// Seal the mutable segment once it holds this many rows (memory bound: about 1 KB a row).
+    pub max_memory_rows: usize,
+    /// ... or once its oldest row is this old.
+    pub seal_after_secs: u64,
+    /// Rows are dropped once their whole segment is older than this (event time vs wall clock).
+    pub retention_ms: i64,
+    /// Small segments are merged into segments of up to this many rows.
+    pub merge_target_rows: u64,
+    /// Merge only once this many small segments are in a row.
+    pub merge_min_segments: usize,
+    /// Rows per Parquet row group (the unit of statistics-based pruning).
+    pub row_group_rows: usize,
+    pub zstd_level: i32,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig {
+            max_memory_rows: 100_000,
+            seal_after_secs: 60,
+            retention_ms: 30 * 24 * 3_600_000,
+            merge_target_rows: 1_000_000,
+            merge_min_segments: 8,
+            row_group_rows: 32_768,
+            zstd_level: 1,
+        }
+    }
+}
+
+impl TableConfig {
+    pub fn validate(&self) -> Result<(), TableError> {
+        let bad = |m: String| Err(TableError::Config(m));
+        if self.max_memory_rows == 0 {
+            return bad("max_memory_rows must be at least 1".into());
+        }
+        if self.retention_ms <= 0 {
+            return bad(format!(
+                "retention_ms must be positive, got {}",
+                self.retention_ms
+            ));
+        }
+        if self.row_group_rows == 0 {
+            return bad("row_group_rows must be at least 1".into());
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return bad(format!(
+                "zstd_level must be 1..=22, got {}",
+                self.zstd_level
+            ));
+        }
+        if self.merge_min_segments < 2 {
+            return bad(format!(
+                "merge_min_segments must be at least 2, got {}",
+                self.merge_min_segments
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is corrupt: {detail}")]
+    Corrupt { path: String, detail: String },
+    #[error("bad table configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Schema(String),
+    #[error("arrow: {0}")]
+    Arrow(String),
+    #[error("parquet: {0}")]
+    Parquet(String),
+}
+
+impl TableError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        TableError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    pub fn arrow(e: datafusion::arrow::error::ArrowError) -> Self {
+        TableError::Arrow(e.to_string())
+    }
+
+    pub fn parquet(e: datafusion::parquet::errors::ParquetError) -> Self {
+        TableError::Parquet(e.to_string())
+    }
+}

@@ -1,0 +1,208 @@
+//! The realtime table as a DataFusion table: each scan takes one snapshot, keeps only the sealed
+//! segments whose time range overlaps the query's `time_ms` bounds (the last minute of a month
+//! of data touches only the newest files), reads those as Parquet with the query's filters
+//! pushed down (row-group statistics, bloom filters), and adds the in-memory batches.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{project_schema, DFSchema, Result, ScalarValue};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
+};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::RealtimeTable;
+
+/// The DataFusion view of a [`RealtimeTable`].
+#[derive(Debug, Clone)]
+pub struct TableScan {
+    table: Arc<RealtimeTable>,
+    time_column: String,
+}
+
+impl TableScan {
+    pub fn new(table: Arc<RealtimeTable>) -> Self {
+        let time_column = table.schema().field(table.time_column()).name().clone();
+        TableScan { table, time_column }
+    }
+}
+
+fn int_literal(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Literal(ScalarValue::Int64(Some(v)), _) => Some(*v),
+        Expr::Literal(ScalarValue::Int32(Some(v)), _) => Some(i64::from(*v)),
+        Expr::Literal(ScalarValue::UInt64(Some(v)), _) => i64::try_from(*v).ok(),
+        Expr::Cast(c) => int_literal(&c.expr),
+        Expr::TryCast(c) => int_literal(&c.expr),
+        _ => None,
+    }
+}
+
+fn is_column(e: &Expr, name: &str) -> bool {
+    matches!(e, Expr::Column(c) if c.name == name)
+}
+
+/// The inclusive `[lo, hi]` range of the time column that `filters` allow (the whole range when
+/// they do not bound it). Only conjunctions of comparisons with constants are understood; any
+/// other filter is still applied row by row, just not used to skip segments.
+pub fn time_bounds(filters: &[Expr], time_column: &str) -> (i64, i64) {
+    let mut lo = i64::MIN;
+    let mut hi = i64::MAX;
+    for filter in filters {
+        for conjunct in split_conjunction(filter) {
+            match conjunct {
+                Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                    let (op, value) = if is_column(left, time_column) {
+                        match int_literal(right) {
+                            Some(v) => (*op, v),
+                            None => continue,
+                        }
+                    } else if is_column(right, time_column) {
+                        match (int_literal(left), op.swap()) {
+                            (Some(v), Some(op)) => (op, v),
+                            _ => continue,
+                        }
+                    } else {
+                        continue;
+                    };
+                    match op {
+                        Operator::Gt => lo = lo.max(value.saturating_add(1)),
+                        Operator::GtEq => lo = lo.max(value),
+                        Operator::Lt => hi = hi.min(value.saturating_sub(1)),
+                        Operator::LtEq => hi = hi.min(value),
+                        Operator::Eq => {
+                            lo = lo.max(value);
+                            hi = hi.min(value);
+                        }
+                        _ => {}
+                    }
+                }
+                Expr::Between(b) if !b.negated && is_column(&b.expr, time_column) => {
+                    if let (Some(l), Some(h)) = (int_literal(&b.low), int_literal(&b.high)) {
+                        lo = lo.max(l);
+                        hi = hi.min(h);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (lo, hi)
+}
+
+#[async_trait]
+impl TableProvider for TableScan {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema().clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Used for pruning, re-checked by DataFusion above the scan.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let snapshot = self.table.snapshot();
+        let (lo, hi) = time_bounds(filters, &self.time_column);
+        let partitions = state.config().target_partitions().max(1);
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+
+        let files: Vec<PartitionedFile> = snapshot
+            .segments
+            .iter()
+            .filter(|s| s.overlaps(lo, hi))
+            .map(|s| PartitionedFile::new(s.path.to_string_lossy().to_string(), s.entry.bytes))
+            .collect();
+        if !files.is_empty() {
+            let mut source = ParquetSource::new(schema.clone()).with_bloom_filter_on_read(true);
+            if let Some(predicate) = conjunction(filters.to_vec()) {
+                let df_schema = DFSchema::try_from(schema.clone())?;
+                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+            }
+            let mut groups: Vec<Vec<PartitionedFile>> =
+                vec![Vec::new(); partitions.min(files.len())];
+            let n = groups.len();
+            for (i, f) in files.into_iter().enumerate() {
+                groups[i % n].push(f);
+            }
+            let config =
+                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                    .with_projection_indices(projection.cloned())?
+                    .with_limit(limit)
+                    .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+
+        if !snapshot.memory.is_empty() {
+            let mut parts: Vec<Vec<_>> = vec![Vec::new(); partitions.min(snapshot.memory.len())];
+            let n = parts.len();
+            for (i, b) in snapshot.memory.iter().enumerate() {
+                parts[i % n].push(b.clone());
+            }
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &parts,
+                schema.clone(),
+                projection.cloned(),
+            )?);
+        }
+
+        if inputs.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(project_schema(
+                &schema, projection,
+            )?)));
+        }
+        UnionExec::try_new(inputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{col, lit};
+
+    #[test]
+    fn bounds_from_comparisons() {
+        let f = [col("time_ms")
+            .gt(lit(100i64))
+            .and(col("time_ms").lt_eq(lit(200i64)))];
+        assert_eq!(time_bounds(&f, "time_ms"), (101, 200));
+        let f = [lit(50i64).lt(col("time_ms")), col("other").gt(lit(7i64))];
+        assert_eq!(time_bounds(&f, "time_ms"), (51, i64::MAX));
+        let f = [col("time_ms").between(lit(5i64), lit(9i64))];
+        assert_eq!(time_bounds(&f, "time_ms"), (5, 9));
+        let f = [col("time_ms")
+            .gt(lit(5i64))
+            .or(col("time_ms").lt(lit(1i64)))];
+        assert_eq!(
+            time_bounds(&f, "time_ms"),
+            (i64::MIN, i64::MAX),
+            "OR is not a bound"
+        );
+    }
+}
