@@ -61,6 +61,50 @@ pub struct Ingested {
     pub last_position: Option<Position>,
 }
 
+/// What the rolling windows need of one order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OrderFacts {
+    pub time_ms: i64,
+    pub order_total: f64,
+    pub fraud: bool,
+    pub delivered: bool,
+    pub refunded: bool,
+}
+
+/// The window facts of every row of a decoded batch, in row order (missing values count as
+/// zero / false).
+pub fn order_facts(batch: &RecordBatch) -> Vec<OrderFacts> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+    let (Some(time), Some(total), Some(fraud), Some(delivered), Some(refunded)) = (
+        batch.column_by_name(schema::TIME_MS),
+        batch.column_by_name("order_total"),
+        batch.column_by_name("fraud_flag"),
+        batch.column_by_name("delivered"),
+        batch.column_by_name("refunded"),
+    ) else {
+        return Vec::new();
+    };
+    let time = time.as_primitive::<Int64Type>();
+    let total = total.as_primitive::<Float64Type>();
+    let fraud = fraud.as_boolean();
+    let delivered = delivered.as_string::<i32>();
+    let refunded = refunded.as_string::<i32>();
+    (0..batch.num_rows())
+        .map(|i| OrderFacts {
+            time_ms: time.value(i),
+            order_total: if total.is_null(i) {
+                0.0
+            } else {
+                total.value(i)
+            },
+            fraud: !fraud.is_null(i) && fraud.value(i),
+            delivered: !delivered.is_null(i) && delivered.value(i) == "yes",
+            refunded: !refunded.is_null(i) && refunded.value(i) == "yes",
+        })
+        .collect()
+}
+
 /// Decoding and dedup state; one per ingest loop (the single writer).
 #[derive(Debug)]
 pub struct Ingestor {

@@ -1,4 +1,5 @@
-//! The ingest loop: source batches -> decode and dedup -> realtime table (and dead letters).
+//! The ingest loop: source batches -> decode and dedup -> realtime table and rolling windows
+//! (and dead letters). Both sinks get exactly the same deduplicated orders.
 //!
 //! It runs on a thread of its own (decoding is CPU work that must not stall the HTTP runtime)
 //! and is the table's single writer. It also does the table's housekeeping (sealing, merging,
@@ -6,8 +7,10 @@
 //! drains what the source already handed over, seals everything and syncs the dead letters.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use rolling::{Metrics, Windows};
 
 use ingest::{DeadLetterStore, Ingestor, Message, Position};
 use server::TapBatch;
@@ -24,6 +27,8 @@ pub struct IngestStats {
     pub rows: AtomicU64,
     pub rejected: AtomicU64,
     pub duplicates: AtomicU64,
+    /// Orders later than the windows' grace (in the table, not in the windows).
+    pub late: AtomicU64,
     /// Sequence number (generator) or offset of the last message ingested.
     pub last_offset: AtomicU64,
 }
@@ -31,6 +36,7 @@ pub struct IngestStats {
 pub struct IngestLoop {
     pub ingestor: Ingestor,
     pub table: Arc<RealtimeTable>,
+    pub windows: Arc<Mutex<Windows>>,
     pub deadletters: DeadLetterStore,
     pub stats: Arc<IngestStats>,
     pub stop: Arc<AtomicBool>,
@@ -60,6 +66,22 @@ impl IngestLoop {
         let out = self.ingestor.ingest(&messages);
         if let Some(batch) = out.batch {
             let rows = batch.num_rows() as u64;
+            let facts = ingest::order_facts(&batch);
+            let mut windows = match self.windows.lock() {
+                Ok(w) => w,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let late_before = windows.late();
+            for f in facts {
+                windows.observe(
+                    f.time_ms,
+                    Metrics::order(f.order_total, f.fraud, f.delivered, f.refunded),
+                );
+            }
+            self.stats
+                .late
+                .fetch_add(windows.late() - late_before, Ordering::Relaxed);
+            drop(windows);
             match self.table.append(batch) {
                 Ok(()) => {
                     self.stats.rows.fetch_add(rows, Ordering::Relaxed);

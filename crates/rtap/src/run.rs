@@ -1,7 +1,7 @@
 //! Building and running the stages of a command, and stopping them in order.
 //!
 //! `rtap up` wires: order store -> orders API and generator (:5001) -> (in-process hand-off) ->
-//! ingest thread -> realtime table -> SQL engine -> analytics API (:8888). On Ctrl-C or SIGTERM
+//! ingest thread -> realtime table and rolling windows -> SQL engine -> analytics API (:8888). On Ctrl-C or SIGTERM
 //! the generator stops first (its current batch is stored and handed over whole), then ingest
 //! drains what it was handed and seals the table, then the HTTP servers finish their requests.
 
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ingest::{schema, DeadLetterStore, IngestConfig, Ingestor};
 use orders::{GeneratorConfig, SystemClock};
+use rolling::{WindowConfig, Windows};
 use server::{FeedConfig, OrderFeed};
 use sql::{SqlConfig, SqlEngine};
 use store::{EmbeddedStore, OrderStore, PostgresStore};
@@ -164,6 +165,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .context("cannot start the SQL engine")?,
     );
 
+    let windows = Arc::new(std::sync::Mutex::new(
+        Windows::new(WindowConfig::default()).context("bad window configuration")?,
+    ));
+    let live = Arc::new(server::overview::Live {
+        windows: windows.clone(),
+        now_ms: Arc::new(|| chrono::Utc::now().timestamp_millis()),
+    });
     let (tap_tx, tap_rx) = mpsc::channel(TAP_CAPACITY);
     let feed = Arc::new(open_feed(api, store.clone(), seed).await?.with_tap(tap_tx));
     let stats = Arc::new(IngestStats::default());
@@ -171,6 +179,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let ingest_loop = IngestLoop {
         ingestor: Ingestor::new(IngestConfig::default()),
         table: table.clone(),
+        windows,
         deadletters,
         stats: stats.clone(),
         stop: ingest_stop.clone(),
@@ -197,11 +206,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         server::orders_api::router(feed),
         stop_rx.clone(),
     );
-    let http_server = serve(
-        http_listener,
-        server::analytics::router(engine),
-        stop_rx.clone(),
-    );
+    let analytics = server::analytics::router(engine).merge(server::overview::router(live));
+    let http_server = serve(http_listener, analytics, stop_rx.clone());
 
     println!(
         "rtap up: orders API on http://{api_addr}  (store: {}; generator: {}, seed {seed})",

@@ -245,6 +245,16 @@ fn up_runs_the_pipeline_end_to_end() {
         .map(|r| r["orders"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(counted, 300);
+    // The rolling windows saw the same 300 orders (generated within the last few seconds), and
+    // agree with SQL on the same bounds.
+    let (status, overview) = get_json(&format!("{http}/orders/overview")).expect("overview");
+    assert_eq!(status, 200);
+    assert_eq!(overview["currentTimePeriod"]["orders"], 300);
+    let (_, overview2) = get_json(&format!("{http}/orders/overview2")).expect("overview2");
+    assert_eq!(
+        overview2["currentTimePeriod"],
+        overview["currentTimePeriod"]
+    );
 
     // `rtap query` asks the running server.
     let port = http.rsplit(':').next().expect("port");

@@ -112,11 +112,13 @@ fn period(row: &Value, suffix: &str) -> Value {
 }
 
 async fn overview2(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
-    let now = engine.now_ms();
+    // The same bounds as the rolling windows: the window covering the last minute ends at the
+    // end of the current second.
+    let end = (engine.now_ms().div_euclid(1000) + 1) * 1000;
     let out = run(
         &engine,
         include_str!("queries/overview.sql"),
-        vec![now - 2 * MINUTE_MS, now - MINUTE_MS, now],
+        vec![end - 2 * MINUTE_MS, end - MINUTE_MS, end],
     )
     .await?;
     let keys = [

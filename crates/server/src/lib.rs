@@ -9,11 +9,13 @@
 //! - [`feed`]: the generator job behind it: generates orders and appends them to the store, at a
 //!   steady rate in the background and one at a time for `POST /orders`.
 //! - [`analytics`]: the analytics API of SPEC section 5 and `/query/sql` (port 8888).
+//! - [`overview`]: `/orders/overview` and its per-second series, from the rolling windows.
 //! - [`error`]: the one place where errors become HTTP statuses and JSON bodies.
 
 pub mod analytics;
 pub mod error;
 pub mod feed;
 pub mod orders_api;
+pub mod overview;
 
 pub use feed::{FeedConfig, OrderFeed, TapBatch};

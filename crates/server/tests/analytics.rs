@@ -4,11 +4,12 @@
 //! data delivered twice, and the table reopened from disk, must give the same answers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::TimeZone;
 use ingest::{schema, IngestConfig, Ingestor, Message, Position};
 use orders::{Generator, GeneratorConfig, Order};
+use rolling::{Metrics, WindowConfig, Windows};
 use serde_json::{json, Value};
 use sql::{SqlConfig, SqlEngine};
 use table::{RealtimeTable, TableConfig};
@@ -70,8 +71,10 @@ fn open_table(dir: &std::path::Path) -> Arc<RealtimeTable> {
     )
 }
 
-/// Ingests the JSON of `orders` (each `copies` times, interleaved) in batches of 500.
-fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) {
+/// Ingests the JSON of `orders` (each `copies` times, interleaved) in batches of 500, into the
+/// table and the rolling windows.
+fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) -> Windows {
+    let mut windows = Windows::new(WindowConfig::default()).expect("windows");
     let docs: Vec<Vec<u8>> = orders.iter().map(|o| o.to_json()).collect();
     let mut ingestor = Ingestor::new(IngestConfig::default());
     let mut messages = Vec::new();
@@ -93,6 +96,12 @@ fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) {
         let out = ingestor.ingest(chunk);
         assert!(out.rejected.is_empty(), "{:?}", out.rejected);
         if let Some(b) = out.batch {
+            for f in ingest::order_facts(&b) {
+                windows.observe(
+                    f.time_ms,
+                    Metrics::order(f.order_total, f.fraud, f.delivered, f.refunded),
+                );
+            }
             table.append(b).expect("append");
         }
     };
@@ -106,16 +115,23 @@ fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     append(fresh);
+    assert_eq!(windows.late(), 0);
+    windows
 }
 
-async fn serve(table: Arc<RealtimeTable>) -> String {
+async fn serve(table: Arc<RealtimeTable>, windows: Windows) -> String {
     let engine =
         Arc::new(SqlEngine::new(table, SqlConfig::default(), Arc::new(|| NOW)).expect("engine"));
+    let live = Arc::new(server::overview::Live {
+        windows: Arc::new(Mutex::new(windows)),
+        now_ms: Arc::new(|| NOW),
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, server::analytics::router(engine)).await });
+    let app = server::analytics::router(engine).merge(server::overview::router(live));
+    tokio::spawn(async move { axum::serve(listener, app).await });
     base
 }
 
@@ -151,8 +167,12 @@ fn in_range(o: &Order, lo: i64, hi: i64) -> bool {
     o.time_ms > lo && o.time_ms <= hi
 }
 
+/// Metrics of the orders with `lo <= time_ms < hi` (the windows' half-open bounds).
 fn period(orders: &[Order], lo: i64, hi: i64) -> Value {
-    let sel: Vec<&Order> = orders.iter().filter(|o| in_range(o, lo, hi)).collect();
+    let sel: Vec<&Order> = orders
+        .iter()
+        .filter(|o| o.time_ms >= lo && o.time_ms < hi)
+        .collect();
     let revenue: i64 = sel.iter().map(|o| cents(o.order_total)).sum();
     let n = sel.len() as i64;
     let avg = if n > 0 {
@@ -176,8 +196,9 @@ fn expected_endpoints(orders: &[Order]) -> BTreeMap<&'static str, Value> {
     out.insert(
         "/orders/overview2",
         json!({
-            "currentTimePeriod": period(orders, NOW - MINUTE, NOW),
-            "previousTimePeriod": period(orders, NOW - 2 * MINUTE, NOW - MINUTE),
+            // NOW is a whole second: the current window is [NOW + 1 s - 60 s, NOW + 1 s).
+            "currentTimePeriod": period(orders, NOW + 1000 - MINUTE, NOW + 1000),
+            "previousTimePeriod": period(orders, NOW + 1000 - 2 * MINUTE, NOW + 1000 - MINUTE),
         }),
     );
 
@@ -339,6 +360,15 @@ async fn check_endpoints(base: &str, orders: &[Order]) -> BTreeMap<&'static str,
         assert_eq!(&v, want, "{path}");
         got.insert(*path, v);
     }
+    // The streaming path agrees with SQL to the cent (the original's two paths did not).
+    let streaming = get(&format!("{base}/orders/overview")).await;
+    assert_eq!(streaming, expected["/orders/overview2"], "/orders/overview");
+    assert!(
+        streaming["currentTimePeriod"]["orders"]
+            .as_u64()
+            .unwrap_or(0)
+            > 50
+    );
     // A repeat customer's orders, newest first.
     let mut per_customer: HashMap<String, Vec<&Order>> = HashMap::new();
     for o in orders {
@@ -548,7 +578,7 @@ async fn every_endpoint_and_seed_query_is_exact_and_stable() {
     let orders = generate();
     let dir = tempfile::tempdir().expect("tempdir");
     let table = open_table(&dir.path().join("once"));
-    ingest(&table, &orders, 1);
+    let windows = ingest(&table, &orders, 1);
     let snap = table.snapshot();
     assert_eq!(snap.rows(), N);
     assert!(
@@ -557,15 +587,15 @@ async fn every_endpoint_and_seed_query_is_exact_and_stable() {
         snap.segments.len()
     );
     assert!(snap.memory_rows > 0, "some rows still in memory");
-    let base = serve(table.clone()).await;
+    let base = serve(table.clone(), windows.clone()).await;
     let first = check_endpoints(&base, &orders).await;
     check_seed_queries(&base, &orders).await;
 
     // Every order delivered twice: the same answers.
     let twice = open_table(&dir.path().join("twice"));
-    ingest(&twice, &orders, 2);
+    let windows_twice = ingest(&twice, &orders, 2);
     assert_eq!(twice.snapshot().rows(), N);
-    let base2 = serve(twice).await;
+    let base2 = serve(twice, windows_twice).await;
     assert_eq!(check_endpoints(&base2, &orders).await, first);
 
     // Restart: seal, reopen the directory, same answers.
@@ -574,7 +604,7 @@ async fn every_endpoint_and_seed_query_is_exact_and_stable() {
     let reopened = open_table(&dir.path().join("once"));
     assert_eq!(reopened.snapshot().rows(), N);
     assert_eq!(reopened.snapshot().memory_rows, 0);
-    let base3 = serve(reopened).await;
+    let base3 = serve(reopened, windows).await;
     assert_eq!(check_endpoints(&base3, &orders).await, first);
     check_seed_queries(&base3, &orders).await;
 }
@@ -584,8 +614,8 @@ async fn bad_sql_dml_and_injection_get_clear_errors_and_change_nothing() {
     let orders: Vec<Order> = generate().into_iter().take(500).collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let table = open_table(dir.path());
-    ingest(&table, &orders, 1);
-    let base = serve(table.clone()).await;
+    let windows = ingest(&table, &orders, 1);
+    let base = serve(table.clone(), windows).await;
     let client = reqwest::Client::new();
     let count = || async { rows(&sql(&base, "SELECT COUNT(*) FROM orders").await)[0][0].clone() };
     assert_eq!(count().await, json!(500));

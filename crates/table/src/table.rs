@@ -41,6 +41,12 @@ enum JobKind {
     Merge { inputs: Vec<SegmentRef> },
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Seal,
+    Merge,
+}
+
 struct Job {
     kind: JobKind,
     id: u64,
@@ -53,7 +59,10 @@ struct Writer {
     mutable: Vec<RecordBatch>,
     mutable_rows: u64,
     mutable_since: Option<Instant>,
-    job: Option<Job>,
+    /// The background seal in flight (at most one).
+    seal_job: Option<Job>,
+    /// The background merge in flight (at most one; runs beside a seal).
+    merge_job: Option<Job>,
     /// The last background failure, reported by `maintain` and kept for status pages.
     last_error: Option<String>,
 }
@@ -182,7 +191,8 @@ impl RealtimeTable {
                 mutable: Vec::new(),
                 mutable_rows: 0,
                 mutable_since: None,
-                job: None,
+                seal_job: None,
+                merge_job: None,
                 last_error: None,
             }),
             trash,
@@ -226,7 +236,7 @@ impl RealtimeTable {
         if let Some(Job {
             kind: JobKind::Seal { batches },
             ..
-        }) = &w.job
+        }) = &w.seal_job
         {
             memory_rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             memory.extend(batches.iter().cloned());
@@ -270,28 +280,35 @@ impl RealtimeTable {
     pub fn maintain(&self, now_ms: i64) -> Result<(), TableError> {
         self.trash.purge(RETIRED_FILE_GRACE);
         let mut w = self.lock_writer();
-        let finished = self.finish_job(&mut w, false);
+        let sealed = self.finish_job(&mut w, Slot::Seal, false);
+        let merged = self.finish_job(&mut w, Slot::Merge, false);
         self.apply_retention(&mut w, now_ms)?;
-        if w.job.is_none() {
-            let due = w.mutable_rows >= self.config.max_memory_rows as u64
-                || w.mutable_since
-                    .is_some_and(|t| t.elapsed().as_secs() >= self.config.seal_after_secs);
-            if due {
-                self.start_seal(&mut w);
-            } else {
-                self.start_merge_if_due(&mut w);
-            }
+        let due = w.mutable_rows >= self.config.max_memory_rows as u64
+            || w.mutable_since
+                .is_some_and(|t| t.elapsed().as_secs() >= self.config.seal_after_secs);
+        // Backpressure: when rows arrive faster than a seal writes them, the writer waits for
+        // the seal in flight rather than letting memory grow without bound.
+        if w.seal_job.is_some() && w.mutable_rows >= 2 * self.config.max_memory_rows as u64 {
+            self.finish_job(&mut w, Slot::Seal, true)?;
         }
-        finished
+        if w.seal_job.is_none() && due {
+            self.start_seal(&mut w);
+        }
+        if w.merge_job.is_none() {
+            self.start_merge_if_due(&mut w);
+        }
+        sealed.and(merged)
     }
 
-    /// Seals everything in memory and waits until it is durable (clean shutdown, tests).
+    /// Seals everything in memory and waits until it is durable, and for any merge in flight
+    /// (clean shutdown, tests).
     pub fn flush(&self) -> Result<(), TableError> {
         let mut w = self.lock_writer();
-        self.finish_job(&mut w, true)?;
+        self.finish_job(&mut w, Slot::Seal, true)?;
+        self.finish_job(&mut w, Slot::Merge, true)?;
         if w.mutable_rows > 0 {
             self.start_seal(&mut w);
-            self.finish_job(&mut w, true)?;
+            self.finish_job(&mut w, Slot::Seal, true)?;
         }
         Ok(())
     }
@@ -324,7 +341,7 @@ impl RealtimeTable {
                 bytes,
             })
         });
-        w.job = Some(Job {
+        w.seal_job = Some(Job {
             kind: JobKind::Seal { batches },
             id,
             handle,
@@ -397,7 +414,7 @@ impl RealtimeTable {
                 bytes,
             })
         });
-        w.job = Some(Job {
+        w.merge_job = Some(Job {
             kind: JobKind::Merge { inputs: best },
             id,
             handle,
@@ -405,12 +422,16 @@ impl RealtimeTable {
     }
 
     /// Installs the background job's result if it has finished (or waits for it if `wait`).
-    fn finish_job(&self, w: &mut Writer, wait: bool) -> Result<(), TableError> {
-        match &w.job {
-            Some(job) if wait || job.handle.is_finished() => {}
+    fn finish_job(&self, w: &mut Writer, slot: Slot, wait: bool) -> Result<(), TableError> {
+        let job = match slot {
+            Slot::Seal => &mut w.seal_job,
+            Slot::Merge => &mut w.merge_job,
+        };
+        match job {
+            Some(j) if wait || j.handle.is_finished() => {}
             _ => return Ok(()),
         }
-        let Some(job) = w.job.take() else {
+        let Some(job) = job.take() else {
             return Ok(());
         };
         let result = job.handle.join().unwrap_or_else(|_| {
@@ -490,7 +511,7 @@ impl RealtimeTable {
 
     fn apply_retention(&self, w: &mut Writer, now_ms: i64) -> Result<(), TableError> {
         let cutoff = now_ms.saturating_sub(self.config.retention_ms);
-        let busy: Vec<u64> = match &w.job {
+        let busy: Vec<u64> = match &w.merge_job {
             Some(Job {
                 kind: JobKind::Merge { inputs },
                 ..
