@@ -231,6 +231,12 @@ async fn main() {
         }
         let snap = table.snapshot();
         let bytes: u64 = snap.segments.iter().map(|s| s.entry.bytes).sum();
+        let memory_bytes: usize = snap.memory.iter().map(|b| b.get_array_memory_size()).sum();
+        println!(
+            "  in-memory rows hold {:.0} MB of Arrow buffers ({:.0} bytes/row)",
+            memory_bytes as f64 / 1e6,
+            memory_bytes as f64 / snap.memory_rows.max(1) as f64
+        );
         println!(
             "  table: {} rows, {} sealed segments ({:.0} MB on disk, {:.0} bytes/order), {} rows in memory; settled in {:.1} s; RSS {:.0} MB",
             snap.rows(),
