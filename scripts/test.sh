@@ -11,6 +11,11 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 scripts/start-postgres.sh
+# The Kafka tests start their own brokers from this binary (built once, then cached).
+RTAP_TANSU="$(scripts/install-tansu.sh)"
+export RTAP_TANSU
+# The dashboard test drives a real headless Chromium.
+scripts/install-browser.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -42,12 +42,28 @@ struct Line<'a> {
 
 impl DeadLetterStore {
     pub fn open(dir: &Path) -> Result<Self, DeadLetterError> {
+        Self::open_at(dir, None)
+    }
+
+    /// Opens the store as of a checkpoint that recorded it at `bytes` long: lines written after
+    /// that checkpoint are cut off (their messages are read again from the source and
+    /// dead-lettered again).
+    pub fn open_at(dir: &Path, bytes: Option<u64>) -> Result<Self, DeadLetterError> {
         let err = |source| DeadLetterError {
             path: dir.display().to_string(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(err)?;
         let path = dir.join("deadletter.jsonl");
+        if let Some(keep) = bytes {
+            if let Ok(f) = OpenOptions::new().write(true).open(&path) {
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                if len > keep {
+                    f.set_len(keep).map_err(err)?;
+                    f.sync_all().map_err(err)?;
+                }
+            }
+        }
         let count = match std::fs::read(&path) {
             Ok(bytes) => bytes.iter().filter(|b| **b == b'\n').count() as u64,
             Err(_) => 0,
@@ -105,6 +121,16 @@ impl DeadLetterStore {
     pub fn sync(&mut self) -> Result<(), DeadLetterError> {
         self.file.flush().map_err(|e| self.error(e))?;
         self.file.get_ref().sync_data().map_err(|e| self.error(e))
+    }
+
+    /// Bytes written so far (what a checkpoint records).
+    pub fn bytes(&mut self) -> Result<u64, DeadLetterError> {
+        self.file.flush().map_err(|e| self.error(e))?;
+        self.file
+            .get_ref()
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| self.error(e))
     }
 
     /// Messages dead-lettered so far, including earlier runs.

@@ -40,6 +40,36 @@ pub struct Dedup {
     watermark_s: u32,
     /// Watermark at the last sweep.
     swept_at_s: u32,
+    /// Ids added since the last [`Dedup::take_journal`], when journaling (checkpoints append
+    /// them to a log instead of rewriting every id each time).
+    journal: Option<Vec<([u8; 16], u32)>>,
+}
+
+/// One remembered id as a checkpoint log stores it: 16 bytes of id hash, 4 bytes of seconds.
+pub const JOURNAL_RECORD_BYTES: usize = 20;
+
+/// Encodes journal entries as fixed-size little-endian records.
+pub fn encode_journal(entries: &[([u8; 16], u32)], out: &mut Vec<u8>) {
+    out.reserve(entries.len() * JOURNAL_RECORD_BYTES);
+    for (k, t) in entries {
+        out.extend_from_slice(k);
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+}
+
+/// Decodes records written by [`encode_journal`] as (time ms, id); a trailing partial record is
+/// ignored.
+pub fn decode_journal(bytes: &[u8]) -> impl Iterator<Item = (i64, u128)> + '_ {
+    bytes.chunks_exact(JOURNAL_RECORD_BYTES).map(|r| {
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&r[..16]);
+        let mut t = [0u8; 4];
+        t.copy_from_slice(&r[16..]);
+        (
+            i64::from(u32::from_le_bytes(t)) * 1000,
+            u128::from_le_bytes(k),
+        )
+    })
 }
 
 fn seconds(time_ms: i64) -> u32 {
@@ -54,6 +84,7 @@ impl Dedup {
             seen: HashMap::default(),
             watermark_s: 0,
             swept_at_s: 0,
+            journal: None,
         }
     }
 
@@ -63,6 +94,9 @@ impl Dedup {
         match self.seen.entry(id.to_le_bytes()) {
             std::collections::hash_map::Entry::Occupied(_) => return false,
             std::collections::hash_map::Entry::Vacant(v) => {
+                if let Some(j) = &mut self.journal {
+                    j.push((*v.key(), t));
+                }
                 v.insert(t);
             }
         }
@@ -99,6 +133,24 @@ impl Dedup {
             .map(|(k, t)| (i64::from(*t) * 1000, u128::from_le_bytes(*k)))
     }
 
+    /// Starts recording every newly remembered id for [`Dedup::take_journal`].
+    pub fn start_journal(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The ids remembered since the last call (empty when not journaling).
+    pub fn take_journal(&mut self) -> Vec<([u8; 16], u32)> {
+        match &mut self.journal {
+            Some(j) => std::mem::take(j),
+            None => Vec::new(),
+        }
+    }
+
+    /// Every remembered id as journal records (to start a fresh log).
+    pub fn all_records(&self) -> Vec<([u8; 16], u32)> {
+        self.seen.iter().map(|(k, t)| (*k, *t)).collect()
+    }
+
     /// Restores remembered ids (from [`Dedup::entries`]).
     pub fn restore(&mut self, entries: impl IntoIterator<Item = (i64, u128)>) {
         for (t, id) in entries {
@@ -132,6 +184,24 @@ mod tests {
         }
         assert!(d.len() <= 30, "{}", d.len());
         assert!(!d.insert(99, 99_000), "the newest are kept");
+    }
+
+    #[test]
+    fn the_journal_holds_exactly_the_new_ids_and_round_trips() {
+        let mut d = Dedup::new(1_000_000, 100);
+        d.insert(1, 1_000);
+        d.start_journal();
+        d.insert(2, 2_000);
+        assert!(!d.insert(2, 2_500), "a duplicate is not journaled");
+        d.insert(3, 3_999);
+        let j = d.take_journal();
+        assert_eq!(j.len(), 2);
+        assert!(d.take_journal().is_empty());
+        let mut bytes = Vec::new();
+        encode_journal(&j, &mut bytes);
+        bytes.extend_from_slice(&[0xff; 7]); // a torn tail is ignored
+        let back: Vec<_> = decode_journal(&bytes).collect();
+        assert_eq!(back, vec![(2_000, 2), (3_000, 3)]);
     }
 
     #[test]

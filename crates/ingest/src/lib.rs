@@ -23,6 +23,35 @@ pub use deadletter::DeadLetterStore;
 pub use decode::{Message, Position, RejectReason, Rejected};
 pub use dedup::Dedup;
 
+/// A message as a source hands it to the ingest loop (owned, so it can cross threads).
+#[derive(Debug, Clone)]
+pub struct OwnedMessage {
+    pub position: Position,
+    pub payload: Vec<u8>,
+    /// The record's own timestamp (Kafka), used when the order has no `time_ms`.
+    pub record_time_ms: Option<i64>,
+}
+
+impl OwnedMessage {
+    pub fn borrow(&self) -> Message<'_> {
+        Message {
+            position: self.position,
+            payload: &self.payload,
+            record_time_ms: self.record_time_ms,
+        }
+    }
+}
+
+/// What a source sends the ingest loop, in order.
+#[derive(Debug)]
+pub enum SourceEvent {
+    Batch(Vec<OwnedMessage>),
+    /// Make everything sent before this durable (seal and checkpoint) now, and answer with the
+    /// next position of each partition that checkpoint holds (a Kafka rebalance needs this
+    /// before it gives partitions away).
+    Checkpoint(std::sync::mpsc::Sender<std::collections::BTreeMap<i32, i64>>),
+}
+
 /// Settings of the ingest stage.
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]

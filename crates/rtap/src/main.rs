@@ -7,6 +7,7 @@
 //! - `cli`: the commands and their flags (`rtap --help`).
 //! - `run`: builds and runs the stages for a command, and shuts them down in order.
 //! - `pipeline`: the ingest loop, the realtime table's single writer.
+//! - `produce`: `rtap produce` and the hand-off from the orders API to Kafka.
 //!
 //! Crates, in data-flow order: `orders` (model, catalog, generator) -> `store` (the orders API's
 //! embedded or Postgres store) -> `ingest` (JSON -> Arrow, dedup, dead letters) -> `table`
@@ -14,7 +15,9 @@
 
 mod cli;
 mod pipeline;
+mod produce;
 mod run;
+mod status;
 
 use clap::Parser;
 

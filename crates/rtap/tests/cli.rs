@@ -2,15 +2,14 @@
 //! within seconds, a clean stop on SIGTERM, a restart that keeps the stored orders, and clear
 //! errors for bad flags.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn rtap() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rtap"))
-}
+mod common;
+
+use common::{get_json, rtap, start_up_with, terminate};
 
 /// Starts `rtap up` and returns the child and the orders API's base URL from its banner.
 fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
@@ -18,71 +17,11 @@ fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
     (child, urls[0].clone())
 }
 
-/// Starts `rtap up`; returns the child and the base URLs of its banner (orders API, analytics).
+/// Starts `rtap up` at 200 orders/s; returns the child and the base URLs of its banner.
 fn start_up_all(data_dir: &std::path::Path, extra: &[&str]) -> (Child, Vec<String>) {
-    let mut child = rtap()
-        .args([
-            "up",
-            "--api-port",
-            "0",
-            "--http-port",
-            "0",
-            "--rate",
-            "200",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rtap");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut urls = Vec::new();
-    for _ in 0..2 {
-        let line = lines.next().expect("a banner line").expect("utf-8");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in banner {line:?}"))
-            .to_string();
-        urls.push(url);
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, urls)
-}
-
-fn get_json(url: &str) -> Option<(u16, Value)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    rt.block_on(async {
-        let resp = reqwest::get(url).await.ok()?;
-        let status = resp.status().as_u16();
-        Some((status, resp.json().await.ok()?))
-    })
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rtap did not stop within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut args = vec!["--rate", "200"];
+    args.extend_from_slice(extra);
+    start_up_with(data_dir, &args)
 }
 
 #[test]
@@ -97,7 +36,7 @@ fn help_lists_exactly_the_implemented_commands() {
         .take_while(|l| l.starts_with("  "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["up", "api", "query", "help"]);
+    assert_eq!(commands, ["up", "api", "produce", "serve", "query", "help"]);
     let up = rtap().args(["up", "--help"]).output().expect("run");
     let up = String::from_utf8_lossy(&up.stdout);
     for flag in [

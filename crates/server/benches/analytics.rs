@@ -52,7 +52,7 @@ fn open(dir: &std::path::Path) -> Arc<RealtimeTable> {
 }
 
 /// Generates `n` orders ending now and ingests them; returns (ingest seconds, generate seconds).
-fn load(table: &RealtimeTable, n: u64) -> (f64, f64) {
+fn load(table: &RealtimeTable, windows: &mut rolling::Windows, n: u64) -> (f64, f64) {
     let mut g = Generator::new(GeneratorConfig {
         seed: 77,
         ..GeneratorConfig::default()
@@ -83,9 +83,17 @@ fn load(table: &RealtimeTable, n: u64) -> (f64, f64) {
             .collect();
         let out = ingestor.ingest(&messages);
         if let Some(b) = out.batch {
+            for f in ingest::order_facts(&b) {
+                windows.observe(
+                    f.time_ms,
+                    rolling::Metrics::order(f.order_total, f.fraud, f.delivered, f.refunded),
+                );
+            }
             table.append(b).expect("append");
         }
-        table.maintain(now_ms()).expect("maintain");
+        if let Some(e) = table.maintain(now_ms()).error {
+            panic!("maintain: {e}");
+        }
         ingest_secs += t.elapsed().as_secs_f64();
         seq += docs.len() as u64;
     }
@@ -96,7 +104,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
 }
 
-async fn endpoints(table: Arc<RealtimeTable>, label: &str) {
+async fn endpoints(
+    table: Arc<RealtimeTable>,
+    windows: Arc<std::sync::Mutex<rolling::Windows>>,
+    label: &str,
+) {
     let engine = Arc::new(
         SqlEngine::new(table.clone(), SqlConfig::default(), Arc::new(now_ms)).expect("engine"),
     );
@@ -104,7 +116,12 @@ async fn endpoints(table: Arc<RealtimeTable>, label: &str) {
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, server::analytics::router(engine)).await });
+    let live = Arc::new(server::overview::Live {
+        windows,
+        now_ms: Arc::new(now_ms),
+    });
+    let app = server::analytics::router(engine).merge(server::overview::router(live));
+    tokio::spawn(async move { axum::serve(listener, app).await });
     let client = reqwest::Client::new();
     let latest: serde_json::Value = client
         .get(format!("{base}/orders/latestorders"))
@@ -119,6 +136,8 @@ async fn endpoints(table: Arc<RealtimeTable>, label: &str) {
         .unwrap_or("none")
         .to_string();
     let paths = [
+        "/orders/overview".to_string(),
+        "/orders/overview/series".to_string(),
         "/orders/overview2".to_string(),
         "/orders/ordersperminute".to_string(),
         "/orders/popular".to_string(),
@@ -216,14 +235,19 @@ async fn main() {
     for n in sizes {
         let dir = tempfile::tempdir().expect("tempdir");
         let table = open(dir.path());
-        let (ingest_secs, gen_secs) = load(&table, n);
+        let mut windows =
+            rolling::Windows::new(rolling::WindowConfig::default()).expect("window config");
+        let (ingest_secs, gen_secs) = load(&table, &mut windows, n);
+        let windows = Arc::new(std::sync::Mutex::new(windows));
         println!(
             "{n} orders: decode+append {:.0} orders/s ({ingest_secs:.1} s; generating them took {gen_secs:.1} s more)",
             n as f64 / ingest_secs
         );
         let t = Instant::now();
         for _ in 0..600 {
-            table.maintain(now_ms()).expect("maintain");
+            if let Some(e) = table.maintain(now_ms()).error {
+                panic!("maintain: {e}");
+            }
             if table.snapshot().memory_rows < 100_000 {
                 break;
             }
@@ -248,7 +272,7 @@ async fn main() {
             rss_mb()
         );
         drop(snap);
-        endpoints(table.clone(), &format!("{n} orders")).await;
+        endpoints(table.clone(), windows, &format!("{n} orders")).await;
         println!("  RSS after queries: {:.0} MB", rss_mb());
         if n == 1_000_000 {
             freshness(table.clone()).await;

@@ -41,6 +41,30 @@ pub fn router(engine: Arc<SqlEngine>) -> Router {
         .with_state(engine)
 }
 
+/// Every SQL panel of the dashboard, computed exactly as the endpoints compute them (so the page
+/// shows the API's numbers). A panel that fails carries `{"error": ...}` instead.
+pub async fn panels(engine: Arc<SqlEngine>) -> Value {
+    fn value(r: Result<Json<Value>, ApiError>) -> Value {
+        r.map(|j| j.0)
+            .unwrap_or_else(|e| json!({"error": e.to_string()}))
+    }
+    let (per_minute, popular, latest, coupons, locations) = tokio::join!(
+        orders_per_minute(State(engine.clone())),
+        popular(State(engine.clone())),
+        latest_orders(State(engine.clone())),
+        coupons(State(engine.clone())),
+        top_locations(State(engine.clone())),
+    );
+    json!({
+        "ordersPerMinute": value(per_minute),
+        "popular": value(popular),
+        "latestOrders": value(latest),
+        "coupons": value(coupons),
+        "topLocations": value(locations),
+        "totalRows": engine.table().snapshot().rows(),
+    })
+}
+
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no such endpoint: {method} {}", uri.path()))
 }

@@ -23,6 +23,8 @@ const MAX_BATCH: u64 = 2_000;
 /// How often the paced job wakes up at ordinary rates.
 const TICK: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Stored orders read per page when replaying them to ingest.
+const REPLAY_PAGE: u64 = 5_000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct FeedConfig {
@@ -47,6 +49,8 @@ pub struct OrderFeed {
     clock: Arc<dyn Clock>,
     config: FeedConfig,
     state: Mutex<FeedState>,
+    /// Orders in the store as far as this feed knows (for status pages, without the lock).
+    stored: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for OrderFeed {
@@ -75,6 +79,7 @@ impl OrderFeed {
                 generator: Generator::new(config.generator),
                 next_seq: stored + 1,
             }),
+            stored: std::sync::atomic::AtomicU64::new(stored),
         })
     }
 
@@ -82,6 +87,16 @@ impl OrderFeed {
     pub fn with_tap(mut self, tap: mpsc::Sender<TapBatch>) -> Self {
         self.tap = Some(tap);
         self
+    }
+
+    /// Orders in the store (as of this feed's last append).
+    pub fn stored(&self) -> u64 {
+        self.stored.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The generator's seed.
+    pub fn seed(&self) -> u64 {
+        self.config.generator.seed
     }
 
     /// The sequence number the next order will get.
@@ -108,6 +123,8 @@ impl OrderFeed {
             .collect();
         self.store.append(&batch).await?;
         state.next_seq = first + n;
+        self.stored
+            .store(first + n - 1, std::sync::atomic::Ordering::Relaxed);
         let ids = batch.iter().map(|o| o.order_id.clone()).collect();
         if let Some(tap) = &self.tap {
             let handoff: TapBatch = (first..).zip(batch.into_iter().map(|o| o.json)).collect();
@@ -116,6 +133,48 @@ impl OrderFeed {
             let _ = tap.send(handoff).await;
         }
         Ok(ids)
+    }
+
+    /// Hands the stored orders from `from_seq` to the last one to the tap, in store order (what
+    /// ingest had not checkpointed when rtap last stopped). Nothing new is stored meanwhile, so
+    /// the tap still sees every order once and in order. Store errors are retried with backoff;
+    /// returns how many were handed over, or None when shut down first.
+    pub async fn replay(&self, from_seq: u64, shutdown: &mut watch::Receiver<bool>) -> Option<u64> {
+        let tap = self.tap.as_ref()?;
+        let state = self.state.lock().await;
+        let end = state.next_seq;
+        let mut seq = from_seq.max(1);
+        let mut backoff = Duration::from_millis(100);
+        while seq < end {
+            if *shutdown.borrow() {
+                return None;
+            }
+            let n = (end - seq).min(REPLAY_PAGE);
+            let slice = match self.store.slice(seq - 1, n).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, from_seq = seq, retry_in_ms = backoff.as_millis() as u64,
+                        "could not read stored orders to replay; retrying");
+                    if wait_or_shutdown(shutdown, backoff).await {
+                        return None;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            if slice.orders.is_empty() {
+                break;
+            }
+            let k = slice.orders.len() as u64;
+            let batch: TapBatch = (seq..).zip(slice.orders).collect();
+            if tap.send(batch).await.is_err() {
+                return None;
+            }
+            seq += k;
+        }
+        drop(state);
+        Some(seq.saturating_sub(from_seq.max(1)))
     }
 
     /// The background job: adds orders at the configured rate until `shutdown` turns true or

@@ -10,12 +10,16 @@
 //!   steady rate in the background and one at a time for `POST /orders`.
 //! - [`analytics`]: the analytics API of SPEC section 5 and `/query/sql` (port 8888).
 //! - [`overview`]: `/orders/overview` and its per-second series, from the rolling windows.
+//! - [`dashboard`]: the live dashboard (port 8501) and its server-sent snapshot stream.
+//! - [`status`]: `/api/status` and `/metrics` (Prometheus), request latency per endpoint.
 //! - [`error`]: the one place where errors become HTTP statuses and JSON bodies.
 
 pub mod analytics;
+pub mod dashboard;
 pub mod error;
 pub mod feed;
 pub mod orders_api;
 pub mod overview;
+pub mod status;
 
 pub use feed::{FeedConfig, OrderFeed, TapBatch};

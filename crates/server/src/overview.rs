@@ -62,13 +62,41 @@ fn windows(live: &Live) -> std::sync::MutexGuard<'_, Windows> {
     }
 }
 
-async fn overview(State(live): State<Arc<Live>>) -> Json<Value> {
-    let now = (live.now_ms)();
-    let (current, previous) = windows(&live).current_and_previous(now);
-    Json(json!({
+/// The overview at `now` (what `GET /orders/overview` answers).
+pub fn overview_at(live: &Live, now: i64) -> Value {
+    let (current, previous) = windows(live).current_and_previous(now);
+    json!({
         "currentTimePeriod": period(&current),
         "previousTimePeriod": period(&previous),
-    }))
+    })
+}
+
+async fn overview(State(live): State<Arc<Live>>) -> Json<Value> {
+    Json(overview_at(&live, (live.now_ms)()))
+}
+
+/// The per-second series of the last `seconds` at `now` (what `/orders/overview/series` answers).
+pub fn series_at(live: &Live, now: i64, seconds: usize) -> Value {
+    let w = windows(live);
+    let points: Vec<Value> = w
+        .series(now, seconds)
+        .into_iter()
+        .map(|(start, m)| {
+            json!({
+                "start": start,
+                "orders": m.orders,
+                "revenue": m.revenue_cents as f64 / 100.0,
+                "fraud": m.fraud,
+                "delivered": m.delivered,
+                "refunded": m.refunded,
+            })
+        })
+        .collect();
+    json!({
+        "advanceMs": w.config().advance_ms,
+        "late": w.late(),
+        "points": points,
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -92,25 +120,5 @@ async fn series(
             }
         },
     };
-    let now = (live.now_ms)();
-    let w = windows(&live);
-    let points: Vec<Value> = w
-        .series(now, seconds)
-        .into_iter()
-        .map(|(start, m)| {
-            json!({
-                "start": start,
-                "orders": m.orders,
-                "revenue": m.revenue_cents as f64 / 100.0,
-                "fraud": m.fraud,
-                "delivered": m.delivered,
-                "refunded": m.refunded,
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "advanceMs": w.config().advance_ms,
-        "late": w.late(),
-        "points": points,
-    })))
+    Ok(Json(series_at(&live, (live.now_ms)(), seconds)))
 }

@@ -107,11 +107,15 @@ fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) -> Windows {
     };
     for chunk in sealed.chunks(500) {
         append(chunk);
-        table.maintain(NOW).expect("maintain");
+        if let Some(e) = table.maintain(NOW).error {
+            panic!("maintain: {e}");
+        }
     }
     table.flush().expect("seal");
     for _ in 0..200 {
-        table.maintain(NOW).expect("maintain");
+        if let Some(e) = table.maintain(NOW).error {
+            panic!("maintain: {e}");
+        }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     append(fresh);

@@ -121,7 +121,9 @@ async fn bounded_queries_skip_segments_and_retention_drops_old_ones() {
     );
 
     // Retention (30 days) at day 40: day 0's segment goes, the others stay.
-    table.maintain(day40).expect("maintain");
+    if let Some(e) = table.maintain(day40).error {
+        panic!("maintain: {e}");
+    }
     let snap = table.snapshot();
     assert_eq!(snap.segments.len(), 3);
     assert_eq!(snap.rows(), 300);

@@ -22,8 +22,9 @@ pub mod table;
 
 use std::path::Path;
 
+pub use manifest::Manifest;
 pub use provider::TableScan;
-pub use table::{RealtimeTable, Snapshot};
+pub use table::{Maintenance, RealtimeTable, Snapshot};
 
 /// Settings of the realtime table.
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
@@ -31,8 +32,8 @@ pub use table::{RealtimeTable, Snapshot};
 pub struct TableConfig {
     /// Seal the mutable segment once it holds this many rows (memory bound: about 1 KB a row).
     pub max_memory_rows: usize,
-    /// ... or once its oldest row is this old.
-    pub seal_after_secs: u64,
+    /// ... or once its oldest row is this old (a checkpointed table checkpoints this often).
+    pub seal_after_secs: f64,
     /// Rows are dropped once their whole segment is older than this (event time vs wall clock).
     pub retention_ms: i64,
     /// Small segments are merged into segments of up to this many rows.
@@ -48,7 +49,7 @@ impl Default for TableConfig {
     fn default() -> Self {
         TableConfig {
             max_memory_rows: 100_000,
-            seal_after_secs: 60,
+            seal_after_secs: 60.0,
             retention_ms: 30 * 24 * 3_600_000,
             merge_target_rows: 1_000_000,
             merge_min_segments: 8,
@@ -63,6 +64,12 @@ impl TableConfig {
         let bad = |m: String| Err(TableError::Config(m));
         if self.max_memory_rows == 0 {
             return bad("max_memory_rows must be at least 1".into());
+        }
+        if !(self.seal_after_secs.is_finite() && self.seal_after_secs > 0.0) {
+            return bad(format!(
+                "seal_after_secs must be a positive number, got {}",
+                self.seal_after_secs
+            ));
         }
         if self.retention_ms <= 0 {
             return bad(format!(

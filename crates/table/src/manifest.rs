@@ -21,6 +21,9 @@ pub struct SegmentEntry {
     pub min_time_ms: i64,
     pub max_time_ms: i64,
     pub bytes: u64,
+    /// xxh3-64 of the file (absent in manifests written before checksums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

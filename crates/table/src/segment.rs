@@ -20,13 +20,22 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 
+use xxhash_rust::xxh3::Xxh3;
+
 use crate::manifest::SegmentEntry;
 use crate::TableError;
 
 /// Files of retired segments, deleted once they have been unused for the grace period.
+///
+/// When the table is checkpointed (see `RealtimeTable::hold_retired_files`), a retired file is
+/// also kept until a checkpoint taken after its retirement is durable: until then the last
+/// checkpoint may still list it, and a restart from that checkpoint needs it.
 #[derive(Debug, Default)]
 pub struct Trash {
     files: Mutex<Vec<(Instant, PathBuf)>>,
+    hold: AtomicBool,
+    /// Files put in the trash before this instant are no longer in any checkpoint.
+    released_before: Mutex<Option<Instant>>,
 }
 
 impl Trash {
@@ -36,14 +45,34 @@ impl Trash {
         }
     }
 
-    /// Deletes files that have waited at least `grace`; returns how many.
+    pub(crate) fn hold_until_checkpoint(&self) {
+        self.hold.store(true, Ordering::Release);
+    }
+
+    /// A checkpoint whose manifest was read at `at` is durable.
+    pub(crate) fn release_before(&self, at: Instant) {
+        if let Ok(mut r) = self.released_before.lock() {
+            *r = Some(r.map_or(at, |old| old.max(at)));
+        }
+    }
+
+    /// Deletes files that have waited at least `grace` (and, when held, are in no checkpoint);
+    /// returns how many.
     pub fn purge(&self, grace: Duration) -> usize {
+        let released = if self.hold.load(Ordering::Acquire) {
+            self.released_before.lock().ok().and_then(|r| *r)
+        } else {
+            Some(Instant::now())
+        };
+        let Some(released) = released else {
+            return 0;
+        };
         let Ok(mut files) = self.files.lock() else {
             return 0;
         };
         let before = files.len();
         files.retain(|(since, path)| {
-            if since.elapsed() < grace {
+            if since.elapsed() < grace || *since >= released {
                 return true;
             }
             if let Err(e) = std::fs::remove_file(path) {
@@ -116,15 +145,24 @@ fn writer_properties(layout: &FileLayout) -> WriterProperties {
     props.build()
 }
 
+/// What writing a segment file produced.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub rows: u64,
+    pub bytes: u64,
+    /// xxh3-64 of the whole file, checked when the table opens.
+    pub checksum: u64,
+}
+
 /// Sorts `batches` by the time column and writes them as one Parquet file at `path`, fsynced.
-/// Returns (rows, min time, max time, bytes).
+/// Returns what was written and the (min, max) time.
 pub fn write_sorted(
     path: &Path,
     schema: &SchemaRef,
     batches: &[RecordBatch],
     time_column: usize,
     layout: &FileLayout,
-) -> Result<(u64, i64, i64, u64), TableError> {
+) -> Result<(Written, i64, i64), TableError> {
     let all = concat_batches(schema, batches).map_err(TableError::arrow)?;
     let order = sort_to_indices(all.column(time_column), None, None).map_err(TableError::arrow)?;
     let sorted = take_record_batch(&all, &order).map_err(TableError::arrow)?;
@@ -139,12 +177,28 @@ pub fn write_sorted(
     } else {
         (times.value(0), times.value(times.len() - 1))
     };
-    let rows = times.len() as u64;
-    write_batches(path, schema, std::iter::once(Ok(sorted)), layout)?;
-    let bytes = std::fs::metadata(path)
-        .map_err(|e| TableError::io(path, e))?
-        .len();
-    Ok((rows, min, max, bytes))
+    let written = write_batches(path, schema, std::iter::once(Ok(sorted)), layout)?;
+    Ok((written, min, max))
+}
+
+/// A file writer that hashes what passes through it (Parquet files are written front to back).
+struct HashingWriter {
+    file: std::fs::File,
+    hasher: Xxh3,
+    bytes: u64,
+}
+
+impl std::io::Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Streams batches into one Parquet file at `path`, fsynced.
@@ -153,9 +207,14 @@ pub fn write_batches(
     schema: &SchemaRef,
     batches: impl Iterator<Item = Result<RecordBatch, TableError>>,
     layout: &FileLayout,
-) -> Result<u64, TableError> {
+) -> Result<Written, TableError> {
     let file = std::fs::File::create(path).map_err(|e| TableError::io(path, e))?;
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(layout)))
+    let sink = HashingWriter {
+        file,
+        hasher: Xxh3::new(),
+        bytes: 0,
+    };
+    let mut writer = ArrowWriter::try_new(sink, schema.clone(), Some(writer_properties(layout)))
         .map_err(TableError::parquet)?;
     let mut rows = 0;
     for batch in batches {
@@ -163,9 +222,28 @@ pub fn write_batches(
         rows += batch.num_rows() as u64;
         writer.write(&batch).map_err(TableError::parquet)?;
     }
-    let file = writer.into_inner().map_err(TableError::parquet)?;
-    file.sync_all().map_err(|e| TableError::io(path, e))?;
-    Ok(rows)
+    let sink = writer.into_inner().map_err(TableError::parquet)?;
+    sink.file.sync_all().map_err(|e| TableError::io(path, e))?;
+    Ok(Written {
+        rows,
+        bytes: sink.bytes,
+        checksum: sink.hasher.digest(),
+    })
+}
+
+/// xxh3-64 of a whole file (to check a segment against its manifest entry).
+pub fn file_checksum(path: &Path) -> Result<u64, TableError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| TableError::io(path, e))?;
+    let mut hasher = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| TableError::io(path, e))?;
+        if n == 0 {
+            return Ok(hasher.digest());
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 /// Reads a whole segment file back as batches (for merges).

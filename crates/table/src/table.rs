@@ -36,6 +36,61 @@ impl Snapshot {
     }
 }
 
+/// How a table is opened.
+enum Opening {
+    ReadOnly,
+    /// As the writer, at the stored manifest or at the given one (a checkpoint's).
+    Write(Option<Manifest>),
+}
+
+/// What one call of [`RealtimeTable::maintain`] did, for a checkpointer.
+#[derive(Debug, Default)]
+pub struct Maintenance {
+    /// A seal finished and is listed in the stored manifest: the manifest as of then, and when
+    /// it was read (for [`RealtimeTable::checkpoint_committed`]).
+    pub sealed: Option<(Manifest, Instant)>,
+    /// A seal started: every row appended so far is in it or in an earlier segment. The state
+    /// that goes with those rows is the state now.
+    pub seal_started: bool,
+    /// A background job failed (its rows are back in memory; it is retried).
+    pub error: Option<TableError>,
+}
+
+/// Checks every segment file against the checksum in its manifest entry, two files at a time.
+fn verify_checksums(segments: &[SegmentRef]) -> Result<(), TableError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let chunk = segments.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = segments
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    for s in part {
+                        let Some(expected) = s.entry.checksum else {
+                            continue;
+                        };
+                        let actual = segment::file_checksum(&s.path)?;
+                        if actual != expected {
+                            return Err(TableError::Corrupt {
+                                path: s.path.display().to_string(),
+                                detail: format!(
+                                    "checksum {actual:016x} does not match {expected:016x} in the manifest"
+                                ),
+                            });
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(TableError::Schema("checksum verification panicked".into()))
+            })
+        })
+    })
+}
+
 enum JobKind {
     Seal { batches: Vec<RecordBatch> },
     Merge { inputs: Vec<SegmentRef> },
@@ -105,7 +160,38 @@ impl RealtimeTable {
         bloom_columns: &[&str],
         config: TableConfig,
     ) -> Result<Self, TableError> {
-        Self::open_with(dir, schema, time_column, bloom_columns, config, true)
+        Self::open_with(
+            dir,
+            schema,
+            time_column,
+            bloom_columns,
+            config,
+            Opening::Write(None),
+        )
+    }
+
+    /// Opens the table as of a checkpoint: exactly the segments `manifest` lists (every file
+    /// checked against its checksum), whatever the stored manifest says; later segment files
+    /// are removed and the stored manifest is replaced. A table opened this way keeps retired
+    /// files until [`RealtimeTable::checkpoint_committed`] says no checkpoint needs them.
+    pub fn open_at(
+        dir: &Path,
+        schema: SchemaRef,
+        time_column: &str,
+        bloom_columns: &[&str],
+        config: TableConfig,
+        manifest: Manifest,
+    ) -> Result<Self, TableError> {
+        let table = Self::open_with(
+            dir,
+            schema,
+            time_column,
+            bloom_columns,
+            config,
+            Opening::Write(Some(manifest)),
+        )?;
+        table.trash.hold_until_checkpoint();
+        Ok(table)
     }
 
     /// Opens the table to query it while another process may be writing it: nothing on disk is
@@ -115,7 +201,14 @@ impl RealtimeTable {
         schema: SchemaRef,
         time_column: &str,
     ) -> Result<Self, TableError> {
-        Self::open_with(dir, schema, time_column, &[], TableConfig::default(), false)
+        Self::open_with(
+            dir,
+            schema,
+            time_column,
+            &[],
+            TableConfig::default(),
+            Opening::ReadOnly,
+        )
     }
 
     fn open_with(
@@ -124,19 +217,24 @@ impl RealtimeTable {
         time_column: &str,
         bloom_columns: &[&str],
         config: TableConfig,
-        writer: bool,
+        opening: Opening,
     ) -> Result<Self, TableError> {
         config.validate()?;
+        let writer = !matches!(opening, Opening::ReadOnly);
         if writer {
             std::fs::create_dir_all(dir).map_err(|e| TableError::io(dir, e))?;
         }
         let time_column = schema.index_of(time_column).map_err(|_| {
             TableError::Schema(format!("no time column {time_column:?} in the schema"))
         })?;
-        let manifest = Manifest::load(dir)?.unwrap_or(Manifest {
-            version: 1,
-            ..Manifest::default()
-        });
+        let checkpointed = matches!(opening, Opening::Write(Some(_)));
+        let manifest = match opening {
+            Opening::Write(Some(m)) => m,
+            _ => Manifest::load(dir)?.unwrap_or(Manifest {
+                version: 1,
+                ..Manifest::default()
+            }),
+        };
         let trash = Arc::new(Trash::default());
         let mut segments = Vec::with_capacity(manifest.segments.len());
         for entry in &manifest.segments {
@@ -157,6 +255,9 @@ impl RealtimeTable {
             }
             segments.push(Arc::new(Segment::new(entry.clone(), dir, trash.clone())));
         }
+        if checkpointed {
+            verify_checksums(&segments)?;
+        }
         let listed: std::collections::HashSet<&str> =
             manifest.segments.iter().map(|e| e.file.as_str()).collect();
         let leftovers = if writer {
@@ -172,6 +273,9 @@ impl RealtimeTable {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
+        }
+        if checkpointed {
+            manifest.store(dir)?;
         }
         let layout = FileLayout {
             row_group_rows: config.row_group_rows,
@@ -275,29 +379,48 @@ impl RealtimeTable {
 
     /// Housekeeping, called regularly by the ingest loop: installs a finished background job,
     /// drops segments past retention (relative to `now_ms`), and starts a seal or a merge when
-    /// one is due. Returns the error of a failed background job (the data stays in memory and
-    /// the seal is retried).
-    pub fn maintain(&self, now_ms: i64) -> Result<(), TableError> {
+    /// one is due. A failed background job is reported in the result (the data stays in memory
+    /// and the seal is retried).
+    pub fn maintain(&self, now_ms: i64) -> Maintenance {
         self.trash.purge(RETIRED_FILE_GRACE);
+        let mut report = Maintenance::default();
         let mut w = self.lock_writer();
+        let note = |r: Result<bool, TableError>, report: &mut Maintenance, w: &Writer| match r {
+            Ok(true) => report.sealed = Some((w.manifest.clone(), Instant::now())),
+            Ok(false) => {}
+            Err(e) => report.error = Some(e),
+        };
         let sealed = self.finish_job(&mut w, Slot::Seal, false);
-        let merged = self.finish_job(&mut w, Slot::Merge, false);
-        self.apply_retention(&mut w, now_ms)?;
+        note(sealed, &mut report, &w);
+        if let Err(e) = self.finish_job(&mut w, Slot::Merge, false) {
+            report.error = Some(e);
+        }
+        if let Err(e) = self.apply_retention(&mut w, now_ms) {
+            report.error = Some(e);
+        }
         let due = w.mutable_rows >= self.config.max_memory_rows as u64
             || w.mutable_since
-                .is_some_and(|t| t.elapsed().as_secs() >= self.config.seal_after_secs);
+                .is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.seal_after_secs);
         // Backpressure: when rows arrive faster than a seal writes them, the writer waits for
         // the seal in flight rather than letting memory grow without bound.
         if w.seal_job.is_some() && w.mutable_rows >= 2 * self.config.max_memory_rows as u64 {
-            self.finish_job(&mut w, Slot::Seal, true)?;
+            let waited = self.finish_job(&mut w, Slot::Seal, true);
+            note(waited, &mut report, &w);
         }
         if w.seal_job.is_none() && due {
             self.start_seal(&mut w);
+            report.seal_started = true;
         }
         if w.merge_job.is_none() {
             self.start_merge_if_due(&mut w);
         }
-        sealed.and(merged)
+        report
+    }
+
+    /// A checkpoint listing the manifest read at `manifest_read_at` is durable: files retired
+    /// before then are in no checkpoint any more and may be deleted (after the grace period).
+    pub fn checkpoint_committed(&self, manifest_read_at: Instant) {
+        self.trash.release_before(manifest_read_at);
     }
 
     /// Seals everything in memory and waits until it is durable, and for any merge in flight
@@ -330,15 +453,16 @@ impl RealtimeTable {
         let layout = self.layout.clone();
         let job_batches = batches.clone();
         let handle = std::thread::spawn(move || {
-            let (rows, min, max, bytes) =
+            let (written, min, max) =
                 segment::write_sorted(&path, &schema, &job_batches, time_column, &layout)?;
             Ok(SegmentEntry {
                 id,
                 file: segment_file(id),
-                rows,
+                rows: written.rows,
                 min_time_ms: min,
                 max_time_ms: max,
-                bytes,
+                bytes: written.bytes,
+                checksum: Some(written.checksum),
             })
         });
         w.seal_job = Some(Job {
@@ -393,14 +517,11 @@ impl RealtimeTable {
                     }
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 });
-            let rows = segment::write_batches(&path, &schema, batches, &layout)?;
-            let bytes = std::fs::metadata(&path)
-                .map_err(|e| TableError::io(&path, e))?
-                .len();
+            let written = segment::write_batches(&path, &schema, batches, &layout)?;
             Ok(SegmentEntry {
                 id,
                 file: segment_file(id),
-                rows,
+                rows: written.rows,
                 min_time_ms: inputs
                     .iter()
                     .map(|s| s.entry.min_time_ms)
@@ -411,7 +532,8 @@ impl RealtimeTable {
                     .map(|s| s.entry.max_time_ms)
                     .max()
                     .unwrap_or(0),
-                bytes,
+                bytes: written.bytes,
+                checksum: Some(written.checksum),
             })
         });
         w.merge_job = Some(Job {
@@ -422,17 +544,18 @@ impl RealtimeTable {
     }
 
     /// Installs the background job's result if it has finished (or waits for it if `wait`).
-    fn finish_job(&self, w: &mut Writer, slot: Slot, wait: bool) -> Result<(), TableError> {
+    /// Returns true when a seal was installed.
+    fn finish_job(&self, w: &mut Writer, slot: Slot, wait: bool) -> Result<bool, TableError> {
         let job = match slot {
             Slot::Seal => &mut w.seal_job,
             Slot::Merge => &mut w.merge_job,
         };
         match job {
             Some(j) if wait || j.handle.is_finished() => {}
-            _ => return Ok(()),
+            _ => return Ok(false),
         }
         let Some(job) = job.take() else {
-            return Ok(());
+            return Ok(false);
         };
         let result = job.handle.join().unwrap_or_else(|_| {
             Err(TableError::Schema(
@@ -454,7 +577,7 @@ impl RealtimeTable {
                     .sort_by_key(|s| (s.entry.min_time_ms, s.entry.id));
                 w.last_error = None;
                 self.publish(w);
-                Ok(())
+                Ok(true)
             }
             (JobKind::Seal { batches }, Err(e)) => {
                 let _ = std::fs::remove_file(self.dir.join(segment_file(job.id)));
@@ -482,7 +605,7 @@ impl RealtimeTable {
                     s.retire();
                 }
                 self.publish(w);
-                Ok(())
+                Ok(false)
             }
             (JobKind::Merge { .. }, Err(e)) => {
                 let _ = std::fs::remove_file(self.dir.join(segment_file(job.id)));
@@ -499,7 +622,7 @@ impl RealtimeTable {
         w: &mut Writer,
         mut batches: Vec<RecordBatch>,
         e: TableError,
-    ) -> Result<(), TableError> {
+    ) -> Result<bool, TableError> {
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         batches.append(&mut w.mutable);
         w.mutable = batches;

@@ -28,6 +28,12 @@ pub enum Command {
     /// Run only the orders API (the original Flask service): GET/POST /orders, /health, with a
     /// background job adding generated orders at --rate.
     Api(ApiArgs),
+    /// Publish orders to Kafka: from a running orders API (following new pages as they appear)
+    /// or straight from the generator. Resumes after the last order the broker confirmed.
+    Produce(ProduceArgs),
+    /// Ingest from Kafka into the realtime table and windows, and serve the analytics API
+    /// (no orders API, no generator: pair it with `rtap produce`).
+    Serve(ServeArgs),
     /// Run one SQL query (Pinot dialect) and print the result: against a running rtap's
     /// analytics API, or the table under --data-dir when none answers.
     Query(QueryArgs),
@@ -37,9 +43,100 @@ pub enum Command {
 pub struct UpArgs {
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// Flags of the commands that ingest and serve (`up`, `serve`).
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
     /// Port of the analytics API and /query/sql (0 picks a free port and prints it).
     #[arg(long, env = "RTAP_HTTP_PORT", default_value_t = 8888)]
     pub http_port: u16,
+    /// Port of the live dashboard (0 picks a free port and prints it).
+    #[arg(long, env = "RTAP_DASHBOARD_PORT", default_value_t = 8501)]
+    pub dashboard_port: u16,
+    /// Seconds between checkpoints (table segments, windows, dedup and source position saved
+    /// together, Kafka offsets committed; a crash loses nothing and redoes at most this much).
+    #[arg(long, env = "RTAP_CHECKPOINT_INTERVAL", default_value_t = 5.0, value_parser = parse_interval)]
+    pub checkpoint_interval: f64,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+/// Where the orders topic is. Without --kafka, `up` hands orders to ingest in process.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (host:port[,host:port]); puts a real Kafka topic between the
+    /// generator and ingest.
+    #[arg(long, env = "RTAP_KAFKA")]
+    pub kafka: Option<String>,
+    /// Topic of the orders.
+    #[arg(long, env = "RTAP_TOPIC", default_value = "FakeEcommOrders")]
+    pub topic: String,
+    /// Partitions of the topic when rtap creates it.
+    #[arg(long, env = "RTAP_PARTITIONS", default_value_t = 24, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub partitions: i32,
+    /// Consumer group of ingest (rtap instances in one group split the partitions).
+    #[arg(long, env = "RTAP_GROUP", default_value = "rtap")]
+    pub group: String,
+}
+
+impl KafkaArgs {
+    pub fn config(&self) -> Option<kafka::KafkaConfig> {
+        self.kafka.as_ref().map(|brokers| kafka::KafkaConfig {
+            brokers: brokers.clone(),
+            topic: self.topic.clone(),
+            partitions: self.partitions,
+            replication: 1,
+            group: self.group.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// Where `rtap produce` reads orders from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProduceFrom {
+    /// A running orders API (GET /orders pages).
+    Api,
+    /// The generator, in process.
+    Generator,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProduceArgs {
+    #[arg(long, value_enum, default_value_t = ProduceFrom::Api)]
+    pub from: ProduceFrom,
+    /// Base URL of the orders API (with --from api).
+    #[arg(long, env = "RTAP_API_URL", default_value = "http://127.0.0.1:5001")]
+    pub api_url: String,
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Directory of the file that remembers the last order the broker confirmed.
+    #[arg(long, env = "RTAP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Exit once every order the API has is confirmed, instead of following new pages.
+    #[arg(long)]
+    pub until_caught_up: bool,
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "checkpoint interval must be a number of seconds from 0.1 to 3600, got {s:?}"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Args)]

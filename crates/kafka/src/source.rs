@@ -1,0 +1,301 @@
+//! The consumer-group source for ingest.
+//!
+//! One thread polls a [`BaseConsumer`] and hands the ingest loop batches of owned messages
+//! ([`ingest::SourceEvent::Batch`]). Offsets are never auto-committed: the ingest loop sends the
+//! positions of each durable checkpoint back through [`SourceHandle::commits`], and only those
+//! are committed. When the group takes partitions away, the rebalance callback asks the ingest
+//! loop to checkpoint everything handed over so far ([`ingest::SourceEvent::Checkpoint`]),
+//! commits the answer, and only then lets the partitions go: the next owner starts exactly
+//! where this one's durable table ends. After a crash the group's committed offsets are at or
+//! before the last checkpoint, and ingest's dedup drops what is read twice.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ingest::{OwnedMessage, Position, SourceEvent};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+use crate::{KafkaConfig, KafkaError, Offsets};
+
+/// Most messages handed over as one batch.
+const MAX_BATCH: usize = 20_000;
+/// How long a rebalance waits for the ingest loop's checkpoint.
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(60);
+
+/// What the source is doing, for status pages and logs.
+#[derive(Debug, Default)]
+pub struct SourceStatus {
+    pub messages: AtomicU64,
+    pub waiting_for_topic: AtomicBool,
+    pub assigned: Mutex<Vec<i32>>,
+    pub last_error: Mutex<Option<String>>,
+    closing: AtomicBool,
+}
+
+impl SourceStatus {
+    fn error(&self, e: String) {
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = Some(e);
+        }
+    }
+}
+
+struct SourceContext {
+    tx: mpsc::Sender<SourceEvent>,
+    topic: String,
+    status: Arc<SourceStatus>,
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: RdError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka client error (librdkafka retries by itself)");
+        self.status.error(format!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        if tpl.count() == 0 || self.status.closing.load(Ordering::Acquire) {
+            return;
+        }
+        let losing: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        tracing::info!(partitions = ?losing, "partitions revoked: checkpointing what was read from them before letting go");
+        let (reply_tx, reply_rx) = std_mpsc::channel();
+        if self
+            .tx
+            .blocking_send(SourceEvent::Checkpoint(reply_tx))
+            .is_err()
+        {
+            return;
+        }
+        match reply_rx.recv_timeout(CHECKPOINT_WAIT) {
+            Ok(offsets) => {
+                let mine: Offsets = offsets
+                    .into_iter()
+                    .filter(|(p, _)| losing.contains(p))
+                    .collect();
+                commit(consumer, &self.topic, &mine, CommitMode::Sync, &self.status);
+            }
+            Err(_) => tracing::error!(
+                "no checkpoint within {CHECKPOINT_WAIT:?} before a rebalance; the next owner may re-read (dedup drops repeats)"
+            ),
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(topic = %self.topic, partitions = ?partitions, "partitions assigned");
+            if let Ok(mut a) = self.status.assigned.lock() {
+                *a = partitions;
+            }
+        }
+    }
+}
+
+fn commit(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &str,
+    offsets: &Offsets,
+    mode: CommitMode,
+    status: &SourceStatus,
+) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, next) in offsets {
+        if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Offset(*next)) {
+            tracing::warn!(error = %e, partition = p, "bad offset to commit");
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        tracing::warn!(error = %e, "could not commit offsets (the next checkpoint commits again)");
+        status.error(format!("commit: {e}"));
+    }
+}
+
+/// The running source.
+pub struct SourceHandle {
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    polling_done: Arc<AtomicBool>,
+    /// Send the positions of each durable checkpoint here; they are committed to the group.
+    pub commits: std_mpsc::Sender<Offsets>,
+    pub status: Arc<SourceStatus>,
+}
+
+impl std::fmt::Debug for SourceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceHandle").finish_non_exhaustive()
+    }
+}
+
+impl SourceHandle {
+    /// Stops polling (nothing more is handed over after this returns).
+    pub fn stop_polling(&self) {
+        self.stop.store(true, Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.polling_done.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for the thread: it commits the last checkpoint's offsets and leaves the group.
+    pub fn join(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Subscribes to the topic and starts handing batches to `tx`.
+pub fn start(
+    config: &KafkaConfig,
+    tx: mpsc::Sender<SourceEvent>,
+) -> Result<SourceHandle, KafkaError> {
+    let status = Arc::new(SourceStatus::default());
+    let context = SourceContext {
+        tx: tx.clone(),
+        topic: config.topic.clone(),
+        status: status.clone(),
+    };
+    let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("allow.auto.create.topics", "false")
+        // Notice a topic created after rtap started within a second, not five minutes.
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .create_with_context(context)
+        .map_err(KafkaError::client("consumer"))?;
+    consumer
+        .subscribe(&[config.topic.as_str()])
+        .map_err(KafkaError::client(format!(
+            "subscribing to {}",
+            config.topic
+        )))?;
+    let (commits, commit_rx) = std_mpsc::channel::<Offsets>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let polling_done = Arc::new(AtomicBool::new(false));
+    let topic = config.topic.clone();
+    let thread = {
+        let stop = stop.clone();
+        let polling_done = polling_done.clone();
+        let status = status.clone();
+        std::thread::Builder::new()
+            .name("rtap-kafka-source".into())
+            .spawn(move || {
+                poll_loop(&consumer, &topic, &tx, &commit_rx, &stop, &status);
+                polling_done.store(true, Ordering::Release);
+                drop(tx);
+                // The ingest loop's last checkpoint comes after it drained what we handed over.
+                let mut last = commit_rx.recv_timeout(CHECKPOINT_WAIT).ok();
+                while let Ok(o) = commit_rx.try_recv() {
+                    last = Some(o);
+                }
+                if let Some(o) = last {
+                    commit(&consumer, &topic, &o, CommitMode::Sync, &status);
+                }
+                status.closing.store(true, Ordering::Release);
+                drop(consumer);
+            })
+            .map_err(|e| KafkaError::Other(format!("cannot start the Kafka source thread: {e}")))?
+    };
+    Ok(SourceHandle {
+        thread: Some(thread),
+        stop,
+        polling_done,
+        commits,
+        status,
+    })
+}
+
+fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> OwnedMessage {
+    OwnedMessage {
+        position: Position {
+            partition: m.partition(),
+            offset: m.offset(),
+        },
+        payload: m.payload().unwrap_or_default().to_vec(),
+        record_time_ms: m.timestamp().to_millis(),
+    }
+}
+
+fn poll_loop(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &str,
+    tx: &mpsc::Sender<SourceEvent>,
+    commit_rx: &std_mpsc::Receiver<Offsets>,
+    stop: &AtomicBool,
+    status: &SourceStatus,
+) {
+    let mut waiting_said: Option<Instant> = None;
+    while !stop.load(Ordering::Acquire) {
+        let mut latest = None;
+        while let Ok(o) = commit_rx.try_recv() {
+            latest = Some(o);
+        }
+        if let Some(o) = latest {
+            commit(consumer, topic, &o, CommitMode::Async, status);
+        }
+        let mut batch = Vec::new();
+        let mut timeout = Duration::from_millis(100);
+        while batch.len() < MAX_BATCH {
+            match consumer.poll(timeout) {
+                None => break,
+                Some(Ok(m)) => {
+                    batch.push(owned(&m));
+                    if status.waiting_for_topic.swap(false, Ordering::AcqRel) {
+                        tracing::info!(topic, "the topic is there now; reading");
+                    }
+                }
+                Some(Err(RdError::MessageConsumption(
+                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+                ))) => {
+                    status.waiting_for_topic.store(true, Ordering::Release);
+                    if waiting_said.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(
+                            topic,
+                            "waiting for the topic to exist (create it, or start `rtap produce`)"
+                        );
+                        waiting_said = Some(Instant::now());
+                    }
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka consumer error; continuing");
+                    status.error(e.to_string());
+                    break;
+                }
+            }
+            timeout = Duration::ZERO;
+        }
+        if !batch.is_empty() {
+            status
+                .messages
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            if tx.blocking_send(SourceEvent::Batch(batch)).is_err() {
+                return;
+            }
+        }
+    }
+}

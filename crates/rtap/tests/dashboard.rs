@@ -1,0 +1,470 @@
+//! The dashboard in a real headless Chromium (driven through ChromeDriver's WebDriver API):
+//! every panel renders with data, the page shows the API's numbers, updates by itself, shows
+//! when the server is gone and recovers when it is back. Also: the README's first command on a
+//! fresh directory answers on 5001, 8888 and 8501 within 5 s, and `/metrics` parses as
+//! Prometheus text with counters that move.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{get_json, rtap, terminate};
+use serde_json::{json, Value};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A ChromeDriver process and one headless Chromium session, spoken to in WebDriver JSON.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
+impl Browser {
+    fn start() -> Self {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (scripts/install-browser.sh installs it)");
+        let base = format!("http://127.0.0.1:{port}");
+        let rt = runtime();
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                         "--disable-component-update", "--window-size=1400,2400"]
+            }
+        }}});
+        let session = loop {
+            let r: Option<Value> = rt.block_on(async {
+                http.post(format!("{base}/session"))
+                    .json(&caps)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()
+            });
+            if let Some(id) = r.as_ref().and_then(|v| v["value"]["sessionId"].as_str()) {
+                break id.to_string();
+            }
+            assert!(Instant::now() < deadline, "no browser session: {r:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        Browser {
+            driver,
+            base,
+            session,
+            rt,
+            http,
+        }
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        self.rt.block_on(async {
+            let req = self.http.request(method, url);
+            let req = if body.is_null() { req } else { req.json(&body) };
+            let v: Value = req
+                .send()
+                .await
+                .expect("webdriver")
+                .json()
+                .await
+                .expect("json");
+            v["value"].clone()
+        })
+    }
+
+    fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", json!({"url": url}));
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+    }
+
+    fn screenshot(&self, path: &Path) {
+        let b64 = self.call(reqwest::Method::GET, "/screenshot", Value::Null);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().expect("base64 png"))
+            .expect("png");
+        std::fs::write(path, png).expect("write screenshot");
+        eprintln!("screenshot: {}", path.display());
+    }
+
+    /// Polls `script` until `ok` accepts its value.
+    fn wait_for(
+        &self,
+        what: &str,
+        script: &str,
+        ok: impl Fn(&Value) -> bool,
+        limit: Duration,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let v = self.js(script);
+            if ok(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: last value {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.call(reqwest::Method::DELETE, "", Value::Null);
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn start(data: &Path, ports: (u16, u16, u16), extra: &[&str]) -> Child {
+    let mut child = rtap()
+        .args([
+            "up",
+            "--api-port",
+            &ports.0.to_string(),
+            "--http-port",
+            &ports.1.to_string(),
+        ])
+        .args(["--dashboard-port", &ports.2.to_string(), "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rtap up");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for _ in 0..3 {
+        lines.next().expect("banner").expect("utf-8");
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+fn shots_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+const TEXTS: &str = "return {
+  conn: document.getElementById('conn').dataset.state,
+  updated: Number(document.getElementById('last-update').dataset.ms || 0),
+  orders: Number(document.getElementById('kpi-orders').dataset.value),
+  revenue: Number(document.getElementById('kpi-revenue').dataset.value),
+  fraud: Number(document.getElementById('kpi-fraud').dataset.value),
+  delivered: Number(document.getElementById('kpi-delivered').dataset.value),
+  refunded: Number(document.getElementById('kpi-refunded').dataset.value),
+  latest: [...document.querySelectorAll('#table-latest tbody tr')].map(r => r.cells[0].textContent),
+  minutes: [...document.querySelectorAll('#table-minutes tbody tr')].map(r => r.cells[1].textContent),
+  categories: [...document.querySelectorAll('#table-categories tbody tr')].map(r => r.cells[0].textContent),
+  items: [...document.querySelectorAll('#table-items tbody tr')].map(r => r.cells[0].textContent),
+  cities: [...document.querySelectorAll('#table-cities tbody tr')].map(r => r.cells[0].textContent),
+  states: [...document.querySelectorAll('#table-states tbody tr')].map(r => r.cells[0].textContent),
+  coupons: [...document.querySelectorAll('#table-coupons tbody tr')].map(r => r.cells[0].textContent),
+  charts: [...document.querySelectorAll('.chart')].map(c => c.querySelectorAll('canvas').length),
+};";
+
+fn names(v: &Value, key: &str) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x[key].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_dashboard_shows_the_api_numbers_live_and_survives_an_outage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let ports = (free_port(), free_port(), free_port());
+    let mut rtap_up = start(
+        &data,
+        ports,
+        &["--rate", "400", "--max-orders", "1200", "--seed", "21"],
+    );
+    let http = format!("http://127.0.0.1:{}", ports.1);
+    let page = format!("http://127.0.0.1:{}/", ports.2);
+    let browser = Browser::start();
+    browser.goto(&page);
+    let first = browser.wait_for(
+        "the page goes live",
+        TEXTS,
+        |v| v["conn"] == "live" && v["orders"].as_u64().is_some_and(|n| n > 0),
+        Duration::from_secs(15),
+    );
+    // It updates by itself: newer snapshots and more orders arrive without a reload.
+    browser.wait_for(
+        "the page updates by itself",
+        TEXTS,
+        |v| {
+            v["updated"].as_f64() > first["updated"].as_f64()
+                && v["orders"].as_u64() > first["orders"].as_u64()
+        },
+        Duration::from_secs(10),
+    );
+    // Generation stops at 1,200 orders; then the page and the API must agree exactly.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (page_view, api) = loop {
+        let v = browser.js(TEXTS);
+        let overview = get_json(&format!("{http}/orders/overview"))
+            .expect("overview")
+            .1;
+        let cur = &overview["currentTimePeriod"];
+        let agree = v["orders"] == cur["orders"]
+            && cur["orders"] == 1200
+            && (v["revenue"].as_f64().unwrap_or(-1.0)
+                - cur["totalRevenue"].as_f64().unwrap_or(-2.0))
+            .abs()
+                < 0.005
+            && v["fraud"] == cur["fraudCount"]
+            && v["delivered"] == cur["deliveredCount"]
+            && v["refunded"] == cur["refundedCount"];
+        if agree {
+            break (v, overview);
+        }
+        assert!(Instant::now() < deadline, "page {v} vs API {overview}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = api;
+    let latest = get_json(&format!("{http}/orders/latestorders"))
+        .expect("latest")
+        .1;
+    assert_eq!(strings(&page_view["latest"]), names(&latest, "orderId"));
+    let per_minute = get_json(&format!("{http}/orders/ordersperminute"))
+        .expect("per minute")
+        .1;
+    let api_minutes: Vec<String> = per_minute
+        .as_array()
+        .expect("minutes")
+        .iter()
+        .take(10)
+        .map(|m| m["orders"].as_u64().expect("orders").to_string())
+        .collect();
+    let page_minutes: Vec<String> = strings(&page_view["minutes"])
+        .iter()
+        .map(|s| s.replace(',', ""))
+        .collect();
+    assert_eq!(page_minutes, api_minutes);
+    let popular = get_json(&format!("{http}/orders/popular"))
+        .expect("popular")
+        .1;
+    assert_eq!(
+        strings(&page_view["categories"]),
+        names(&popular["categories"], "category")
+    );
+    assert_eq!(
+        strings(&page_view["items"]),
+        names(&popular["itemNames"], "itemName")
+    );
+    let locations = get_json(&format!("{http}/orders/toplocations"))
+        .expect("locations")
+        .1;
+    assert_eq!(
+        strings(&page_view["cities"]),
+        names(&locations["cities"], "city")
+    );
+    assert_eq!(
+        strings(&page_view["states"]),
+        names(&locations["states"], "state")
+    );
+    let coupons = get_json(&format!("{http}/orders/couponslastminute"))
+        .expect("coupons")
+        .1;
+    assert!(
+        !names(&coupons, "coupon_code").is_empty(),
+        "1,200 orders used some coupons"
+    );
+    assert_eq!(
+        strings(&page_view["coupons"]),
+        names(&coupons, "coupon_code")
+    );
+    for panel in [
+        "categories",
+        "items",
+        "cities",
+        "states",
+        "latest",
+        "minutes",
+    ] {
+        assert!(!strings(&page_view[panel]).is_empty(), "{panel} is empty");
+    }
+    let charts = page_view["charts"].as_array().expect("charts");
+    assert_eq!(charts.len(), 9);
+    assert!(
+        charts.iter().all(|c| c.as_u64() >= Some(1)),
+        "every chart drew: {charts:?}"
+    );
+    browser.screenshot(&shots_dir().join("dashboard-live.png"));
+
+    // The server goes away: the page says so. It comes back: the page recovers by itself.
+    assert!(terminate(&mut rtap_up).success());
+    browser.wait_for(
+        "the stale indicator",
+        TEXTS,
+        |v| v["conn"] == "offline" || v["conn"] == "stale",
+        Duration::from_secs(10),
+    );
+    browser.screenshot(&shots_dir().join("dashboard-offline.png"));
+    let gone_at = browser.js(TEXTS)["updated"].clone();
+    let mut rtap_up = start(&data, ports, &["--max-orders", "0"]);
+    browser.wait_for(
+        "the page recovers",
+        TEXTS,
+        |v| v["conn"] == "live" && v["updated"].as_f64() > gone_at.as_f64() && v["orders"] == 1200,
+        Duration::from_secs(20),
+    );
+    assert!(terminate(&mut rtap_up).success());
+}
+
+#[test]
+fn the_readme_command_serves_all_three_ports_with_data_within_5_seconds() {
+    // A new user's `rtap up`: no flags, a fresh directory, the default ports.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    let mut child = rtap()
+        .arg("up")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rtap up");
+    let mut ok = [false; 3];
+    while started.elapsed() < Duration::from_secs(5) && !ok.iter().all(|o| *o) {
+        ok[0] = ok[0]
+            || get_json("http://127.0.0.1:5001/orders?page=1&limit=5").is_some_and(|(s, v)| {
+                s == 200 && v["data"].as_array().is_some_and(|d| !d.is_empty())
+            });
+        ok[1] = ok[1]
+            || get_json("http://127.0.0.1:8888/orders/latestorders")
+                .is_some_and(|(s, v)| s == 200 && v.as_array().is_some_and(|d| !d.is_empty()));
+        ok[2] = ok[2]
+            || get_json("http://127.0.0.1:8501/api/snapshot").is_some_and(|(s, v)| {
+                s == 200 && v["overview"]["currentTimePeriod"]["orders"].as_u64() > Some(0)
+            });
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = started.elapsed();
+    let _ = terminate(&mut child);
+    assert_eq!(
+        ok, [true; 3],
+        "5001, 8888, 8501 answering with data after {elapsed:?}"
+    );
+    assert!(dir.path().join("data").join("orders.redb").exists());
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_counters_move() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = (free_port(), free_port(), free_port());
+    let mut child = start(&dir.path().join("data"), ports, &["--rate", "500"]);
+    let http = format!("http://127.0.0.1:{}", ports.1);
+    let rt = runtime();
+    let scrape = |url: &str| -> prometheus_parse::Scrape {
+        let text = rt.block_on(async {
+            reqwest::get(url)
+                .await
+                .expect("get")
+                .text()
+                .await
+                .expect("text")
+        });
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("Prometheus text")
+    };
+    let value = |s: &prometheus_parse::Scrape, name: &str| -> f64 {
+        s.samples
+            .iter()
+            .find(|x| x.metric == name)
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    std::thread::sleep(Duration::from_millis(1_500));
+    let _ = get_json(&format!("{http}/orders/popular"));
+    let a = scrape(&format!("{http}/metrics"));
+    std::thread::sleep(Duration::from_millis(1_500));
+    let b = scrape(&format!("http://127.0.0.1:{}/metrics", ports.2));
+    let rows = |s: &prometheus_parse::Scrape| value(s, "rtap_ingest_rows_total");
+    assert!(
+        rows(&a) > 0.0 && rows(&b) > rows(&a),
+        "ingest counter moves: {} -> {}",
+        rows(&a),
+        rows(&b)
+    );
+    assert!(value(&b, "rtap_table_rows") >= rows(&a));
+    assert_eq!(value(&b, "rtap_ingest_dead_letters_total"), 0.0);
+    let histogram = b
+        .samples
+        .iter()
+        .find(|x| {
+            x.metric == "rtap_http_request_duration_seconds"
+                && x.labels.get("endpoint") == Some("/orders/popular")
+        })
+        .expect("a latency histogram for /orders/popular");
+    match &histogram.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert!(buckets.iter().any(|h| h.count >= 1.0), "{buckets:?}")
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
+    let status = get_json(&format!("{http}/api/status")).expect("status").1;
+    let stages: Vec<&str> = status["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(stages, ["store", "generator", "ingest", "table", "windows"]);
+    assert_eq!(status["status"], "ok");
+    assert!(terminate(&mut child).success());
+}

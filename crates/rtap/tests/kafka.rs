@@ -1,0 +1,471 @@
+//! rtap against a real Kafka-protocol broker (tansu, installed by scripts/install-tansu.sh;
+//! `RTAP_TANSU` names the binary): produce, consume into the table, and exact counts through
+//! consumer restarts, kill -9, a broker restart, two consumers in one group, poison messages,
+//! and producing from a Postgres-backed orders API.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{get_json, rtap, sql_rows, terminate};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+fn tansu() -> PathBuf {
+    let path = std::env::var("RTAP_TANSU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/var/cache/rtap/tansu/bin/tansu"));
+    assert!(
+        path.exists(),
+        "the Kafka tests need tansu at {} (scripts/test.sh installs it; or set RTAP_TANSU)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A tansu broker on a loopback port, storing in SQLite under its own directory (so it can be
+/// restarted with its topics).
+struct Broker {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start() -> Self {
+        let mut b = Broker {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+            child: None,
+        };
+        b.spawn();
+        b
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("tansu.log")).expect("log");
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(self.addr()).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `rtap serve --kafka` on a free port; returns the child and the analytics URL.
+fn serve(data: &Path, broker: &str, extra: &[&str]) -> (Child, String) {
+    let mut child = rtap()
+        .args([
+            "serve",
+            "--http-port",
+            "0",
+            "--dashboard-port",
+            "0",
+            "--checkpoint-interval",
+            "0.5",
+        ])
+        .args(["--kafka", broker, "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn rtap serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("rtap serve printed its banner")
+            .expect("utf-8");
+        if line.contains("analytics API") {
+            break line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .expect("url")
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+fn produce(broker: &str, data: &Path, args: &[&str]) -> Command {
+    let mut c = rtap();
+    c.args(["produce", "--kafka", broker, "--data-dir"])
+        .arg(data)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+fn count(http: &str) -> Option<u64> {
+    sql_rows(http, "SELECT COUNT(*) FROM orders")?
+        .first()?
+        .get(0)?
+        .as_u64()
+}
+
+fn wait_count(http: &str, n: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let c = count(http);
+        if c == Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the table has {c:?} orders, expected {n}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn table_ids(http: &str) -> Vec<String> {
+    sql_rows(http, "SELECT order_id FROM orders LIMIT 100000")
+        .expect("ids")
+        .iter()
+        .map(|r| r[0].as_str().expect("order_id").to_string())
+        .collect()
+}
+
+/// The ids the generator gives orders 1..=n of `seed`.
+fn generated_ids(seed: u64, n: u64) -> HashSet<String> {
+    let mut g = orders::Generator::new(orders::GeneratorConfig {
+        seed,
+        ..orders::GeneratorConfig::default()
+    });
+    (1..=n)
+        .map(|seq| g.generate(seq, 0).order_id.to_string())
+        .collect()
+}
+
+fn assert_exactly(ids: &[String], expected: &HashSet<String>) {
+    let set: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(set.len(), ids.len(), "an order is in the table twice");
+    assert_eq!(set.len(), expected.len());
+    assert!(
+        &set == expected,
+        "the table's ids are not the produced ones"
+    );
+}
+
+fn kill9(child: &mut Child) {
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+}
+
+#[test]
+fn produced_orders_reach_the_table_exactly_once_across_restarts_and_kills() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let n = 30_000u64;
+    let mut producer = produce(
+        &broker.addr(),
+        &dir.path().join("producer"),
+        &["--from", "generator", "--rate", "6000", "--seed", "3"],
+    )
+    .args(["--max-orders", &n.to_string(), "--partitions", "8"])
+    .spawn()
+    .expect("rtap produce");
+    let (mut consumer, _) = serve(&data, &broker.addr(), &[]);
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(terminate(&mut consumer).success(), "clean stop mid-stream");
+    let (mut consumer, _) = serve(&data, &broker.addr(), &[]);
+    std::thread::sleep(Duration::from_millis(1_500));
+    kill9(&mut consumer);
+    let (mut consumer, http) = serve(&data, &broker.addr(), &[]);
+    let status = producer.wait().expect("producer");
+    assert!(status.success(), "rtap produce: {status}");
+    wait_count(&http, n, Duration::from_secs(90));
+    assert_exactly(&table_ids(&http), &generated_ids(3, n));
+    assert!(terminate(&mut consumer).success());
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing() {
+    let mut broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 20_000u64;
+    let mut producer = produce(
+        &broker.addr(),
+        &dir.path().join("producer"),
+        &["--from", "generator", "--rate", "5000", "--seed", "4"],
+    )
+    .args(["--max-orders", &n.to_string(), "--partitions", "4"])
+    .spawn()
+    .expect("rtap produce");
+    let (mut consumer, http) = serve(&dir.path().join("data"), &broker.addr(), &[]);
+    std::thread::sleep(Duration::from_millis(1_500));
+    broker.stop();
+    std::thread::sleep(Duration::from_millis(1_500));
+    broker.spawn();
+    let status = producer.wait().expect("producer");
+    assert!(
+        status.success(),
+        "rtap produce survives the broker restart: {status}"
+    );
+    wait_count(&http, n, Duration::from_secs(120));
+    assert_exactly(&table_ids(&http), &generated_ids(4, n));
+    assert!(terminate(&mut consumer).success());
+}
+
+#[test]
+fn two_consumers_in_one_group_split_the_partitions() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 20_000u64;
+    let mut producer = produce(
+        &broker.addr(),
+        &dir.path().join("producer"),
+        &["--from", "generator", "--rate", "5000", "--seed", "5"],
+    )
+    .args(["--max-orders", &n.to_string(), "--partitions", "6"])
+    .spawn()
+    .expect("rtap produce");
+    let (mut a, http_a) = serve(&dir.path().join("a"), &broker.addr(), &["--group", "pair"]);
+    // B joins while A is reading: A gives up partitions (checkpointing them first).
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (mut b, http_b) = serve(&dir.path().join("b"), &broker.addr(), &["--group", "pair"]);
+    assert!(producer.wait().expect("producer").success());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (ca, cb) = (count(&http_a).unwrap_or(0), count(&http_b).unwrap_or(0));
+        if ca + cb >= n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A has {ca}, B {cb}, expected {n} together"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2)); // nothing more may arrive
+    let (ids_a, ids_b) = (table_ids(&http_a), table_ids(&http_b));
+    assert!(
+        !ids_a.is_empty() && !ids_b.is_empty(),
+        "both consumers took partitions"
+    );
+    let mut all = ids_a.clone();
+    all.extend(ids_b);
+    assert_exactly(&all, &generated_ids(5, n));
+    assert!(terminate(&mut a).success());
+    assert!(terminate(&mut b).success());
+}
+
+#[test]
+fn poison_messages_go_to_dead_letters_and_the_partition_goes_on() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Create the topic (one partition, so the order of messages is known).
+    let status = produce(
+        &broker.addr(),
+        &dir.path().join("producer"),
+        &[
+            "--from",
+            "generator",
+            "--max-orders",
+            "0",
+            "--partitions",
+            "1",
+        ],
+    )
+    .status()
+    .expect("rtap produce");
+    assert!(status.success());
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .create()
+        .expect("producer");
+    let mut g = orders::Generator::new(orders::GeneratorConfig {
+        seed: 6,
+        ..orders::GeneratorConfig::default()
+    });
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut good = HashSet::new();
+    let poison: [&[u8]; 3] = [
+        b"this is not json",
+        br#"{"order_id": 17, "time_ms": "yesterday"}"#,
+        br#"{"time_ms": 1}"#,
+    ];
+    for i in 0..30u64 {
+        let order = g.generate(i + 1, now);
+        good.insert(order.order_id.to_string());
+        let json = order.to_json();
+        producer
+            .send(BaseRecord::to("FakeEcommOrders").key("k").payload(&json))
+            .expect("send");
+        if i % 10 == 4 {
+            let bad = poison[(i / 10) as usize];
+            producer
+                .send(BaseRecord::to("FakeEcommOrders").key("bad").payload(bad))
+                .expect("send");
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let data = dir.path().join("data");
+    let (mut consumer, http) = serve(&data, &broker.addr(), &[]);
+    wait_count(&http, 30, Duration::from_secs(60));
+    assert_exactly(&table_ids(&http), &good);
+    assert!(terminate(&mut consumer).success());
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(data.join("deadletter").join("deadletter.jsonl"))
+            .expect("dead letters")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    // Poison i sits after the 5th, 15th and 25th order: offsets 5, 16 and 27.
+    let offsets: Vec<i64> = lines
+        .iter()
+        .map(|l| l["offset"].as_i64().expect("offset"))
+        .collect();
+    assert_eq!(offsets, [5, 16, 27]);
+    assert!(lines
+        .iter()
+        .all(|l| l["partition"] == 0 && l["reason"].as_str().is_some_and(|r| !r.is_empty())));
+    assert_eq!(lines[0]["payload"], "this is not json");
+}
+
+#[test]
+fn produce_from_a_postgres_backed_api_sends_every_order_once() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(store::testing::fresh_postgres_url("produce_api"));
+    let mut api = rtap()
+        .args([
+            "api",
+            "--api-port",
+            "0",
+            "--rate",
+            "0",
+            "--max-orders",
+            "3000",
+            "--seed",
+            "7",
+        ])
+        .args(["--database-url", &url, "--data-dir"])
+        .arg(dir.path().join("api"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rtap api");
+    let mut lines = BufReader::new(api.stdout.take().expect("stdout")).lines();
+    let line = lines.next().expect("banner").expect("utf-8");
+    std::thread::spawn(move || for _ in lines {});
+    let api_url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("url")
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get_json(&format!("{api_url}/orders?page=1&limit=1"))
+        .map(|(_, v)| v["total_orders"].as_u64())
+        != Some(Some(3000))
+    {
+        assert!(Instant::now() < deadline, "3000 orders were not stored");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let state = dir.path().join("producer");
+    for run in 0..2 {
+        let status = produce(
+            &broker.addr(),
+            &state,
+            &[
+                "--from",
+                "api",
+                "--api-url",
+                &api_url,
+                "--until-caught-up",
+                "--partitions",
+                "3",
+            ],
+        )
+        .status()
+        .expect("rtap produce");
+        assert!(status.success(), "run {run}: {status}");
+    }
+    // Read the whole topic back: every stored order exactly once (the second run sent nothing).
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", "check")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["FakeEcommOrders"]).expect("subscribe");
+    let mut keys = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while keys.len() < 3000 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            use rdkafka::Message;
+            keys.push(String::from_utf8_lossy(m.key().unwrap_or_default()).to_string());
+        }
+    }
+    // Anything beyond 3000 would arrive within this extra second.
+    let extra_deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < extra_deadline {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            keys.push("extra".into());
+        }
+    }
+    assert_eq!(keys.len(), 3000);
+    let mut stored = HashSet::new();
+    for page in 1..=3 {
+        let (_, v) = get_json(&format!("{api_url}/orders?page={page}&limit=1000")).expect("page");
+        for o in v["data"].as_array().expect("data") {
+            stored.insert(o["order_id"].as_str().expect("id").to_string());
+        }
+    }
+    assert_exactly(&keys, &stored);
+    let _ = terminate(&mut api);
+}
