@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Runs rtap's benchmarks (release builds) and prints their figures; see BENCHMARKS.md.
+# Every bench is selected from the whole workspace (`--workspace --bench NAME`) so they share
+# one build (selecting a package with -p would resolve features differently and rebuild).
+# RTAP_BENCH_SIZES (analytics), RTAP_BENCH_ORDERS (restart, kafka) scale them up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/start-postgres.sh >/dev/null
-cargo bench --locked -p orders --bench generator
-cargo bench --locked -p server --bench orders_api
+RTAP_TANSU="$(scripts/install-tansu.sh)"
+export RTAP_TANSU
+for bench in generator orders_api windows analytics restart kafka; do
+  echo "== $bench"
+  cargo bench --locked --workspace --bench "$bench"
+done

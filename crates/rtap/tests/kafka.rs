@@ -469,3 +469,41 @@ fn produce_from_a_postgres_backed_api_sends_every_order_once() {
     assert_exactly(&keys, &stored);
     let _ = terminate(&mut api);
 }
+
+#[test]
+fn up_with_kafka_runs_the_whole_pipeline_through_the_topic() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let args = [
+        "--kafka",
+        &broker.addr(),
+        "--partitions",
+        "4",
+        "--seed",
+        "8",
+        "--rate",
+        "0",
+    ];
+    let mut extra: Vec<&str> = args.to_vec();
+    extra.extend(["--max-orders", "3000"]);
+    let (mut child, urls) = common::start_up_with(&data, &extra);
+    wait_count(&urls[1], 3000, Duration::from_secs(60));
+    assert!(terminate(&mut child).success());
+    let saved: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data.join("producer.json")).expect("producer position"),
+    )
+    .expect("json");
+    assert_eq!(
+        saved["next"], 3001,
+        "every stored order confirmed by the broker"
+    );
+    // A restart neither re-sends nor re-counts anything.
+    let mut extra: Vec<&str> = args.to_vec();
+    extra.extend(["--max-orders", "0"]);
+    let (mut child, urls) = common::start_up_with(&data, &extra);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(count(&urls[1]), Some(3000));
+    assert_exactly(&table_ids(&urls[1]), &generated_ids(8, 3000));
+    assert!(terminate(&mut child).success());
+}
