@@ -183,6 +183,9 @@ pub fn start(
         .set("allow.auto.create.topics", "false")
         // Notice a topic created after rtap started within a second, not five minutes.
         .set("topic.metadata.refresh.interval.ms", "1000")
+        // Answer a fetch as soon as anything is there, not after the default 500 ms wait for a
+        // fuller batch: freshness matters more than fetch count at these rates.
+        .set("fetch.wait.max.ms", "20")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .create_with_context(context)

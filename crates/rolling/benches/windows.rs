@@ -1,6 +1,6 @@
 //! Cost of the rolling windows: one update per event, and the reads behind /orders/overview.
 //!
-//! `cargo bench -p rolling --bench windows`
+//! `cargo bench --workspace --bench windows`
 
 use std::hint::black_box;
 use std::time::Instant;

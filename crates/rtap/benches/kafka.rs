@@ -4,7 +4,8 @@
 //! limit), and end-to-end freshness at 1,000 orders/s, from produce to visible in SQL and in the
 //! rolling windows; the same freshness without Kafka (`rtap up`) for comparison.
 //!
-//! `cargo bench -p rtap --bench kafka` (`RTAP_BENCH_ORDERS`, default 200,000)
+//! `cargo bench --workspace --bench kafka` (`RTAP_BENCH_ORDERS`, default 200,000;
+//! `RTAP_BENCH_TANSU_STORAGE=memory://tansu/` for tansu's in-memory storage)
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -38,7 +39,11 @@ fn start_broker(dir: &Path) -> (Child, String) {
             "--advertised-listener-url",
             &url,
         ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
+        .args([
+            "--storage-engine",
+            &std::env::var("RTAP_BENCH_TANSU_STORAGE")
+                .unwrap_or_else(|_| "sqlite://tansu.db".into()),
+        ])
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -4,7 +4,7 @@
 //! the clean-stop time (last seal and checkpoint) and the restart time until the restored table
 //! answers SQL with all N rows.
 //!
-//! `cargo bench -p rtap --bench restart` (N = 1,000,000; `RTAP_BENCH_ORDERS=10000000` for 10 M)
+//! `cargo bench --workspace --bench restart` (N = 1,000,000; `RTAP_BENCH_ORDERS=10000000` for 10 M)
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -42,7 +42,7 @@ fn start(data: &Path, max_orders: u64, log: Arc<Mutex<Vec<String>>>) -> (Child, 
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(mut l) = log.lock() {
-                l.push(line);
+                l.push(strip_ansi(&line));
             }
         }
     });
@@ -59,6 +59,24 @@ fn start(data: &Path, max_orders: u64, log: Arc<Mutex<Vec<String>>>) -> (Child, 
     }
     std::thread::spawn(move || for _ in lines {});
     (child, http.expect("analytics URL"))
+}
+
+/// The log's colour codes removed (`us=` is written as `ESC[3mus ESC[0m=`...).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn count(rt: &tokio::runtime::Runtime, http: &str) -> Option<u64> {
