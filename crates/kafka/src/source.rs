@@ -29,7 +29,7 @@ use crate::{KafkaConfig, KafkaError, Offsets};
 /// Most messages handed over as one batch.
 const MAX_BATCH: usize = 20_000;
 /// How long a rebalance waits for the ingest loop's checkpoint.
-const CHECKPOINT_WAIT: Duration = Duration::from_secs(60);
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(20);
 
 /// What the source is doing, for status pages and logs.
 #[derive(Debug, Default)]
@@ -187,6 +187,9 @@ pub fn start(
         // fuller batch: freshness matters more than fetch count at these rates.
         .set("fetch.wait.max.ms", "20")
         .set("session.timeout.ms", "10000")
+        // Also the rebalance timeout: how long the group waits for a member that died without
+        // leaving (kill -9) before it hands its partitions to the others.
+        .set("max.poll.interval.ms", "30000")
         .set("heartbeat.interval.ms", "1000")
         .create_with_context(context)
         .map_err(KafkaError::client("consumer"))?;

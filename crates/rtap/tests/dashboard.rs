@@ -390,10 +390,32 @@ fn the_readme_command_serves_all_three_ports_with_data_within_5_seconds() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let elapsed = started.elapsed();
+    // Once rows are sealed into segment files under the relative ./data, SQL still reads them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sealed_ok = false;
+    while Instant::now() < deadline {
+        let segments = get_json("http://127.0.0.1:8888/api/status").and_then(|(_, v)| {
+            v["stages"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == "table")?["detail"]["segments"]
+                .as_u64()
+        });
+        if segments.is_some_and(|n| n >= 1) {
+            sealed_ok = get_json("http://127.0.0.1:8888/orders/ordersperminute")
+                .is_some_and(|(s, v)| s == 200 && v.as_array().is_some_and(|d| !d.is_empty()));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = terminate(&mut child);
     assert_eq!(
         ok, [true; 3],
         "5001, 8888, 8501 answering with data after {elapsed:?}"
+    );
+    assert!(
+        sealed_ok,
+        "SQL over sealed segments under the default ./data failed"
     );
     assert!(dir.path().join("data").join("orders.redb").exists());
 }

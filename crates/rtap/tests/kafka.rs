@@ -223,7 +223,7 @@ fn produced_orders_reach_the_table_exactly_once_across_restarts_and_kills() {
     let (mut consumer, http) = serve(&data, &broker.addr(), &[]);
     let status = producer.wait().expect("producer");
     assert!(status.success(), "rtap produce: {status}");
-    wait_count(&http, n, Duration::from_secs(90));
+    wait_count(&http, n, Duration::from_secs(150));
     assert_exactly(&table_ids(&http), &generated_ids(3, n));
     assert!(terminate(&mut consumer).success());
 }

@@ -224,6 +224,10 @@ impl RealtimeTable {
         if writer {
             std::fs::create_dir_all(dir).map_err(|e| TableError::io(dir, e))?;
         }
+        // Segment paths go to DataFusion's object store, which needs them absolute (a relative
+        // `./data/...` would be looked up at `/%2E/data/...`).
+        let absolute = std::path::absolute(dir).map_err(|e| TableError::io(dir, e))?;
+        let dir = absolute.as_path();
         let time_column = schema.index_of(time_column).map_err(|_| {
             TableError::Schema(format!("no time column {time_column:?} in the schema"))
         })?;
