@@ -283,8 +283,17 @@ impl Checkpointer {
             self.log_hasher = hasher;
         } else if !records.is_empty() {
             let path = self.logs.join(log_name(self.generation));
-            self.log.write_all(&records).map_err(io(&path))?;
-            self.log.sync_data().map_err(io(&path))?;
+            let appended = self
+                .log
+                .write_all(&records)
+                .and_then(|()| self.log.sync_data());
+            if let Err(e) = appended {
+                // Cut a partial append off again (a full disk): otherwise the next append would
+                // land after stray bytes that no checksum covers.
+                let _ = self.log.set_len(self.log_bytes);
+                let _ = self.seek_end();
+                return Err(io(&path)(e));
+            }
             self.log_hasher.update(&records);
             self.log_bytes += records.len() as u64;
         }

@@ -39,6 +39,8 @@ pub struct SourceStatus {
     pub assigned: Mutex<Vec<i32>>,
     pub last_error: Mutex<Option<String>>,
     closing: AtomicBool,
+    /// Counts revocations, so the poll loop can tell that one happened while it built a batch.
+    revocations: AtomicU64,
 }
 
 impl SourceStatus {
@@ -70,6 +72,7 @@ impl ConsumerContext for SourceContext {
         if tpl.count() == 0 || self.status.closing.load(Ordering::Acquire) {
             return;
         }
+        self.status.revocations.fetch_add(1, Ordering::AcqRel);
         let losing: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         tracing::info!(partitions = ?losing, "partitions revoked: checkpointing what was read from them before letting go");
         let (reply_tx, reply_rx) = std_mpsc::channel();
@@ -117,6 +120,10 @@ fn commit(
     }
     let mut tpl = TopicPartitionList::new();
     for (p, next) in offsets {
+        if !owned_partition(consumer, topic, *p) {
+            // Another member owns it now: its offsets are that member's to commit.
+            continue;
+        }
         if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Offset(*next)) {
             tracing::warn!(error = %e, partition = p, "bad offset to commit");
         }
@@ -235,6 +242,15 @@ pub fn start(
     })
 }
 
+/// Whether this member is assigned `partition` right now (inside a revoke callback the
+/// partitions being revoked still count).
+fn owned_partition(consumer: &BaseConsumer<SourceContext>, topic: &str, partition: i32) -> bool {
+    consumer
+        .assignment()
+        .map(|a| a.find_partition(topic, partition).is_some())
+        .unwrap_or(false)
+}
+
 fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> OwnedMessage {
     OwnedMessage {
         position: Position {
@@ -266,7 +282,15 @@ fn poll_loop(
         let mut batch = Vec::new();
         let mut timeout = Duration::from_millis(100);
         while batch.len() < MAX_BATCH {
-            match consumer.poll(timeout) {
+            let revocations = status.revocations.load(Ordering::Acquire);
+            let polled = consumer.poll(timeout);
+            if status.revocations.load(Ordering::Acquire) != revocations {
+                // Partitions were revoked inside that poll, after a checkpoint of what had been
+                // handed over: what this batch holds lies past the committed offsets and will be
+                // read again by whoever owns those partitions now (this member included).
+                batch.clear();
+            }
+            match polled {
                 None => break,
                 Some(Ok(m)) => {
                     batch.push(owned(&m));

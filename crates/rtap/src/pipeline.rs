@@ -295,8 +295,16 @@ impl IngestLoop {
                 let manifest = self.table.manifest();
                 let capture = self.capture();
                 let position = capture.source.next.clone();
-                self.checkpoint(capture, manifest, read_at)
-                    .then_some(position)
+                let carried = (!capture.dedup_is_whole).then(|| capture.dedup.clone());
+                if self.checkpoint(capture, manifest, read_at) {
+                    return Some(position);
+                }
+                // Not written: its ids must reach the log with the next one.
+                if let Some(mut ids) = carried {
+                    ids.append(&mut self.carried_ids);
+                    self.carried_ids = ids;
+                }
+                None
             }
             Err(e) => {
                 tracing::error!(error = %e, "could not seal the table; the last checkpoint stands");
