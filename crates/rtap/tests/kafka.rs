@@ -507,3 +507,69 @@ fn up_with_kafka_runs_the_whole_pipeline_through_the_topic() {
     assert_exactly(&table_ids(&urls[1]), &generated_ids(8, 3000));
     assert!(terminate(&mut child).success());
 }
+
+#[test]
+fn a_missing_topic_is_waited_for_and_record_timestamps_fill_in_time_ms() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The consumer starts before the topic exists: it waits and says so in /api/status.
+    let (mut consumer, http) = serve(&dir.path().join("data"), &broker.addr(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let source = get_json(&format!("{http}/api/status")).and_then(|(_, v)| {
+            v["stages"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == "kafka-source")
+                .cloned()
+        });
+        if source.as_ref().is_some_and(|s| s["state"] == "waiting") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no waiting state: {source:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Now the topic appears, with one order that has no time_ms: the record's timestamp is used.
+    let status = produce(
+        &broker.addr(),
+        &dir.path().join("producer"),
+        &[
+            "--from",
+            "generator",
+            "--max-orders",
+            "0",
+            "--partitions",
+            "2",
+        ],
+    )
+    .status()
+    .expect("rtap produce");
+    assert!(status.success());
+    let mut g = orders::Generator::new(orders::GeneratorConfig {
+        seed: 12,
+        ..orders::GeneratorConfig::default()
+    });
+    let order = g.generate(1, 1_795_000_000_000);
+    let mut doc: serde_json::Value = serde_json::from_slice(&order.to_json()).expect("json");
+    doc.as_object_mut().expect("object").remove("time_ms");
+    let payload = serde_json::to_vec(&doc).expect("json");
+    let record_ms = 1_795_000_123_456i64;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            BaseRecord::to("FakeEcommOrders")
+                .key("k")
+                .payload(&payload)
+                .timestamp(record_ms),
+        )
+        .expect("send");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    wait_count(&http, 1, Duration::from_secs(60));
+    let rows = common::sql_rows(&http, "SELECT order_id, time_ms FROM orders").expect("rows");
+    assert_eq!(rows[0][0], order.order_id.to_string());
+    assert_eq!(rows[0][1], record_ms);
+    assert!(terminate(&mut consumer).success());
+}
