@@ -30,6 +30,8 @@ use crate::{KafkaConfig, KafkaError, Offsets};
 const MAX_BATCH: usize = 20_000;
 /// How long a rebalance waits for the ingest loop's checkpoint.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(20);
+/// How long shutdown waits for the consumer's last commit and group leave.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
 
 /// What the source is doing, for status pages and logs.
 #[derive(Debug, Default)]
@@ -160,11 +162,22 @@ impl SourceHandle {
         }
     }
 
-    /// Waits for the thread: it commits the last checkpoint's offsets and leaves the group.
+    /// Waits for the thread: it commits the last checkpoint's offsets and leaves the group. With
+    /// the broker gone that can block inside librdkafka; after `JOIN_WAIT` the thread is left to
+    /// end with the process (the checkpoint is durable; the next start re-reads from the last
+    /// commit and dedup drops the repeats).
     pub fn join(mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let deadline = Instant::now() + JOIN_WAIT;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::warn!("the Kafka consumer did not close within {JOIN_WAIT:?} (broker unreachable?); exiting without its last commit");
+            }
         }
     }
 }
