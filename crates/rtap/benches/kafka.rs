@@ -8,52 +8,17 @@
 //! `RTAP_BENCH_TANSU_STORAGE=memory://tansu/` for tansu's in-memory storage)
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
 fn rtap() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rtap"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-fn start_broker(dir: &Path) -> (Child, String) {
-    let tansu =
-        std::env::var("RTAP_TANSU").unwrap_or_else(|_| "/var/cache/rtap/tansu/bin/tansu".into());
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args([
-            "--storage-engine",
-            &std::env::var("RTAP_BENCH_TANSU_STORAGE")
-                .unwrap_or_else(|_| "sqlite://tansu.db".into()),
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu (scripts/install-tansu.sh)");
-    let addr = format!("127.0.0.1:{port}");
-    while std::net::TcpStream::connect(&addr).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, addr)
 }
 
 /// Starts an rtap command and returns it with the analytics URL from its banner.
@@ -156,7 +121,10 @@ fn main() {
         .build()
         .expect("rt");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut broker, addr) = start_broker(dir.path());
+    let mut broker = common::Broker::start_with(
+        &std::env::var("RTAP_BENCH_TANSU_STORAGE").unwrap_or_else(|_| "sqlite://tansu.db".into()),
+    );
+    let addr = broker.addr();
 
     // Produce rate.
     let started = Instant::now();
@@ -259,8 +227,7 @@ fn main() {
     );
     stop(&mut producer);
     stop(&mut serve);
-    let _ = broker.kill();
-    let _ = broker.wait();
+    broker.stop();
 
     // The same without Kafka.
     let mut up_cmd = rtap();
