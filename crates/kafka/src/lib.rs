@@ -31,6 +31,9 @@ pub struct KafkaConfig {
     pub replication: i32,
     /// Consumer group of the ingest source.
     pub group: String,
+    /// Static group membership (`group.instance.id`): a restarted consumer with the same id takes
+    /// its old place at once instead of waiting for the group to give up on a member that died.
+    pub instance_id: Option<String>,
 }
 
 impl Default for KafkaConfig {
@@ -41,6 +44,7 @@ impl Default for KafkaConfig {
             partitions: 24,
             replication: 1,
             group: "rtap".into(),
+            instance_id: None,
         }
     }
 }

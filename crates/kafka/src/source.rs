@@ -193,7 +193,11 @@ pub fn start(
         topic: config.topic.clone(),
         status: status.clone(),
     };
-    let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    if let Some(id) = &config.instance_id {
+        client.set("group.instance.id", id);
+    }
+    let consumer: BaseConsumer<SourceContext> = client
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group)
         .set("enable.auto.commit", "false")

@@ -309,7 +309,20 @@ async fn run_pipeline(p: Pipeline<'_>) -> anyhow::Result<()> {
     };
     let kafka_config = match &p.front {
         Front::Embedded => None,
-        Front::EmbeddedViaKafka(k) | Front::Kafka(k) => Some(k.clone()),
+        Front::EmbeddedViaKafka(k) | Front::Kafka(k) => {
+            // One data directory is one member of the group, across restarts.
+            let dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+            let id = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                dir.hash(&mut h);
+                format!("rtap-{:016x}", h.finish())
+            };
+            Some(kafka::KafkaConfig {
+                instance_id: Some(id),
+                ..k.clone()
+            })
+        }
     };
     let source_kind = if kafka_config.is_some() {
         "kafka"

@@ -90,6 +90,7 @@ impl KafkaArgs {
             partitions: self.partitions,
             replication: 1,
             group: self.group.clone(),
+            instance_id: None,
         })
     }
 }
