@@ -42,33 +42,53 @@ pub struct Dedup {
     swept_at_s: u32,
     /// Ids added since the last [`Dedup::take_journal`], when journaling (checkpoints append
     /// them to a log instead of rewriting every id each time).
-    journal: Option<Vec<([u8; 16], u32)>>,
+    journal: Option<Vec<DedupRecord>>,
+}
+
+/// One remembered id: the 128-bit hash of the `order_id` and the order's event time in seconds.
+/// What checkpoints store (20 bytes each) and restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DedupRecord {
+    pub id: [u8; 16],
+    pub time_s: u32,
+}
+
+impl DedupRecord {
+    pub fn new(id: u128, time_ms: i64) -> Self {
+        DedupRecord {
+            id: id.to_le_bytes(),
+            time_s: seconds(time_ms),
+        }
+    }
+
+    pub fn id(&self) -> u128 {
+        u128::from_le_bytes(self.id)
+    }
 }
 
 /// One remembered id as a checkpoint log stores it: 16 bytes of id hash, 4 bytes of seconds.
 pub const JOURNAL_RECORD_BYTES: usize = 20;
 
-/// Encodes journal entries as fixed-size little-endian records.
-pub fn encode_journal(entries: &[([u8; 16], u32)], out: &mut Vec<u8>) {
+/// Encodes records as fixed-size little-endian records.
+pub fn encode_journal(entries: &[DedupRecord], out: &mut Vec<u8>) {
     out.reserve(entries.len() * JOURNAL_RECORD_BYTES);
-    for (k, t) in entries {
-        out.extend_from_slice(k);
-        out.extend_from_slice(&t.to_le_bytes());
+    for r in entries {
+        out.extend_from_slice(&r.id);
+        out.extend_from_slice(&r.time_s.to_le_bytes());
     }
 }
 
-/// Decodes records written by [`encode_journal`] as (time ms, id); a trailing partial record is
-/// ignored.
-pub fn decode_journal(bytes: &[u8]) -> impl Iterator<Item = (i64, u128)> + '_ {
+/// Decodes records written by [`encode_journal`]; a trailing partial record is ignored.
+pub fn decode_journal(bytes: &[u8]) -> impl Iterator<Item = DedupRecord> + '_ {
     bytes.chunks_exact(JOURNAL_RECORD_BYTES).map(|r| {
-        let mut k = [0u8; 16];
-        k.copy_from_slice(&r[..16]);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&r[..16]);
         let mut t = [0u8; 4];
         t.copy_from_slice(&r[16..]);
-        (
-            i64::from(u32::from_le_bytes(t)) * 1000,
-            u128::from_le_bytes(k),
-        )
+        DedupRecord {
+            id,
+            time_s: u32::from_le_bytes(t),
+        }
     })
 }
 
@@ -95,7 +115,10 @@ impl Dedup {
             std::collections::hash_map::Entry::Occupied(_) => return false,
             std::collections::hash_map::Entry::Vacant(v) => {
                 if let Some(j) = &mut self.journal {
-                    j.push((*v.key(), t));
+                    j.push(DedupRecord {
+                        id: *v.key(),
+                        time_s: t,
+                    });
                 }
                 v.insert(t);
             }
@@ -125,12 +148,11 @@ impl Dedup {
         self.seen.is_empty()
     }
 
-    /// The remembered ids with their event time (ms, rounded down to the second), for
-    /// checkpoints.
-    pub fn entries(&self) -> impl Iterator<Item = (i64, u128)> + '_ {
+    /// The remembered ids with their event time (seconds), for checkpoints.
+    pub fn entries(&self) -> impl Iterator<Item = DedupRecord> + '_ {
         self.seen
             .iter()
-            .map(|(k, t)| (i64::from(*t) * 1000, u128::from_le_bytes(*k)))
+            .map(|(k, t)| DedupRecord { id: *k, time_s: *t })
     }
 
     /// Starts recording every newly remembered id for [`Dedup::take_journal`].
@@ -139,7 +161,7 @@ impl Dedup {
     }
 
     /// The ids remembered since the last call (empty when not journaling).
-    pub fn take_journal(&mut self) -> Vec<([u8; 16], u32)> {
+    pub fn take_journal(&mut self) -> Vec<DedupRecord> {
         match &mut self.journal {
             Some(j) => std::mem::take(j),
             None => Vec::new(),
@@ -147,14 +169,26 @@ impl Dedup {
     }
 
     /// Every remembered id as journal records (to start a fresh log).
-    pub fn all_records(&self) -> Vec<([u8; 16], u32)> {
-        self.seen.iter().map(|(k, t)| (*k, *t)).collect()
+    pub fn all_records(&self) -> Vec<DedupRecord> {
+        self.entries().collect()
     }
 
     /// Restores remembered ids (from [`Dedup::entries`]).
-    pub fn restore(&mut self, entries: impl IntoIterator<Item = (i64, u128)>) {
-        for (t, id) in entries {
-            self.insert(id, t);
+    pub fn restore(&mut self, entries: impl IntoIterator<Item = DedupRecord>) {
+        for r in entries {
+            self.insert(r.id(), i64::from(r.time_s) * 1000);
+        }
+    }
+
+    /// Forgets ids that were inserted but whose rows never reached the table (so a re-delivery
+    /// is not taken for a duplicate).
+    pub fn forget(&mut self, ids: impl IntoIterator<Item = u128>) {
+        for id in ids {
+            let key = id.to_le_bytes();
+            self.seen.remove(&key);
+            if let Some(j) = &mut self.journal {
+                j.retain(|r| r.id != key);
+            }
         }
     }
 }
@@ -200,8 +234,8 @@ mod tests {
         let mut bytes = Vec::new();
         encode_journal(&j, &mut bytes);
         bytes.extend_from_slice(&[0xff; 7]); // a torn tail is ignored
-        let back: Vec<_> = decode_journal(&bytes).collect();
-        assert_eq!(back, vec![(2_000, 2), (3_000, 3)]);
+        let back: Vec<_> = decode_journal(&bytes).map(|r| (r.time_s, r.id())).collect();
+        assert_eq!(back, vec![(2, 2), (3, 3)]);
     }
 
     #[test]

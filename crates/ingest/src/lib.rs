@@ -11,17 +11,46 @@
 //! - [`decode`]: JSON -> Arrow, parallel parsing, reject reasons.
 //! - [`dedup`]: the bounded dedup horizon.
 //! - [`deadletter`]: where rejected messages go.
+//! - [`metrics`]: what ingest counts, for `/metrics`.
+//!
+//! Also the vocabulary shared with the sources before it and the checkpoint after it:
+//! [`SourceEvent`], [`OwnedMessage`], [`SourcePosition`].
 
 pub mod deadletter;
 pub mod decode;
 pub mod dedup;
+pub mod metrics;
 pub mod schema;
 
+use std::collections::BTreeMap;
+
 use datafusion::arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
 
 pub use deadletter::DeadLetterStore;
 pub use decode::{Message, Position, RejectReason, Rejected};
-pub use dedup::Dedup;
+pub use dedup::{Dedup, DedupRecord};
+pub use metrics::IngestMetrics;
+
+/// Next position to read, per partition (the generator's next sequence number is partition
+/// 0's).
+pub type Offsets = BTreeMap<i32, i64>;
+
+/// Where a source resumes: saved in every checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// "generator" (the embedded orders API) or "kafka".
+    pub kind: String,
+    /// The generator's seed, so a restart without `--seed` continues the same sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Kafka topic (None for the generator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Next position to read, per partition: the generator's next sequence number is partition
+    /// 0's; for Kafka, the next offset of each partition read so far.
+    pub next: Offsets,
+}
 
 /// A message as a source hands it to the ingest loop (owned, so it can cross threads).
 #[derive(Debug, Clone)]
@@ -49,11 +78,11 @@ pub enum SourceEvent {
     /// Make everything sent before this durable (seal and checkpoint) now, and answer with the
     /// next position of each partition that checkpoint holds (a Kafka rebalance needs this
     /// before it gives partitions away).
-    Checkpoint(std::sync::mpsc::Sender<std::collections::BTreeMap<i32, i64>>),
+    Checkpoint(std::sync::mpsc::Sender<Offsets>),
 }
 
 /// Settings of the ingest stage.
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Messages larger than this are dead-lettered unparsed (Kafka's default message limit).
@@ -74,6 +103,34 @@ impl Default for IngestConfig {
             dedup_max_entries: 20_000_000,
             decode_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
+    }
+}
+
+impl IngestConfig {
+    /// Checks every value; the message names the key and the bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err(format!(
+                "max_message_bytes must be from 1 to 67108864 (64 MiB), got {}",
+                self.max_message_bytes
+            ));
+        }
+        if self.dedup_horizon_ms <= 0 {
+            return Err(format!(
+                "dedup_horizon_ms must be positive, got {}",
+                self.dedup_horizon_ms
+            ));
+        }
+        if self.dedup_max_entries == 0 {
+            return Err("dedup_max_entries must be at least 1, got 0".into());
+        }
+        if !(1..=256).contains(&self.decode_threads) {
+            return Err(format!(
+                "decode_threads must be from 1 to 256, got {}",
+                self.decode_threads
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -132,6 +189,19 @@ pub fn order_facts(batch: &RecordBatch) -> Vec<OrderFacts> {
             refunded: !refunded.is_null(i) && refunded.value(i) == "yes",
         })
         .collect()
+}
+
+/// The dedup key (xxh3-128 of `order_id`) of every row of a decoded batch, in row order.
+pub fn order_id_hashes(batch: &RecordBatch) -> Vec<u128> {
+    use datafusion::arrow::array::AsArray;
+    match batch.column_by_name(schema::ORDER_ID) {
+        Some(ids) => ids
+            .as_string::<i32>()
+            .iter()
+            .map(|id| xxhash_rust::xxh3::xxh3_128(id.unwrap_or_default().as_bytes()))
+            .collect(),
+        None => Vec::new(),
+    }
 }
 
 /// Decoding and dedup state; one per ingest loop (the single writer).

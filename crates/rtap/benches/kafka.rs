@@ -7,7 +7,6 @@
 //! `cargo bench --workspace --bench kafka` (`RTAP_BENCH_ORDERS`, default 200,000;
 //! `RTAP_BENCH_TANSU_STORAGE=memory://tansu/` for tansu's in-memory storage)
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,30 +16,13 @@ mod common;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-fn rtap() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rtap"))
-}
+use common::rtap;
 
 /// Starts an rtap command and returns it with the analytics URL from its banner.
 fn start(mut cmd: Command) -> (Child, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rtap");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let url = loop {
-        let line = lines.next().expect("banner").expect("utf-8");
-        if line.contains("analytics API") {
-            break line
-                .split_whitespace()
-                .find(|w| w.starts_with("http://"))
-                .expect("url")
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    cmd.stderr(Stdio::null());
+    let s = common::start(cmd);
+    (s.child, s.http.expect("analytics URL"))
 }
 
 fn sql(rt: &tokio::runtime::Runtime, http: &str, q: &str) -> Option<serde_json::Value> {
@@ -230,20 +212,9 @@ fn main() {
     broker.stop();
 
     // The same without Kafka.
-    let mut up_cmd = rtap();
+    let mut up_cmd = common::up_on_free_ports();
     up_cmd
-        .args([
-            "up",
-            "--api-port",
-            "0",
-            "--http-port",
-            "0",
-            "--dashboard-port",
-            "0",
-            "--rate",
-            "1000",
-            "--data-dir",
-        ])
+        .args(["--rate", "1000", "--data-dir"])
         .arg(dir.path().join("embedded"));
     let (mut up, http) = start(up_cmd);
     std::thread::sleep(Duration::from_secs(3));

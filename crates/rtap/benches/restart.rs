@@ -12,19 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 fn start(data: &Path, max_orders: u64, log: Arc<Mutex<Vec<String>>>) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rtap"))
-        .args([
-            "up",
-            "--api-port",
-            "0",
-            "--http-port",
-            "0",
-            "--dashboard-port",
-            "0",
-            "--rate",
-            "0",
-        ])
+    let mut cmd = common::up_on_free_ports();
+    cmd.args(["--rate", "0"])
         .args([
             "--seed",
             "1",
@@ -34,31 +27,21 @@ fn start(data: &Path, max_orders: u64, log: Arc<Mutex<Vec<String>>>) -> (Child, 
         ])
         .arg(data)
         .env("RTAP_LOG", "info,rtap::pipeline=debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rtap");
-    let stderr = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(mut l) = log.lock() {
-                l.push(strip_ansi(&line));
+        .stderr(Stdio::piped());
+    // Stderr (the log) is read while the banner is: take it before the banner is awaited.
+    let started = {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn rtap");
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut l) = log.lock() {
+                    l.push(strip_ansi(&line));
+                }
             }
-        }
-    });
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut http = None;
-    while http.is_none() {
-        let line = lines.next().expect("banner").expect("utf-8");
-        if line.contains("analytics API") {
-            http = line
-                .split_whitespace()
-                .find(|w| w.starts_with("http://"))
-                .map(str::to_string);
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (child, http.expect("analytics URL"))
+        });
+        common::read_banner(child)
+    };
+    (started.child, started.http.expect("analytics URL"))
 }
 
 /// The log's colour codes removed (`us=` is written as `ESC[3mus ESC[0m=`...).

@@ -1,23 +1,30 @@
 //! # rtap: real-time analytics for order events, in one binary
 //!
-//! The composition root: parses the command line, builds each stage and wires them together.
-//! Stages know nothing of each other beyond the narrow interfaces they are handed here.
+//! The composition root: parses the command line, reads one configuration, builds each stage
+//! and wires them together. Stages know nothing of each other beyond the narrow interfaces they
+//! are handed here.
 //!
 //! Layout:
 //! - `cli`: the commands and their flags (`rtap --help`).
-//! - `run`: builds and runs the stages for a command, and shuts them down in order.
-//! - `pipeline`: the ingest loop, the realtime table's single writer.
-//! - `produce`: `rtap produce` and the hand-off from the orders API to Kafka.
+//! - `config`: [`config::RtapConfig`], the one configuration (file < env < flags), validated once.
+//! - `commands`: one file per command (`up`, `serve`, `api`, `produce`, `query`, `config`).
+//! - `pipeline`: builds the running pipeline of `up` and `serve` and stops it in order
+//!   (`pipeline/mod.rs`); resuming from a checkpoint (`resume`), the ingest loop, the table's
+//!   single writer (`ingest_loop`), `/api/status` and the live summary (`status`), sockets
+//!   (`http`).
+//! - `signals`: stop signals and seeds.
 //!
 //! Crates, in data-flow order: `orders` (model, catalog, generator) -> `store` (the orders API's
-//! embedded or Postgres store) -> `ingest` (JSON -> Arrow, dedup, dead letters) -> `table`
-//! (realtime table, Parquet segments) -> `sql` (Pinot dialect on DataFusion) -> `server` (HTTP).
+//! embedded or Postgres store) -> `sources` (the generator feed, Kafka) -> `ingest` (JSON ->
+//! Arrow, dedup, dead letters) -> `table` (realtime table, Parquet segments) and `rolling`
+//! (windows) -> `checkpoint` (their state saved as one) -> `sql` (Pinot dialect on DataFusion)
+//! -> `server` (HTTP). `clock` is the one notion of "now" all of them are handed.
 
 mod cli;
+mod commands;
+mod config;
 mod pipeline;
-mod produce;
-mod run;
-mod status;
+mod signals;
 
 use clap::Parser;
 
@@ -40,7 +47,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run::command(cli.command)) {
+    match runtime.block_on(commands::run(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -36,7 +36,10 @@ fn help_lists_exactly_the_implemented_commands() {
         .take_while(|l| l.starts_with("  "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["up", "api", "produce", "serve", "query", "help"]);
+    assert_eq!(
+        commands,
+        ["up", "api", "produce", "serve", "query", "config", "help"]
+    );
     let up = rtap().args(["up", "--help"]).output().expect("run");
     let up = String::from_utf8_lossy(&up.stdout);
     for flag in [
@@ -286,5 +289,170 @@ fn bad_flags_and_busy_ports_are_clear_errors() {
     assert!(
         err.contains("cannot open the Postgres order store"),
         "{err}"
+    );
+}
+
+/// `rtap config` with the given environment and arguments: its stdout.
+fn config_output(env: &[(&str, &str)], args: &[&str]) -> String {
+    let mut cmd = rtap();
+    cmd.arg("config").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run rtap config");
+    assert!(
+        out.status.success(),
+        "rtap config failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The value of `key = value` in `section` of a TOML text.
+fn toml_value(text: &str, section: &str, key: &str) -> String {
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.to_string();
+        } else if current == section {
+            if let Some(v) = line.strip_prefix(&format!("{key} = ")) {
+                return v.to_string();
+            }
+        }
+    }
+    panic!("no {section}.{key} in\n{text}");
+}
+
+#[test]
+fn configuration_precedence_is_defaults_then_file_then_env_then_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rtap.toml");
+    std::fs::write(
+        &file,
+        "[http]\napi_port = 6001\nhttp_port = 6002\ndashboard_port = 6003\n",
+    )
+    .expect("write");
+    let f = file.to_str().expect("utf-8");
+    let text = config_output(
+        &[("RTAP_HTTP_PORT", "7002"), ("RTAP_DASHBOARD_PORT", "7003")],
+        &["--config", f, "--dashboard-port", "8003"],
+    );
+    assert_eq!(
+        toml_value(&text, "http", "api_port"),
+        "6001",
+        "file over default"
+    );
+    assert_eq!(
+        toml_value(&text, "http", "http_port"),
+        "7002",
+        "env over file"
+    );
+    assert_eq!(
+        toml_value(&text, "http", "dashboard_port"),
+        "8003",
+        "flag over env"
+    );
+    assert_eq!(
+        toml_value(&text, "generator", "rate_per_sec"),
+        "31.0",
+        "default"
+    );
+    // RTAP_CONFIG names the file as well as --config does.
+    let text = config_output(&[("RTAP_CONFIG", f)], &[]);
+    assert_eq!(toml_value(&text, "http", "http_port"), "6002");
+
+    // An unknown key and a bad value are refused, naming the key (and the value).
+    std::fs::write(&file, "[http]\nhttp_prot = 1\n").expect("write");
+    let out = rtap().args(["up", "--config", f]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `http_prot`"), "{err}");
+    std::fs::write(&file, "[table]\nzstd_level = 99\n").expect("write");
+    let out = rtap().args(["up", "--config", f]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("table.zstd_level must be 1..=22, got 99"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_printed_configuration_starts_rtap_as_the_flags_did() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = [
+        "--max-orders",
+        "300",
+        "--seed",
+        "11",
+        "--rate",
+        "0",
+        "--checkpoint-interval",
+        "0.5",
+    ];
+    // Run A: the flags themselves.
+    let a_data = dir.path().join("a");
+    let (mut a, a_urls) = start_up_with(&a_data, &flags);
+    // Run B: `rtap config` with the same flags, written to a file and given back with --config.
+    let b_data = dir.path().join("b");
+    let mut args: Vec<&str> = flags.to_vec();
+    let b_dir = b_data.to_str().expect("utf-8");
+    args.extend(["--data-dir", b_dir]);
+    args.extend(common::FREE_PORTS);
+    let text = config_output(&[], &args);
+    let file = dir.path().join("b.toml");
+    std::fs::write(&file, &text).expect("write");
+    let mut cmd = rtap();
+    cmd.args(["up", "--config"])
+        .arg(&file)
+        .stderr(std::process::Stdio::null());
+    let started = common::start(cmd);
+    let mut b = started.child;
+    let b_urls = [
+        started.api.expect("orders API"),
+        started.http.expect("analytics"),
+    ];
+    let ids = |urls: &[String]| -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, page) =
+                get_json(&format!("{}/orders?page=1&limit=1000", urls[0])).expect("answers");
+            let count = common::sql_rows(&urls[1], "SELECT COUNT(*) FROM orders")
+                .and_then(|r| r.first().and_then(|row| row[0].as_u64()));
+            if page["total_orders"] == 300 && count == Some(300) {
+                return page["data"]
+                    .as_array()
+                    .expect("data")
+                    .iter()
+                    .map(|o| o["order_id"].clone())
+                    .collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "300 orders not stored and ingested"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (ids_a, ids_b) = (ids(&a_urls), ids(&b_urls));
+    assert_eq!(ids_a.len(), 300);
+    assert_eq!(ids_a, ids_b, "same seed, same limit: the same orders");
+    let status = get_json(&format!("{}/api/status", b_urls[1]))
+        .expect("status")
+        .1;
+    let generator = status["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["name"] == "generator")
+        .expect("generator stage")
+        .clone();
+    assert_eq!(generator["detail"]["seed"], 11);
+    assert!(terminate(&mut a).success());
+    assert!(terminate(&mut b).success());
+    assert!(
+        b_data.join("orders.redb").exists(),
+        "the file's data_dir was used"
     );
 }

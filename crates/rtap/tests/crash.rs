@@ -177,18 +177,8 @@ fn kill_9_at_random_points_loses_and_doubles_nothing() {
 
 /// Runs `rtap up` expecting it to refuse to start; returns what it said.
 fn refused(data: &std::path::Path) -> String {
-    let out = common::rtap()
-        .args([
-            "up",
-            "--api-port",
-            "0",
-            "--http-port",
-            "0",
-            "--dashboard-port",
-            "0",
-            "--max-orders",
-            "0",
-        ])
+    let out = common::up_on_free_ports()
+        .args(["--max-orders", "0"])
         .arg("--data-dir")
         .arg(data)
         .output()

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -144,27 +143,19 @@ impl Drop for Browser {
 }
 
 fn start(data: &Path, ports: (u16, u16, u16), extra: &[&str]) -> Child {
-    let mut child = rtap()
-        .args([
-            "up",
-            "--api-port",
-            &ports.0.to_string(),
-            "--http-port",
-            &ports.1.to_string(),
-        ])
-        .args(["--dashboard-port", &ports.2.to_string(), "--data-dir"])
-        .arg(data)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rtap up");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    for _ in 0..3 {
-        lines.next().expect("banner").expect("utf-8");
-    }
-    std::thread::spawn(move || for _ in lines {});
-    child
+    let mut cmd = rtap();
+    cmd.args([
+        "up",
+        "--api-port",
+        &ports.0.to_string(),
+        "--http-port",
+        &ports.1.to_string(),
+    ])
+    .args(["--dashboard-port", &ports.2.to_string(), "--data-dir"])
+    .arg(data)
+    .args(extra)
+    .stderr(Stdio::null());
+    common::start(cmd).child
 }
 
 fn shots_dir() -> PathBuf {

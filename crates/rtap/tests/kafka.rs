@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,39 +17,22 @@ use rdkafka::ClientConfig;
 
 /// `rtap serve --kafka` on a free port; returns the child and the analytics URL.
 fn serve(data: &Path, broker: &str, extra: &[&str]) -> (Child, String) {
-    let mut child = rtap()
-        .args([
-            "serve",
-            "--http-port",
-            "0",
-            "--dashboard-port",
-            "0",
-            "--checkpoint-interval",
-            "0.5",
-        ])
-        .args(["--kafka", broker, "--data-dir"])
-        .arg(data)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rtap serve");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("rtap serve printed its banner")
-            .expect("utf-8");
-        if line.contains("analytics API") {
-            break line
-                .split_whitespace()
-                .find(|w| w.starts_with("http://"))
-                .expect("url")
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    let mut cmd = rtap();
+    cmd.args([
+        "serve",
+        "--http-port",
+        "0",
+        "--dashboard-port",
+        "0",
+        "--checkpoint-interval",
+        "0.5",
+    ])
+    .args(["--kafka", broker, "--data-dir"])
+    .arg(data)
+    .args(extra)
+    .stderr(Stdio::null());
+    let s = common::start(cmd);
+    (s.child, s.http.expect("analytics URL"))
 }
 
 fn produce(broker: &str, data: &Path, args: &[&str]) -> Command {
@@ -301,7 +283,8 @@ fn produce_from_a_postgres_backed_api_sends_every_order_once() {
         .build()
         .expect("runtime")
         .block_on(store::testing::fresh_postgres_url("produce_api"));
-    let mut api = rtap()
+    let mut api_cmd = rtap();
+    api_cmd
         .args([
             "api",
             "--api-port",
@@ -315,18 +298,10 @@ fn produce_from_a_postgres_backed_api_sends_every_order_once() {
         ])
         .args(["--database-url", &url, "--data-dir"])
         .arg(dir.path().join("api"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rtap api");
-    let mut lines = BufReader::new(api.stdout.take().expect("stdout")).lines();
-    let line = lines.next().expect("banner").expect("utf-8");
-    std::thread::spawn(move || for _ in lines {});
-    let api_url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("url")
-        .to_string();
+        .stderr(Stdio::null());
+    let started = common::start(api_cmd);
+    let mut api = started.child;
+    let api_url = started.api.expect("orders API URL");
     let deadline = Instant::now() + Duration::from_secs(60);
     while get_json(&format!("{api_url}/orders?page=1&limit=1"))
         .map(|(_, v)| v["total_orders"].as_u64())

@@ -46,6 +46,7 @@ fn open(dir: &std::path::Path) -> Arc<RealtimeTable> {
             schema::TIME_MS,
             &[schema::ORDER_ID, "customer_id"],
             TableConfig::default(),
+            clock::system(),
         )
         .expect("open table"),
     )
@@ -91,7 +92,7 @@ fn load(table: &RealtimeTable, windows: &mut rolling::Windows, n: u64) -> (f64, 
             }
             table.append(b).expect("append");
         }
-        if let Some(e) = table.maintain(now_ms()).error {
+        if let Some(e) = table.maintain().error {
             panic!("maintain: {e}");
         }
         ingest_secs += t.elapsed().as_secs_f64();
@@ -110,7 +111,7 @@ async fn endpoints(
     label: &str,
 ) {
     let engine = Arc::new(
-        SqlEngine::new(table.clone(), SqlConfig::default(), Arc::new(now_ms)).expect("engine"),
+        SqlEngine::new(table.clone(), SqlConfig::default(), clock::system()).expect("engine"),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -118,7 +119,7 @@ async fn endpoints(
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let live = Arc::new(server::overview::Live {
         windows,
-        now_ms: Arc::new(now_ms),
+        clock: clock::system(),
     });
     let app = server::analytics::router(engine).merge(server::overview::router(live));
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -174,7 +175,7 @@ async fn endpoints(
 
 async fn freshness(table: Arc<RealtimeTable>) {
     let engine =
-        SqlEngine::new(table.clone(), SqlConfig::default(), Arc::new(now_ms)).expect("engine");
+        SqlEngine::new(table.clone(), SqlConfig::default(), clock::system()).expect("engine");
     let mut g = Generator::new(GeneratorConfig {
         seed: 991,
         ..GeneratorConfig::default()
@@ -245,7 +246,7 @@ async fn main() {
         );
         let t = Instant::now();
         for _ in 0..600 {
-            if let Some(e) = table.maintain(now_ms()).error {
+            if let Some(e) = table.maintain().error {
                 panic!("maintain: {e}");
             }
             if table.snapshot().memory_rows < 100_000 {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orders::{Generator, GeneratorConfig, SystemClock};
-use server::{FeedConfig, OrderFeed};
+use sources::{FeedConfig, OrderFeed};
 use store::{EmbeddedStore, NewOrder, OrderStore, PostgresStore};
 
 const STORED: u64 = 100_000;

@@ -49,12 +49,16 @@ pub struct Dashboard {
 impl Dashboard {
     /// Everything the page shows, as of now.
     pub async fn snapshot(&self) -> Value {
-        let now = (self.live.now_ms)();
+        let now = self.live.clock.now_ms();
+        // The windows first: ingest appends to the table before it counts in the windows, so
+        // SQL run after this read sees at least what the windows saw.
+        let overview = overview_at(&self.live, now);
+        let series = series_at(&self.live, now, SERIES_SECONDS);
         let mut panels = crate::analytics::panels(self.engine.clone()).await;
         if let Value::Object(map) = &mut panels {
             map.insert("generatedAt".into(), json!(now));
-            map.insert("overview".into(), overview_at(&self.live, now));
-            map.insert("series".into(), series_at(&self.live, now, SERIES_SECONDS));
+            map.insert("overview".into(), overview);
+            map.insert("series".into(), series);
         }
         panels
     }

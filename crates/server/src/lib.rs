@@ -1,13 +1,12 @@
 //! # server: rtap's HTTP front ends
 //!
 //! The outer edge of the data flow: axum routers over the stages behind them. Knows the stages
-//! only through their public interfaces (the order store trait, the generator), never their
-//! storage internals.
+//! only through their public interfaces (the order feed, the SQL engine, the windows), never
+//! their storage internals. Serves HTTP and nothing else: the generator and the sources live in
+//! the `sources` crate.
 //!
 //! Layout:
 //! - [`orders_api`]: the orders API of SPEC section 2 (the original Flask service, port 5001).
-//! - [`feed`]: the generator job behind it: generates orders and appends them to the store, at a
-//!   steady rate in the background and one at a time for `POST /orders`.
 //! - [`analytics`]: the analytics API of SPEC section 5 and `/query/sql` (port 8888).
 //! - [`overview`]: `/orders/overview` and its per-second series, from the rolling windows.
 //! - [`dashboard`]: the live dashboard (port 8501) and its server-sent snapshot stream.
@@ -17,9 +16,6 @@
 pub mod analytics;
 pub mod dashboard;
 pub mod error;
-pub mod feed;
 pub mod orders_api;
 pub mod overview;
 pub mod status;
-
-pub use feed::{FeedConfig, OrderFeed, TapBatch};

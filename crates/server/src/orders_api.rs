@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::feed::OrderFeed;
+use sources::OrderFeed;
 
 /// Largest page the API serves (SPEC 2).
 pub const MAX_LIMIT: u64 = 1000;

@@ -21,7 +21,7 @@ const MAX_SERIES_SECONDS: usize = 360;
 
 pub struct Live {
     pub windows: Arc<Mutex<Windows>>,
-    pub now_ms: sql::NowMs,
+    pub clock: clock::SharedClock,
 }
 
 impl std::fmt::Debug for Live {
@@ -72,7 +72,7 @@ pub fn overview_at(live: &Live, now: i64) -> Value {
 }
 
 async fn overview(State(live): State<Arc<Live>>) -> Json<Value> {
-    Json(overview_at(&live, (live.now_ms)()))
+    Json(overview_at(&live, live.clock.now_ms()))
 }
 
 /// The per-second series of the last `seconds` at `now` (what `/orders/overview/series` answers).
@@ -120,5 +120,5 @@ async fn series(
             }
         },
     };
-    Ok(Json(series_at(&live, (live.now_ms)(), seconds)))
+    Ok(Json(series_at(&live, live.clock.now_ms(), seconds)))
 }

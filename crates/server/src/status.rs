@@ -1,18 +1,13 @@
 //! `GET /api/status` (every stage: state, rates, lag, last error) and `GET /metrics`
 //! (Prometheus text format), on the analytics and the dashboard ports.
 //!
-//! The stages report through one closure the composition root builds (it knows the stages;
-//! this module only formats). Query latency is measured here, by a middleware on the analytics
-//! router, into one histogram per endpoint.
-//!
-//! The exposition format is written by hand: a few counters and gauges read at scrape time and
-//! one histogram family are three kinds of line, simpler than wiring a metrics registry through
-//! every stage; the test suite checks the output with a real Prometheus text parser.
+//! The stages report their state through one closure the composition root builds (it knows the
+//! stages; this module only formats). Metrics are defined next to the stage that counts them
+//! and registered by the composition root in one `prometheus-client` registry, encoded here.
+//! Request latency is measured here, by a middleware on the routers, into one histogram per
+//! route.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -21,6 +16,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -35,57 +36,53 @@ pub struct StageStatus {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    Counter,
-    Gauge,
-}
-
-/// One counter or gauge, read at scrape time.
-#[derive(Debug, Clone)]
-pub struct Metric {
-    pub name: &'static str,
-    pub help: &'static str,
-    pub kind: MetricKind,
-    pub value: f64,
-}
-
-/// What the composition root reports.
+/// What the composition root reports for `/api/status`.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub stages: Vec<StageStatus>,
-    pub metrics: Vec<Metric>,
 }
 
-/// Upper bounds (seconds) of the query latency buckets.
+/// Upper bounds (seconds) of the request latency buckets.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_ns: AtomicU64,
+/// The label of the latency histogram: the route (never the raw path, so cardinality is the
+/// number of routes).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: String,
 }
 
-impl Histogram {
-    fn observe(&self, seconds: f64) {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if seconds <= *b {
-                self.counts[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns
-            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+type LatencyFamily = Family<EndpointLabel, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Seconds since start, read at scrape time.
+#[derive(Debug)]
+struct Uptime(Instant);
+
+impl Collector for Uptime {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let g = ConstGauge::new(self.0.elapsed().as_secs_f64());
+        let m = encoder.encode_descriptor(
+            "rtap_uptime_seconds",
+            "Seconds since rtap started",
+            None,
+            g.metric_type(),
+        )?;
+        g.encode(m)
     }
 }
 
-/// Telemetry shared by the HTTP front ends.
+/// Telemetry shared by the HTTP front ends: the stage report behind `/api/status` and the
+/// metrics registry behind `/metrics`.
 pub struct Telemetry {
     report: Box<dyn Fn() -> Report + Send + Sync>,
-    latency: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    registry: Registry,
+    latency: LatencyFamily,
     started: Instant,
 }
 
@@ -96,11 +93,25 @@ impl std::fmt::Debug for Telemetry {
 }
 
 impl Telemetry {
-    pub fn new(report: impl Fn() -> Report + Send + Sync + 'static) -> Arc<Self> {
+    /// `registry` holds the stages' metrics (each stage registers its own); the request latency
+    /// histogram and the uptime are added here.
+    pub fn new(
+        report: impl Fn() -> Report + Send + Sync + 'static,
+        mut registry: Registry,
+    ) -> Arc<Self> {
+        let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "rtap_http_request_duration_seconds",
+            "Time to answer an analytics or dashboard request, by endpoint",
+            latency.clone(),
+        );
+        let started = Instant::now();
+        registry.register_collector(Box::new(Uptime(started)));
         Arc::new(Telemetry {
             report: Box::new(report),
-            latency: Mutex::new(BTreeMap::new()),
-            started: Instant::now(),
+            registry,
+            latency,
+            started,
         })
     }
 
@@ -108,12 +119,10 @@ impl Telemetry {
         (self.report)()
     }
 
-    fn histogram(&self, endpoint: &str) -> Arc<Histogram> {
-        let mut map = match self.latency.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.entry(endpoint.to_string()).or_default().clone()
+    fn observe(&self, endpoint: String, seconds: f64) {
+        self.latency
+            .get_or_create(&EndpointLabel { endpoint })
+            .observe(seconds);
     }
 
     /// `/api/status` as JSON.
@@ -130,59 +139,11 @@ impl Telemetry {
         })
     }
 
-    /// The Prometheus text exposition.
+    /// The metrics in the OpenMetrics text format (which Prometheus reads).
     pub fn prometheus(&self) -> String {
-        let report = self.report();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP rtap_uptime_seconds Seconds since rtap started."
-        );
-        let _ = writeln!(out, "# TYPE rtap_uptime_seconds gauge");
-        let _ = writeln!(
-            out,
-            "rtap_uptime_seconds {}",
-            self.started.elapsed().as_secs_f64()
-        );
-        for m in &report.metrics {
-            let kind = match m.kind {
-                MetricKind::Counter => "counter",
-                MetricKind::Gauge => "gauge",
-            };
-            let _ = writeln!(out, "# HELP {} {}", m.name, m.help);
-            let _ = writeln!(out, "# TYPE {} {kind}", m.name);
-            let _ = writeln!(out, "{} {}", m.name, m.value);
-        }
-        let map: Vec<(String, Arc<Histogram>)> = match self.latency.lock() {
-            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Err(_) => Vec::new(),
-        };
-        let name = "rtap_http_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time to answer an analytics or dashboard request, by endpoint."
-        );
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (endpoint, h) in map {
-            let label = endpoint.replace('\\', "\\\\").replace('"', "\\\"");
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{endpoint=\"{label}\",le=\"{b}\"}} {}",
-                    h.counts[i].load(Ordering::Relaxed)
-                );
-            }
-            let count = h.count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{endpoint=\"{label}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "{name}_sum{{endpoint=\"{label}\"}} {}",
-                h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
-            );
-            let _ = writeln!(out, "{name}_count{{endpoint=\"{label}\"}} {count}");
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "could not encode the metrics");
         }
         out
     }
@@ -199,8 +160,7 @@ pub async fn measure(
     let started = Instant::now();
     let response = next.run(request).await;
     if endpoint != "/metrics" && endpoint != "/api/stream" {
-        t.histogram(&endpoint)
-            .observe(started.elapsed().as_secs_f64());
+        t.observe(endpoint, started.elapsed().as_secs_f64());
     }
     response
 }
@@ -213,7 +173,7 @@ async fn metrics(State(t): State<Arc<Telemetry>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         t.prometheus(),
     )

@@ -66,6 +66,7 @@ fn open_table(dir: &std::path::Path) -> Arc<RealtimeTable> {
             schema::TIME_MS,
             &[schema::ORDER_ID, "customer_id"],
             table_config(),
+            clock::ManualClock::new(NOW),
         )
         .expect("open table"),
     )
@@ -107,13 +108,13 @@ fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) -> Windows {
     };
     for chunk in sealed.chunks(500) {
         append(chunk);
-        if let Some(e) = table.maintain(NOW).error {
+        if let Some(e) = table.maintain().error {
             panic!("maintain: {e}");
         }
     }
     table.flush().expect("seal");
     for _ in 0..200 {
-        if let Some(e) = table.maintain(NOW).error {
+        if let Some(e) = table.maintain().error {
             panic!("maintain: {e}");
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -124,11 +125,12 @@ fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) -> Windows {
 }
 
 async fn serve(table: Arc<RealtimeTable>, windows: Windows) -> String {
-    let engine =
-        Arc::new(SqlEngine::new(table, SqlConfig::default(), Arc::new(|| NOW)).expect("engine"));
+    let engine = Arc::new(
+        SqlEngine::new(table, SqlConfig::default(), clock::ManualClock::new(NOW)).expect("engine"),
+    );
     let live = Arc::new(server::overview::Live {
         windows: Arc::new(Mutex::new(windows)),
-        now_ms: Arc::new(|| NOW),
+        clock: clock::ManualClock::new(NOW),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use orders::{GeneratorConfig, SystemClock};
 use serde_json::Value;
-use server::{FeedConfig, OrderFeed};
+use sources::{FeedConfig, OrderFeed};
 use store::testing::{fresh_postgres_url, test_database_url};
 use store::{EmbeddedStore, OrderStore, PostgresStore};
 use tokio::net::TcpListener;

@@ -23,8 +23,8 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-/// "Now" for `ago()`: the wall clock in production, a fixed instant in tests.
-pub type NowMs = Arc<dyn Fn() -> i64 + Send + Sync>;
+/// "Now" for `ago()`: the composition root's clock (the wall clock live, a manual one in tests).
+pub type NowMs = clock::SharedClock;
 
 /// Parses an ISO-8601 duration such as `PT1M`, `PT1H`, `P1D`, `PT0.5S`, `P1DT2H` into ms.
 pub fn parse_iso_duration(s: &str) -> Option<i64> {
@@ -102,7 +102,7 @@ impl std::fmt::Debug for Ago {
 }
 impl PartialEq for Ago {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.now_ms, &other.now_ms)
+        std::ptr::addr_eq(Arc::as_ptr(&self.now_ms), Arc::as_ptr(&other.now_ms))
     }
 }
 impl Eq for Ago {}
@@ -115,7 +115,7 @@ impl Hash for Ago {
 impl Ago {
     fn bound(&self, duration: &str) -> Result<i64> {
         match parse_iso_duration(duration) {
-            Some(ms) => Ok((self.now_ms)() - ms),
+            Some(ms) => Ok(self.now_ms.now_ms() - ms),
             None => plan_err!(
                 "ago(): {duration:?} is not an ISO-8601 duration such as 'PT1M', 'PT1H' or 'P1D'"
             ),

@@ -26,7 +26,7 @@ pub use dialect::Grain;
 pub use functions::NowMs;
 
 /// Settings of the SQL engine.
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SqlConfig {
     /// A query running longer than this is cancelled (Pinot error 250).
@@ -41,6 +41,19 @@ impl Default for SqlConfig {
             timeout_ms: 10_000,
             max_rows: 100_000,
         }
+    }
+}
+
+impl SqlConfig {
+    /// Checks every value; the message names the key and the bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.timeout_ms == 0 {
+            return Err("timeout_ms must be at least 1, got 0".into());
+        }
+        if self.max_rows == 0 {
+            return Err("max_rows must be at least 1, got 0".into());
+        }
+        Ok(())
     }
 }
 
@@ -230,7 +243,7 @@ impl SqlEngine {
 
     /// "Now" as `ago()` sees it.
     pub fn now_ms(&self) -> i64 {
-        (self.now_ms)()
+        self.now_ms.now_ms()
     }
 
     pub fn table(&self) -> &Arc<RealtimeTable> {

@@ -28,6 +28,8 @@ async fn bounded_queries_skip_segments_and_retention_drops_old_ones() {
         merge_min_segments: 1_000,
         ..TableConfig::default()
     };
+    // One clock for the table and SQL: an hour into day 40 (day 0 is 40 days before).
+    let clock = clock::ManualClock::new(T0 + 40 * 24 * HOUR + HOUR);
     let table = Arc::new(
         RealtimeTable::open(
             dir.path(),
@@ -35,6 +37,7 @@ async fn bounded_queries_skip_segments_and_retention_drops_old_ones() {
             schema::TIME_MS,
             &[schema::ORDER_ID],
             config,
+            clock.clone(),
         )
         .expect("open"),
     );
@@ -71,13 +74,8 @@ async fn bounded_queries_skip_segments_and_retention_drops_old_ones() {
     }
     assert_eq!(table.snapshot().segments.len(), 4);
 
-    let day40 = T0 + 40 * 24 * HOUR;
-    let engine = SqlEngine::new(
-        table.clone(),
-        SqlConfig::default(),
-        Arc::new(move || day40 + HOUR),
-    )
-    .expect("engine");
+    let engine =
+        SqlEngine::new(table.clone(), SqlConfig::default(), clock.clone()).expect("engine");
     let all = engine
         .run("SELECT COUNT(*) FROM orders", Vec::new())
         .await
@@ -121,7 +119,7 @@ async fn bounded_queries_skip_segments_and_retention_drops_old_ones() {
     );
 
     // Retention (30 days) at day 40: day 0's segment goes, the others stay.
-    if let Some(e) = table.maintain(day40).error {
+    if let Some(e) = table.maintain().error {
         panic!("maintain: {e}");
     }
     let snap = table.snapshot();
@@ -146,6 +144,7 @@ async fn bounded_queries_skip_segments_and_retention_drops_old_ones() {
         schema::TIME_MS,
         &[schema::ORDER_ID],
         config,
+        clock.clone(),
     )
     .expect("reopen");
     assert_eq!(reopened.snapshot().rows(), 300);

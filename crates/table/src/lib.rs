@@ -11,11 +11,15 @@
 //!
 //! Layout:
 //! - [`table`]: [`RealtimeTable`], the writer and snapshots.
+//! - [`jobs`]: the background seal and merge, and retention.
 //! - [`segment`]: Parquet files and the shared segment handles.
 //! - [`manifest`]: the list of segments, replaced atomically.
 //! - [`provider`]: the DataFusion table provider with time pruning.
+//! - [`metrics`]: the table's gauges for `/metrics`.
 
+pub mod jobs;
 pub mod manifest;
+pub mod metrics;
 pub mod provider;
 pub mod segment;
 pub mod table;
@@ -27,12 +31,13 @@ pub use provider::TableScan;
 pub use table::{Maintenance, RealtimeTable, Snapshot};
 
 /// Settings of the realtime table.
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TableConfig {
     /// Seal the mutable segment once it holds this many rows (memory bound: about 1 KB a row).
     pub max_memory_rows: usize,
-    /// ... or once its oldest row is this old (a checkpointed table checkpoints this often).
+    /// ... or once its oldest row is this old: rtap checkpoints with every seal, so this is also
+    /// the checkpoint interval.
     pub seal_after_secs: f64,
     /// Rows are dropped once their whole segment is older than this (event time vs wall clock).
     pub retention_ms: i64,
@@ -49,7 +54,7 @@ impl Default for TableConfig {
     fn default() -> Self {
         TableConfig {
             max_memory_rows: 100_000,
-            seal_after_secs: 60.0,
+            seal_after_secs: 5.0,
             retention_ms: 30 * 24 * 3_600_000,
             merge_target_rows: 1_000_000,
             merge_min_segments: 8,
@@ -96,8 +101,10 @@ impl TableConfig {
     }
 }
 
+/// A file rtap keeps (a segment, the manifest, a checkpoint, a dedup log) cannot be read or
+/// written, or does not hold what it should. Shared with the checkpoint crate.
 #[derive(Debug, thiserror::Error)]
-pub enum TableError {
+pub enum StorageError {
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -105,6 +112,28 @@ pub enum TableError {
     },
     #[error("{path} is corrupt: {detail}")]
     Corrupt { path: String, detail: String },
+}
+
+impl StorageError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        StorageError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    pub fn corrupt(path: &Path, detail: impl Into<String>) -> Self {
+        StorageError::Corrupt {
+            path: path.display().to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error("bad table configuration: {0}")]
     Config(String),
     #[error("{0}")]
@@ -117,10 +146,11 @@ pub enum TableError {
 
 impl TableError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        TableError::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        StorageError::io(path, source).into()
+    }
+
+    pub fn corrupt(path: &Path, detail: impl Into<String>) -> Self {
+        StorageError::corrupt(path, detail).into()
     }
 
     pub fn arrow(e: datafusion::arrow::error::ArrowError) -> Self {

@@ -43,10 +43,7 @@ impl Manifest {
         };
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| TableError::Corrupt {
-                path: path.display().to_string(),
-                detail: e.to_string(),
-            })
+            .map_err(|e| TableError::corrupt(&path, e.to_string()))
     }
 
     /// Replaces the manifest on disk atomically.

@@ -5,18 +5,23 @@
 //! or is `seal_after_secs` old; it is then sealed: a background thread writes it as one sorted
 //! Parquet file while queries keep reading the same batches from memory, and when the file is
 //! durable and listed in the manifest, the snapshot swaps the batches for the file. Small sealed
-//! segments are merged in the background; segments wholly past retention are dropped. The
-//! writer never waits for readers, and readers never see a half-written batch or file.
+//! segments are merged in the background (see [`crate::jobs`]); segments wholly past retention
+//! are dropped. The writer never waits for readers, and readers never see a half-written batch
+//! or file.
+//!
+//! Time comes from the clock the table is opened with: a segment's age (for sealing) and
+//! retention are measured on it, so tests seal and expire segments by moving a manual clock.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
+use clock::SharedClock;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
-use crate::manifest::{Manifest, SegmentEntry};
+use crate::jobs::{Job, JobKind, Slot};
+use crate::manifest::Manifest;
 use crate::segment::{self, FileLayout, Segment, SegmentRef, Trash};
 use crate::{TableConfig, TableError};
 
@@ -71,12 +76,12 @@ fn verify_checksums(segments: &[SegmentRef]) -> Result<(), TableError> {
                         };
                         let actual = segment::file_checksum(&s.path)?;
                         if actual != expected {
-                            return Err(TableError::Corrupt {
-                                path: s.path.display().to_string(),
-                                detail: format!(
+                            return Err(TableError::corrupt(
+                                &s.path,
+                                format!(
                                     "checksum {actual:016x} does not match {expected:016x} in the manifest"
                                 ),
-                            });
+                            ));
                         }
                     }
                     Ok(())
@@ -91,46 +96,31 @@ fn verify_checksums(segments: &[SegmentRef]) -> Result<(), TableError> {
     })
 }
 
-enum JobKind {
-    Seal { batches: Vec<RecordBatch> },
-    Merge { inputs: Vec<SegmentRef> },
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    Seal,
-    Merge,
-}
-
-struct Job {
-    kind: JobKind,
-    id: u64,
-    handle: JoinHandle<Result<SegmentEntry, TableError>>,
-}
-
-struct Writer {
-    manifest: Manifest,
-    segments: Vec<SegmentRef>,
-    mutable: Vec<RecordBatch>,
-    mutable_rows: u64,
-    mutable_since: Option<Instant>,
+pub(crate) struct Writer {
+    pub(crate) manifest: Manifest,
+    pub(crate) segments: Vec<SegmentRef>,
+    pub(crate) mutable: Vec<RecordBatch>,
+    pub(crate) mutable_rows: u64,
+    /// When (clock ms) the oldest row still in memory was appended.
+    pub(crate) mutable_since: Option<i64>,
     /// The background seal in flight (at most one).
-    seal_job: Option<Job>,
+    pub(crate) seal_job: Option<Job>,
     /// The background merge in flight (at most one; runs beside a seal).
-    merge_job: Option<Job>,
+    pub(crate) merge_job: Option<Job>,
     /// The last background failure, reported by `maintain` and kept for status pages.
-    last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 pub struct RealtimeTable {
-    dir: PathBuf,
-    schema: SchemaRef,
-    time_column: usize,
-    config: TableConfig,
-    layout: FileLayout,
+    pub(crate) dir: PathBuf,
+    pub(crate) schema: SchemaRef,
+    pub(crate) time_column: usize,
+    pub(crate) config: TableConfig,
+    pub(crate) layout: FileLayout,
     snapshot: RwLock<Arc<Snapshot>>,
     writer: Mutex<Writer>,
-    trash: Arc<Trash>,
+    pub(crate) trash: Arc<Trash>,
+    clock: SharedClock,
 }
 
 /// How long a retired segment file stays on disk after its last snapshot is gone: longer than
@@ -145,7 +135,7 @@ impl std::fmt::Debug for RealtimeTable {
     }
 }
 
-fn segment_file(id: u64) -> String {
+pub(crate) fn segment_file(id: u64) -> String {
     format!("seg-{id:010}.parquet")
 }
 
@@ -159,6 +149,7 @@ impl RealtimeTable {
         time_column: &str,
         bloom_columns: &[&str],
         config: TableConfig,
+        clock: SharedClock,
     ) -> Result<Self, TableError> {
         Self::open_with(
             dir,
@@ -167,6 +158,7 @@ impl RealtimeTable {
             bloom_columns,
             config,
             Opening::Write(None),
+            clock,
         )
     }
 
@@ -181,6 +173,7 @@ impl RealtimeTable {
         bloom_columns: &[&str],
         config: TableConfig,
         manifest: Manifest,
+        clock: SharedClock,
     ) -> Result<Self, TableError> {
         let table = Self::open_with(
             dir,
@@ -189,6 +182,7 @@ impl RealtimeTable {
             bloom_columns,
             config,
             Opening::Write(Some(manifest)),
+            clock,
         )?;
         table.trash.hold_until_checkpoint();
         Ok(table)
@@ -208,6 +202,7 @@ impl RealtimeTable {
             &[],
             TableConfig::default(),
             Opening::ReadOnly,
+            clock::system(),
         )
     }
 
@@ -218,6 +213,7 @@ impl RealtimeTable {
         bloom_columns: &[&str],
         config: TableConfig,
         opening: Opening,
+        clock: SharedClock,
     ) -> Result<Self, TableError> {
         config.validate()?;
         let writer = !matches!(opening, Opening::ReadOnly);
@@ -243,19 +239,17 @@ impl RealtimeTable {
         let mut segments = Vec::with_capacity(manifest.segments.len());
         for entry in &manifest.segments {
             let path = dir.join(&entry.file);
-            let meta = std::fs::metadata(&path).map_err(|_| TableError::Corrupt {
-                path: path.display().to_string(),
-                detail: "listed in the manifest but missing".into(),
-            })?;
+            let meta = std::fs::metadata(&path)
+                .map_err(|_| TableError::corrupt(&path, "listed in the manifest but missing"))?;
             if meta.len() != entry.bytes {
-                return Err(TableError::Corrupt {
-                    path: path.display().to_string(),
-                    detail: format!(
+                return Err(TableError::corrupt(
+                    &path,
+                    format!(
                         "{} bytes on disk, {} in the manifest",
                         meta.len(),
                         entry.bytes
                     ),
-                });
+                ));
             }
             segments.push(Arc::new(Segment::new(entry.clone(), dir, trash.clone())));
         }
@@ -304,6 +298,7 @@ impl RealtimeTable {
                 last_error: None,
             }),
             trash,
+            clock,
         };
         let w = table.lock_writer();
         table.publish(&w);
@@ -331,14 +326,19 @@ impl RealtimeTable {
         }
     }
 
-    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+    /// What the table's clock says now.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub(crate) fn lock_writer(&self) -> MutexGuard<'_, Writer> {
         match self.writer.lock() {
             Ok(w) => w,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    fn publish(&self, w: &Writer) {
+    pub(crate) fn publish(&self, w: &Writer) {
         let mut memory = Vec::new();
         let mut memory_rows = 0;
         if let Some(Job {
@@ -376,16 +376,18 @@ impl RealtimeTable {
         let mut w = self.lock_writer();
         w.mutable_rows += batch.num_rows() as u64;
         w.mutable.push(batch);
-        w.mutable_since.get_or_insert_with(Instant::now);
+        let now = self.clock.now_ms();
+        w.mutable_since.get_or_insert(now);
         self.publish(&w);
         Ok(())
     }
 
     /// Housekeeping, called regularly by the ingest loop: installs a finished background job,
-    /// drops segments past retention (relative to `now_ms`), and starts a seal or a merge when
+    /// drops segments past retention (relative to the clock), and starts a seal or a merge when
     /// one is due. A failed background job is reported in the result (the data stays in memory
     /// and the seal is retried).
-    pub fn maintain(&self, now_ms: i64) -> Maintenance {
+    pub fn maintain(&self) -> Maintenance {
+        let now_ms = self.clock.now_ms();
         self.trash.purge(RETIRED_FILE_GRACE);
         let mut report = Maintenance::default();
         let mut w = self.lock_writer();
@@ -402,9 +404,10 @@ impl RealtimeTable {
         if let Err(e) = self.apply_retention(&mut w, now_ms) {
             report.error = Some(e);
         }
+        let seal_after_ms = (self.config.seal_after_secs * 1000.0) as i64;
         let due = w.mutable_rows >= self.config.max_memory_rows as u64
             || w.mutable_since
-                .is_some_and(|t| t.elapsed().as_secs_f64() >= self.config.seal_after_secs);
+                .is_some_and(|t| now_ms.saturating_sub(t) >= seal_after_ms);
         // Backpressure: when rows arrive faster than a seal writes them, the writer waits for
         // the seal in flight rather than letting memory grow without bound.
         if w.seal_job.is_some() && w.mutable_rows >= 2 * self.config.max_memory_rows as u64 {
@@ -443,229 +446,6 @@ impl RealtimeTable {
     /// The last error of a background seal or merge, if the latest one failed.
     pub fn last_error(&self) -> Option<String> {
         self.lock_writer().last_error.clone()
-    }
-
-    fn start_seal(&self, w: &mut Writer) {
-        let batches = std::mem::take(&mut w.mutable);
-        w.mutable_rows = 0;
-        w.mutable_since = None;
-        let id = w.manifest.next_segment_id;
-        w.manifest.next_segment_id += 1;
-        let path = self.dir.join(segment_file(id));
-        let schema = self.schema.clone();
-        let time_column = self.time_column;
-        let layout = self.layout.clone();
-        let job_batches = batches.clone();
-        let handle = std::thread::spawn(move || {
-            let (written, min, max) =
-                segment::write_sorted(&path, &schema, &job_batches, time_column, &layout)?;
-            Ok(SegmentEntry {
-                id,
-                file: segment_file(id),
-                rows: written.rows,
-                min_time_ms: min,
-                max_time_ms: max,
-                bytes: written.bytes,
-                checksum: Some(written.checksum),
-            })
-        });
-        w.seal_job = Some(Job {
-            kind: JobKind::Seal { batches },
-            id,
-            handle,
-        });
-        // The snapshot still shows the batches (now under the job) until the file is installed.
-    }
-
-    fn start_merge_if_due(&self, w: &mut Writer) {
-        let small = self.config.merge_target_rows / 4;
-        // The longest run of consecutive small segments, up to the target size.
-        let mut best: Vec<SegmentRef> = Vec::new();
-        let mut run: Vec<SegmentRef> = Vec::new();
-        let mut run_rows = 0;
-        for s in &w.segments {
-            if s.entry.rows < small && run_rows + s.entry.rows <= self.config.merge_target_rows {
-                run_rows += s.entry.rows;
-                run.push(s.clone());
-            } else {
-                if run.len() > best.len() {
-                    best = std::mem::take(&mut run);
-                }
-                run.clear();
-                run_rows = 0;
-                if s.entry.rows < small {
-                    run_rows = s.entry.rows;
-                    run.push(s.clone());
-                }
-            }
-        }
-        if run.len() > best.len() {
-            best = run;
-        }
-        if best.len() < self.config.merge_min_segments {
-            return;
-        }
-        let id = w.manifest.next_segment_id;
-        w.manifest.next_segment_id += 1;
-        let path = self.dir.join(segment_file(id));
-        let schema = self.schema.clone();
-        let layout = self.layout.clone();
-        let inputs = best.clone();
-        let handle = std::thread::spawn(move || {
-            let sources: Vec<PathBuf> = inputs.iter().map(|s| s.path.clone()).collect();
-            let batches = sources
-                .into_iter()
-                .flat_map(|p| match segment::read_batches(&p) {
-                    Ok(iter) => {
-                        Box::new(iter) as Box<dyn Iterator<Item = Result<RecordBatch, TableError>>>
-                    }
-                    Err(e) => Box::new(std::iter::once(Err(e))),
-                });
-            let written = segment::write_batches(&path, &schema, batches, &layout)?;
-            Ok(SegmentEntry {
-                id,
-                file: segment_file(id),
-                rows: written.rows,
-                min_time_ms: inputs
-                    .iter()
-                    .map(|s| s.entry.min_time_ms)
-                    .min()
-                    .unwrap_or(0),
-                max_time_ms: inputs
-                    .iter()
-                    .map(|s| s.entry.max_time_ms)
-                    .max()
-                    .unwrap_or(0),
-                bytes: written.bytes,
-                checksum: Some(written.checksum),
-            })
-        });
-        w.merge_job = Some(Job {
-            kind: JobKind::Merge { inputs: best },
-            id,
-            handle,
-        });
-    }
-
-    /// Installs the background job's result if it has finished (or waits for it if `wait`).
-    /// Returns true when a seal was installed.
-    fn finish_job(&self, w: &mut Writer, slot: Slot, wait: bool) -> Result<bool, TableError> {
-        let job = match slot {
-            Slot::Seal => &mut w.seal_job,
-            Slot::Merge => &mut w.merge_job,
-        };
-        match job {
-            Some(j) if wait || j.handle.is_finished() => {}
-            _ => return Ok(false),
-        }
-        let Some(job) = job.take() else {
-            return Ok(false);
-        };
-        let result = job.handle.join().unwrap_or_else(|_| {
-            Err(TableError::Schema(
-                "a background segment job panicked".into(),
-            ))
-        });
-        match (job.kind, result) {
-            (JobKind::Seal { batches }, Ok(entry)) => {
-                let mut manifest = w.manifest.clone();
-                manifest.segments.push(entry.clone());
-                manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
-                if let Err(e) = manifest.store(&self.dir) {
-                    return self.seal_failed(w, batches, e);
-                }
-                w.manifest = manifest;
-                w.segments
-                    .push(Arc::new(Segment::new(entry, &self.dir, self.trash.clone())));
-                w.segments
-                    .sort_by_key(|s| (s.entry.min_time_ms, s.entry.id));
-                w.last_error = None;
-                self.publish(w);
-                Ok(true)
-            }
-            (JobKind::Seal { batches }, Err(e)) => {
-                let _ = std::fs::remove_file(self.dir.join(segment_file(job.id)));
-                self.seal_failed(w, batches, e)
-            }
-            (JobKind::Merge { inputs }, Ok(entry)) => {
-                let gone: std::collections::HashSet<u64> =
-                    inputs.iter().map(|s| s.entry.id).collect();
-                let mut manifest = w.manifest.clone();
-                manifest.segments.retain(|e| !gone.contains(&e.id));
-                manifest.segments.push(entry.clone());
-                manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
-                if let Err(e) = manifest.store(&self.dir) {
-                    let _ = std::fs::remove_file(self.dir.join(&entry.file));
-                    w.last_error = Some(e.to_string());
-                    return Err(e);
-                }
-                w.manifest = manifest;
-                w.segments.retain(|s| !gone.contains(&s.entry.id));
-                w.segments
-                    .push(Arc::new(Segment::new(entry, &self.dir, self.trash.clone())));
-                w.segments
-                    .sort_by_key(|s| (s.entry.min_time_ms, s.entry.id));
-                for s in &inputs {
-                    s.retire();
-                }
-                self.publish(w);
-                Ok(false)
-            }
-            (JobKind::Merge { .. }, Err(e)) => {
-                let _ = std::fs::remove_file(self.dir.join(segment_file(job.id)));
-                w.last_error = Some(e.to_string());
-                Err(e)
-            }
-        }
-    }
-
-    /// A failed seal puts its batches back in front of the mutable segment: nothing is lost,
-    /// and the next `maintain` tries again.
-    fn seal_failed(
-        &self,
-        w: &mut Writer,
-        mut batches: Vec<RecordBatch>,
-        e: TableError,
-    ) -> Result<bool, TableError> {
-        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        batches.append(&mut w.mutable);
-        w.mutable = batches;
-        w.mutable_rows += rows;
-        w.last_error = Some(e.to_string());
-        self.publish(w);
-        Err(e)
-    }
-
-    fn apply_retention(&self, w: &mut Writer, now_ms: i64) -> Result<(), TableError> {
-        let cutoff = now_ms.saturating_sub(self.config.retention_ms);
-        let busy: Vec<u64> = match &w.merge_job {
-            Some(Job {
-                kind: JobKind::Merge { inputs },
-                ..
-            }) => inputs.iter().map(|s| s.entry.id).collect(),
-            _ => Vec::new(),
-        };
-        let expired: Vec<SegmentRef> = w
-            .segments
-            .iter()
-            .filter(|s| s.entry.max_time_ms < cutoff && !busy.contains(&s.entry.id))
-            .cloned()
-            .collect();
-        if expired.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<u64> = expired.iter().map(|s| s.entry.id).collect();
-        let mut manifest = w.manifest.clone();
-        manifest.segments.retain(|e| !ids.contains(&e.id));
-        manifest.store(&self.dir)?;
-        w.manifest = manifest;
-        w.segments.retain(|s| !ids.contains(&s.entry.id));
-        for s in &expired {
-            tracing::info!(file = %s.entry.file, rows = s.entry.rows, "dropping a segment past retention");
-            s.retire();
-        }
-        self.publish(w);
-        Ok(())
     }
 
     /// The manifest as last stored.

@@ -36,7 +36,15 @@ fn config() -> TableConfig {
 }
 
 fn open_at(dir: &std::path::Path, m: Manifest) -> Result<RealtimeTable, table::TableError> {
-    RealtimeTable::open_at(dir, schema(), "time_ms", &["id"], config(), m)
+    RealtimeTable::open_at(
+        dir,
+        schema(),
+        "time_ms",
+        &["id"],
+        config(),
+        m,
+        clock::ManualClock::new(0),
+    )
 }
 
 /// Appends and seals one segment per batch; returns the manifest after each seal.
@@ -101,12 +109,12 @@ fn retired_files_stay_while_a_checkpoint_may_list_them() {
     // Two small segments: a merge replaces them.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while t.manifest().segments.len() != 1 {
-        let report = t.maintain(0);
+        let report = t.maintain();
         assert!(report.error.is_none(), "{:?}", report.error);
         assert!(std::time::Instant::now() < deadline, "no merge");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    t.maintain(0);
+    t.maintain();
     // No checkpoint has committed the merge: its inputs stay on disk.
     for e in &before.segments {
         assert!(
@@ -118,4 +126,41 @@ fn retired_files_stay_while_a_checkpoint_may_list_them() {
     drop(t);
     let t = open_at(dir.path(), before).expect("a restart from the older checkpoint works");
     assert_eq!(t.snapshot().rows(), 20);
+}
+
+#[test]
+fn seals_and_retention_follow_the_tables_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock::ManualClock::new(1_000_000);
+    let t = RealtimeTable::open(
+        dir.path(),
+        schema(),
+        "time_ms",
+        &["id"],
+        TableConfig {
+            seal_after_secs: 5.0,
+            retention_ms: 60_000,
+            ..config()
+        },
+        clock.clone(),
+    )
+    .expect("open");
+    // Rows at event times 1_000_000 .. 1_000_009, appended at clock time 1_000_000.
+    t.append(batch(1_000_000, 10)).expect("append");
+    assert!(!t.maintain().seal_started, "not old enough yet");
+    clock.advance(4_999);
+    assert!(!t.maintain().seal_started, "4.999 s old");
+    clock.advance(1);
+    assert!(t.maintain().seal_started, "5 s old: sealed");
+    t.flush().expect("the seal finishes");
+    assert_eq!(t.snapshot().segments.len(), 1);
+    assert_eq!(t.snapshot().memory_rows, 0);
+    // Retention: the segment goes once its newest row (1_000_009) is older than 60 s.
+    clock.set(1_000_009 + 60_000);
+    assert!(t.maintain().error.is_none());
+    assert_eq!(t.snapshot().segments.len(), 1, "exactly 60 s old stays");
+    clock.advance(1);
+    assert!(t.maintain().error.is_none());
+    assert_eq!(t.snapshot().segments.len(), 0, "past retention: dropped");
+    assert_eq!(t.snapshot().rows(), 0);
 }

@@ -12,44 +12,88 @@ pub fn rtap() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rtap"))
 }
 
-/// Starts `rtap up` on free ports with `args`; returns the child and the base URLs of its
-/// banner (orders API, analytics).
-pub fn start_up_with(data_dir: &std::path::Path, args: &[&str]) -> (Child, Vec<String>) {
-    let mut child = rtap()
-        .args([
-            "up",
-            "--api-port",
-            "0",
-            "--http-port",
-            "0",
-            "--dashboard-port",
-            "0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rtap");
+/// A running rtap command and the base URLs its banner printed.
+pub struct Started {
+    pub child: Child,
+    /// The orders API (`up`, `api`).
+    pub api: Option<String>,
+    /// The analytics API and SQL (`up`, `serve`).
+    pub http: Option<String>,
+    /// The dashboard (`up`, `serve`).
+    pub dashboard: Option<String>,
+}
+
+/// The one way tests and benches start rtap: spawns `cmd` with stdout piped, reads its banner up
+/// to "stop with Ctrl-C" and picks the URLs out of it, then keeps draining stdout so the child
+/// never blocks on a full pipe. Stderr is the caller's choice.
+pub fn start(mut cmd: Command) -> Started {
+    read_banner(cmd.stdout(Stdio::piped()).spawn().expect("spawn rtap"))
+}
+
+/// Reads the banner of a child spawned with stdout piped (see [`start`]).
+pub fn read_banner(mut child: Child) -> Started {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let mut urls = Vec::new();
-    while urls.len() < 2 {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("rtap up exited before its banner: {:?}", child.wait()))
-            .expect("utf-8");
+    let mut started = Started {
+        child,
+        api: None,
+        http: None,
+        dashboard: None,
+    };
+    loop {
+        let line = match lines.next() {
+            Some(Ok(line)) => line,
+            _ => panic!("rtap exited before its banner: {:?}", started.child.wait()),
+        };
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in banner {line:?}"))
-            .to_string();
-        urls.push(url);
+            .map(str::to_string);
+        if line.contains(": orders API on ") {
+            started.api = url;
+        } else if line.contains(": analytics API and SQL on ") {
+            started.http = url;
+        } else if line.contains(": dashboard on ") {
+            started.dashboard = url;
+        } else if line.trim() == "stop with Ctrl-C" {
+            break;
+        }
     }
-    // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, urls)
+    started
+}
+
+/// Every port of `rtap up` picked free (port 0).
+pub const FREE_PORTS: [&str; 6] = [
+    "--api-port",
+    "0",
+    "--http-port",
+    "0",
+    "--dashboard-port",
+    "0",
+];
+
+/// `rtap up` with every port picked free; add the rest of the arguments.
+pub fn up_on_free_ports() -> Command {
+    let mut cmd = rtap();
+    cmd.arg("up").args(FREE_PORTS);
+    cmd
+}
+
+/// Starts `rtap up` on free ports with `args`; returns the child and the base URLs of its
+/// banner (orders API, analytics).
+pub fn start_up_with(data_dir: &std::path::Path, args: &[&str]) -> (Child, Vec<String>) {
+    let mut cmd = up_on_free_ports();
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stderr(Stdio::null());
+    let s = start(cmd);
+    let urls = vec![
+        s.api.expect("orders API URL"),
+        s.http.expect("analytics URL"),
+    ];
+    (s.child, urls)
 }
 
 pub fn get_json(url: &str) -> Option<(u16, Value)> {

@@ -1,10 +1,10 @@
-//! `rtap produce`, and the hand-off from the orders API to Kafka in `rtap up --kafka`.
+//! `rtap produce`: publish orders to Kafka, from a running orders API (following its pages) or
+//! straight from the generator.
 //!
-//! Both remember, in a small JSON file under the data directory, the first source position the
-//! broker has not confirmed yet (a generator sequence number, or an index into the orders API's
-//! list). They save it every second and on exit, and start from it: an order is never skipped,
-//! and after a crash at most the orders in flight are sent again (ingest drops those by
-//! `order_id`).
+//! It remembers, in `<data-dir>/produce-{api,generator}.json`, the first source position the
+//! broker has not confirmed yet (see [`sources::kafka::handoff`]), saves it every second and on
+//! exit, and starts from it: an order is never skipped, and after a crash at most the orders in
+//! flight are sent again (ingest drops those by `order_id`).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -13,48 +13,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kafka::producer::OrderProducer;
-use kafka::KafkaConfig;
 use orders::{Generator, GeneratorConfig};
-use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use serde::Deserialize;
+use sources::kafka::handoff::{load_state, save_state, ProducerState, FLUSH_WAIT, SAVE_EVERY};
+use sources::kafka::producer::OrderProducer;
 
 use crate::cli::{ProduceArgs, ProduceFrom};
 
-const SAVE_EVERY: Duration = Duration::from_secs(1);
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-const FLUSH_WAIT: Duration = Duration::from_secs(60);
 /// Orders read per page from the orders API (its maximum).
 const PAGE: u64 = 1000;
-
-/// What a producer remembers between runs.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct ProducerState {
-    /// First position not confirmed by the broker (1-based).
-    next: u64,
-    #[serde(default)]
-    seed: Option<u64>,
-    #[serde(default)]
-    topic: String,
-}
-
-fn load_state(path: &Path) -> anyhow::Result<Option<ProducerState>> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .with_context(|| format!("{} is not a producer position file", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-fn save_state(path: &Path, state: &ProducerState) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec(state)?;
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    Ok(())
-}
 
 /// Prints progress on a terminal (one line, rewritten) or to the log.
 struct ProgressLine {
@@ -114,112 +82,22 @@ impl ProgressLine {
     }
 }
 
-/// `rtap up --kafka`: a thread that produces every order the orders API stores.
-pub struct Handoff {
-    pub producer: Arc<OrderProducer>,
-    thread: std::thread::JoinHandle<()>,
-    stop: Arc<AtomicBool>,
-    resume_seq: u64,
-}
-
-impl Handoff {
-    pub fn start(
-        config: &KafkaConfig,
-        data_dir: &Path,
-        mut tap: mpsc::Receiver<server::TapBatch>,
-    ) -> anyhow::Result<Self> {
-        let path = data_dir.join("producer.json");
-        let state = load_state(&path)?.unwrap_or(ProducerState {
-            next: 1,
-            seed: None,
-            topic: config.topic.clone(),
-        });
-        let resume_seq = state.next.max(1);
-        let producer =
-            Arc::new(OrderProducer::new(config, resume_seq).context("cannot start the producer")?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let runtime = tokio::runtime::Handle::current();
-        let topic = config.topic.clone();
-        let thread = {
-            let stop = stop.clone();
-            let producer = producer.clone();
-            std::thread::Builder::new()
-                .name("rtap-producer".into())
-                .spawn(move || {
-                    let mut saved = Instant::now();
-                    let save = |producer: &OrderProducer| {
-                        let state = ProducerState {
-                            next: producer.confirmed_position(),
-                            seed: None,
-                            topic: topic.clone(),
-                        };
-                        if let Err(e) = save_state(&path, &state) {
-                            tracing::error!(error = %e, "cannot save the producer position");
-                        }
-                    };
-                    loop {
-                        let next = runtime.block_on(async {
-                            tokio::time::timeout(Duration::from_millis(200), tap.recv()).await
-                        });
-                        match next {
-                            Ok(Some(batch)) => {
-                                for (seq, json) in batch {
-                                    let key = kafka::order_key(json.as_bytes()).unwrap_or_default();
-                                    if let Err(e) = producer.send(seq, &key, json.as_bytes()) {
-                                        tracing::error!(error = %e, seq, "could not produce an order; it is sent again on the next start");
-                                    }
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(_) if stop.load(Ordering::Acquire) => break,
-                            Err(_) => {}
-                        }
-                        if saved.elapsed() >= SAVE_EVERY {
-                            save(&producer);
-                            saved = Instant::now();
-                        }
-                    }
-                    if let Err(e) = producer.flush(FLUSH_WAIT) {
-                        tracing::error!(error = %e, "not every order was confirmed before stopping; they are sent again on the next start");
-                    }
-                    save(&producer);
-                })
-                .context("cannot start the producer thread")?
-        };
-        Ok(Handoff {
-            producer,
-            thread,
-            stop,
-            resume_seq,
-        })
-    }
-
-    /// The first stored order the broker has not confirmed (replayed to the producer first).
-    pub fn resume_seq(&self) -> u64 {
-        self.resume_seq
-    }
-
-    /// Produces what is queued, waits for the broker's confirmations and saves the position.
-    pub fn finish(self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.thread.join();
-    }
-}
-
-pub async fn command(args: ProduceArgs) -> anyhow::Result<()> {
-    let Some(config) = args.kafka.config() else {
+pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
+    let settings = args.config()?;
+    let Some(config) = settings.kafka() else {
         anyhow::bail!("rtap produce needs the brokers: --kafka host:port");
     };
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
-    kafka::admin::ensure_topic(&config, Duration::from_secs(30))
+    let data_dir = settings.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    sources::kafka::admin::ensure_topic(&config, Duration::from_secs(30))
         .await
         .with_context(|| format!("cannot create topic {} on {}", config.topic, config.brokers))?;
     let from = match args.from {
         ProduceFrom::Api => "api",
         ProduceFrom::Generator => "generator",
     };
-    let path: PathBuf = args.data_dir.join(format!("produce-{from}.json"));
+    let path: PathBuf = data_dir.join(format!("produce-{from}.json"));
     let state = load_state(&path)?.unwrap_or(ProducerState {
         next: 1,
         seed: None,
@@ -238,7 +116,7 @@ pub async fn command(args: ProduceArgs) -> anyhow::Result<()> {
     {
         let stop = stop.clone();
         tokio::spawn(async move {
-            crate::run::stop_signal().await;
+            crate::signals::stop_signal().await;
             stop.store(true, Ordering::Release);
         });
     }
@@ -256,15 +134,15 @@ pub async fn command(args: ProduceArgs) -> anyhow::Result<()> {
         ProduceFrom::Generator => {
             let producer = producer.clone();
             let stop = stop.clone();
-            let seed = args
+            let seed = settings
                 .generator
                 .seed
                 .or(state.seed)
-                .unwrap_or_else(crate::run::random_seed);
+                .unwrap_or_else(crate::signals::random_seed);
             let path = path.clone();
             let topic = config.topic.clone();
-            let rate = args.generator.rate;
-            let max = args.generator.max_orders;
+            let rate = settings.generator.rate_per_sec;
+            let max = settings.generator.max_orders;
             tokio::task::spawn_blocking(move || {
                 from_generator(
                     &producer,
@@ -297,12 +175,12 @@ pub async fn command(args: ProduceArgs) -> anyhow::Result<()> {
     let flushed = tokio::task::spawn_blocking(move || producer2.flush(FLUSH_WAIT))
         .await
         .context("producer task failed")?;
-    let final_state = ProducerState {
-        next: producer.confirmed_position(),
-        seed: outcome.as_ref().ok().copied().flatten(),
-        topic: config.topic.clone(),
-    };
-    save_state(&path, &final_state)?;
+    save_position(
+        &path,
+        &producer,
+        outcome.as_ref().ok().copied().flatten(),
+        &config.topic,
+    )?;
     let mut line = ProgressLine::new();
     line.terminal = false;
     line.done(&producer);
@@ -315,6 +193,22 @@ pub async fn command(args: ProduceArgs) -> anyhow::Result<()> {
             producer.last_error().unwrap_or_default()
         );
     }
+    Ok(())
+}
+
+/// Saves the first position the broker has not confirmed.
+fn save_position(
+    path: &Path,
+    producer: &OrderProducer,
+    seed: Option<u64>,
+    topic: &str,
+) -> anyhow::Result<()> {
+    let state = ProducerState {
+        next: producer.confirmed_position(),
+        seed,
+        topic: topic.to_string(),
+    };
+    save_state(path, &state)?;
     Ok(())
 }
 
@@ -348,21 +242,14 @@ fn from_generator(
             }
         }
         let seq = first + made;
-        let order = generator.generate(seq, chrono::Utc::now().timestamp_millis());
+        let order = generator.generate(seq, clock::Clock::now_ms(&clock::SystemClock));
         let json = order.to_json();
         producer.send(seq, &order.order_id.to_string(), &json)?;
         made += 1;
         if made % 1024 == 0 {
             progress.tick(producer, false);
             if saved.elapsed() >= SAVE_EVERY {
-                save_state(
-                    path,
-                    &ProducerState {
-                        next: producer.confirmed_position(),
-                        seed: Some(seed),
-                        topic: topic.to_string(),
-                    },
-                )?;
+                save_position(path, producer, Some(seed), topic)?;
                 saved = Instant::now();
             }
         }
@@ -426,7 +313,7 @@ async fn from_api(
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 for (i, raw) in new.iter().enumerate() {
                     let json = raw.get().as_bytes();
-                    let key = kafka::order_key(json).unwrap_or_default();
+                    let key = sources::kafka::order_key(json).unwrap_or_default();
                     producer.send(from + i as u64, &key, json)?;
                 }
                 Ok(())
@@ -437,14 +324,7 @@ async fn from_api(
         next += got;
         progress.tick(producer, false);
         if saved.elapsed() >= SAVE_EVERY {
-            save_state(
-                path,
-                &ProducerState {
-                    next: producer.confirmed_position(),
-                    seed: None,
-                    topic: topic.to_string(),
-                },
-            )?;
+            save_position(path, producer, None, topic)?;
             saved = Instant::now();
         }
         if next > page_data.total_orders {

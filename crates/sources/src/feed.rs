@@ -7,13 +7,20 @@
 //! the store returns, rather than bursting to catch up.
 //!
 //! In embedded mode the feed is also the pipeline's source: every stored batch is handed, in
-//! store order, to the tap (a bounded channel to ingest), so the table sees exactly the stored
-//! orders. A full channel makes the generator wait (backpressure) rather than drop anything.
+//! store order, to the tap (a bounded channel to ingest, see [`crate::embedded`], or to the
+//! Kafka hand-off), so the table sees exactly the stored orders. A full channel makes the
+//! generator wait (backpressure) rather than drop anything.
+//!
+//! [`OrderFeed::start_job`] runs the background job supervised: stored orders the tap has not
+//! taken yet are replayed first, then the generator runs at its rate; if it panics it is
+//! restarted with backoff and the restart is counted.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use orders::{Clock, Generator, GeneratorConfig};
+use clock::SharedClock;
+use orders::{Generator, GeneratorConfig};
 use store::{NewOrder, OrderStore, StoreError};
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::time::Instant;
@@ -46,11 +53,11 @@ pub type TapBatch = Vec<(u64, String)>;
 pub struct OrderFeed {
     store: Arc<dyn OrderStore>,
     tap: Option<mpsc::Sender<TapBatch>>,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
     config: FeedConfig,
     state: Mutex<FeedState>,
     /// Orders in the store as far as this feed knows (for status pages, without the lock).
-    stored: std::sync::atomic::AtomicU64,
+    stored: AtomicU64,
 }
 
 impl std::fmt::Debug for OrderFeed {
@@ -66,7 +73,7 @@ impl OrderFeed {
     /// A feed that continues the store's sequence: the next order is number `count + 1`.
     pub async fn open(
         store: Arc<dyn OrderStore>,
-        clock: Arc<dyn Clock>,
+        clock: SharedClock,
         config: FeedConfig,
     ) -> Result<Self, StoreError> {
         let stored = store.count().await?;
@@ -79,7 +86,7 @@ impl OrderFeed {
                 generator: Generator::new(config.generator),
                 next_seq: stored + 1,
             }),
-            stored: std::sync::atomic::AtomicU64::new(stored),
+            stored: AtomicU64::new(stored),
         })
     }
 
@@ -91,7 +98,7 @@ impl OrderFeed {
 
     /// Orders in the store (as of this feed's last append).
     pub fn stored(&self) -> u64 {
-        self.stored.load(std::sync::atomic::Ordering::Relaxed)
+        self.stored.load(Ordering::Relaxed)
     }
 
     /// The generator's seed.
@@ -123,8 +130,7 @@ impl OrderFeed {
             .collect();
         self.store.append(&batch).await?;
         state.next_seq = first + n;
-        self.stored
-            .store(first + n - 1, std::sync::atomic::Ordering::Relaxed);
+        self.stored.store(first + n - 1, Ordering::Relaxed);
         let ids = batch.iter().map(|o| o.order_id.clone()).collect();
         if let Some(tap) = &self.tap {
             let handoff: TapBatch = (first..).zip(batch.into_iter().map(|o| o.json)).collect();
@@ -175,6 +181,57 @@ impl OrderFeed {
         }
         drop(state);
         Some(seq.saturating_sub(from_seq.max(1)))
+    }
+
+    /// Starts the background job, supervised: first the stored orders from `resume_seq` on are
+    /// handed to the tap (what ingest or the producer had not taken when rtap last stopped),
+    /// then orders are generated at the configured rate until `stop` turns true. A panicking
+    /// generator is restarted with backoff (1 s doubling to 30 s) and counted.
+    pub fn start_job(
+        self: Arc<Self>,
+        resume_seq: u64,
+        stop: watch::Receiver<bool>,
+    ) -> GeneratorJob {
+        let running = Arc::new(AtomicBool::new(true));
+        let restarts = Arc::new(AtomicU64::new(0));
+        let handle = {
+            let running = running.clone();
+            let restarts = restarts.clone();
+            let mut stop = stop;
+            tokio::spawn(async move {
+                let _running = RunningFlag(running);
+                match self.replay(resume_seq, &mut stop).await {
+                    Some(0) => {}
+                    Some(n) => {
+                        tracing::info!(orders = n, from_seq = resume_seq, "replayed stored orders")
+                    }
+                    None => return 0,
+                }
+                let mut backoff = Duration::from_secs(1);
+                loop {
+                    match tokio::spawn(self.clone().run(stop.clone())).await {
+                        Ok(n) => return n,
+                        Err(e) if e.is_panic() && !*stop.borrow() => {
+                            restarts.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(
+                                retry_in_s = backoff.as_secs(),
+                                "the generator failed; restarting it"
+                            );
+                            if wait_or_shutdown(&mut stop, backoff).await {
+                                return 0;
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                        }
+                        Err(_) => return 0,
+                    }
+                }
+            })
+        };
+        GeneratorJob {
+            handle,
+            running,
+            restarts,
+        }
     }
 
     /// The background job: adds orders at the configured rate until `shutdown` turns true or
@@ -234,5 +291,39 @@ async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, d: Duration) -> 
     tokio::select! {
         _ = tokio::time::sleep(d) => *shutdown.borrow(),
         _ = shutdown.changed() => true,
+    }
+}
+
+/// The supervised generator job of [`OrderFeed::start_job`].
+#[derive(Debug)]
+pub struct GeneratorJob {
+    handle: tokio::task::JoinHandle<u64>,
+    running: Arc<AtomicBool>,
+    restarts: Arc<AtomicU64>,
+}
+
+impl GeneratorJob {
+    /// Whether the job is still generating (false once stopped or at `max_orders`).
+    pub fn running(&self) -> Arc<AtomicBool> {
+        self.running.clone()
+    }
+
+    /// Times the generator failed and was restarted.
+    pub fn restarts(&self) -> Arc<AtomicU64> {
+        self.restarts.clone()
+    }
+
+    /// Waits for the job to end (after its stop signal); returns how many orders it made.
+    pub async fn join(self) -> u64 {
+        self.handle.await.unwrap_or(0)
+    }
+}
+
+/// Clears a "running" flag when dropped (the task ended, however it ended).
+struct RunningFlag(Arc<AtomicBool>);
+
+impl Drop for RunningFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }

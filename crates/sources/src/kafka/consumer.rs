@@ -1,9 +1,9 @@
-//! The consumer-group source for ingest.
+//! The consumer-group source for ingest ([`KafkaSource`]).
 //!
 //! One thread polls a [`BaseConsumer`] and hands the ingest loop batches of owned messages
 //! ([`ingest::SourceEvent::Batch`]). Offsets are never auto-committed: the ingest loop sends the
 //! positions of each durable checkpoint back through [`SourceHandle::commits`], and only those
-//! are committed. When the group takes partitions away, the rebalance callback asks the ingest
+//! are committed ([`Source::checkpointed`]). When the group takes partitions away, the rebalance callback asks the ingest
 //! loop to checkpoint everything handed over so far ([`ingest::SourceEvent::Checkpoint`]),
 //! commits the answer, and only then lets the partitions go: the next owner starts exactly
 //! where this one's durable table ends. After a crash the group's committed offsets are at or
@@ -24,7 +24,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
-use crate::{KafkaConfig, KafkaError, Offsets};
+use super::{KafkaConfig, KafkaError};
+use crate::{CheckpointHook, Offsets, Source, SourceReport};
 
 /// Most messages handed over as one batch.
 const MAX_BATCH: usize = 20_000;
@@ -36,7 +37,8 @@ const JOIN_WAIT: Duration = Duration::from_secs(10);
 /// What the source is doing, for status pages and logs.
 #[derive(Debug, Default)]
 pub struct SourceStatus {
-    pub messages: AtomicU64,
+    /// Messages read (the `rtap_kafka_messages_total` counter).
+    pub messages: prometheus_client::metrics::counter::Counter,
     pub waiting_for_topic: AtomicBool,
     pub assigned: Mutex<Vec<i32>>,
     pub last_error: Mutex<Option<String>>,
@@ -137,22 +139,77 @@ fn commit(
 }
 
 /// The running source.
-pub struct SourceHandle {
-    thread: Option<JoinHandle<()>>,
+pub struct KafkaSource {
+    config: KafkaConfig,
+    thread: Mutex<Option<JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
     polling_done: Arc<AtomicBool>,
-    /// Send the positions of each durable checkpoint here; they are committed to the group.
-    pub commits: std_mpsc::Sender<Offsets>,
+    /// The positions of each durable checkpoint go here; they are committed to the group.
+    commits: std_mpsc::Sender<Offsets>,
     pub status: Arc<SourceStatus>,
 }
 
-impl std::fmt::Debug for SourceHandle {
+impl std::fmt::Debug for KafkaSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SourceHandle").finish_non_exhaustive()
+        f.debug_struct("KafkaSource").finish_non_exhaustive()
     }
 }
 
-impl SourceHandle {
+impl Source for KafkaSource {
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Kafka topic {} on {}",
+            self.config.topic, self.config.brokers
+        )
+    }
+
+    fn on_checkpoint(&self) -> CheckpointHook {
+        let commits = self.commits.clone();
+        Box::new(move |positions| {
+            let _ = commits.send(positions.clone());
+        })
+    }
+
+    fn stop(&self) {
+        self.stop_polling();
+    }
+
+    fn join(&self) {
+        self.join_thread();
+    }
+
+    fn report(&self) -> Option<SourceReport> {
+        let status = &self.status;
+        let waiting = status.waiting_for_topic.load(Ordering::Relaxed);
+        let assigned = status
+            .assigned
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        Some(SourceReport {
+            name: "kafka-source",
+            state: if waiting { "waiting" } else { "running" },
+            detail: serde_json::json!({
+                "brokers": self.config.brokers, "topic": self.config.topic,
+                "group": self.config.group,
+                "assignedPartitions": assigned,
+                "messages": status.messages.get(),
+                "waitingForTopic": waiting,
+            }),
+            last_error: status.last_error.lock().ok().and_then(|e| e.clone()),
+        })
+    }
+
+    fn lag(&self, _ingested: &Offsets) -> Option<u64> {
+        None
+    }
+}
+
+impl KafkaSource {
     /// Stops polling (nothing more is handed over after this returns).
     pub fn stop_polling(&self) {
         self.stop.store(true, Ordering::Release);
@@ -166,9 +223,10 @@ impl SourceHandle {
     /// the broker gone that can block inside librdkafka; after `JOIN_WAIT` the thread is left to
     /// end with the process (the checkpoint is durable; the next start re-reads from the last
     /// commit and dedup drops the repeats).
-    pub fn join(mut self) {
+    pub fn join_thread(&self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
             let deadline = Instant::now() + JOIN_WAIT;
             while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
@@ -186,8 +244,12 @@ impl SourceHandle {
 pub fn start(
     config: &KafkaConfig,
     tx: mpsc::Sender<SourceEvent>,
-) -> Result<SourceHandle, KafkaError> {
-    let status = Arc::new(SourceStatus::default());
+    metrics: &crate::metrics::SourceMetrics,
+) -> Result<KafkaSource, KafkaError> {
+    let status = Arc::new(SourceStatus {
+        messages: metrics.kafka_messages.clone(),
+        ..SourceStatus::default()
+    });
     let context = SourceContext {
         tx: tx.clone(),
         topic: config.topic.clone(),
@@ -250,8 +312,9 @@ pub fn start(
             })
             .map_err(|e| KafkaError::Other(format!("cannot start the Kafka source thread: {e}")))?
     };
-    Ok(SourceHandle {
-        thread: Some(thread),
+    Ok(KafkaSource {
+        config: config.clone(),
+        thread: Mutex::new(Some(thread)),
         stop,
         polling_done,
         commits,
@@ -337,9 +400,7 @@ fn poll_loop(
             timeout = Duration::ZERO;
         }
         if !batch.is_empty() {
-            status
-                .messages
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            status.messages.inc_by(batch.len() as u64);
             if tx.blocking_send(SourceEvent::Batch(batch)).is_err() {
                 return;
             }

@@ -7,7 +7,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::{KafkaConfig, KafkaError};
+use super::{KafkaConfig, KafkaError};
 
 /// Creates the topic with `config.partitions` partitions unless it exists; returns whether it
 /// created it. Retries while the broker cannot be reached, up to `wait`.

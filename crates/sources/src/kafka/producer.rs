@@ -21,7 +21,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use crate::{KafkaConfig, KafkaError};
+use super::{KafkaConfig, KafkaError};
 
 /// How long librdkafka keeps retrying one message (a broker outage shorter than this loses
 /// nothing and needs no help).

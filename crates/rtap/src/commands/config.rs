@@ -1,0 +1,9 @@
+//! `rtap config`: prints the effective configuration as a documented TOML file.
+
+use crate::cli::UpArgs;
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    print!("{}", crate::config::render(&config)?);
+    Ok(())
+}

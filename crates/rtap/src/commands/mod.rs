@@ -1,0 +1,22 @@
+//! One file per command; each reads its configuration, builds what it runs (through
+//! [`crate::pipeline`] for `up` and `serve`) and stops it on Ctrl-C or SIGTERM.
+
+mod api;
+mod config;
+mod produce;
+mod query;
+mod serve;
+mod up;
+
+use crate::cli::Command;
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up(args) => up::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
+        Command::Produce(args) => produce::run(args).await,
+        Command::Api(args) => api::run(args).await,
+        Command::Query(args) => query::run(args).await,
+        Command::Config(args) => config::run(args),
+    }
+}

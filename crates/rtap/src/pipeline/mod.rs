@@ -1,0 +1,487 @@
+//! The composition root: [`start`] builds the running pipeline of `rtap up` or `rtap serve` from
+//! one [`RtapConfig`] and one clock, and [`Running::shutdown`] stops it in the documented order.
+//!
+//! ```text
+//!  orders API + generator ──tap──► embedded source ─┐
+//!  (store: embedded / Postgres)  └─► producer ─► Kafka topic ─► Kafka source ─┤
+//!                                                                             ▼
+//!                       ingest loop (thread): decode, dedup, dead letters ─► table ─► SQL ─► :8888, :8501
+//!                                                                      └─► windows ──────┘
+//!                       checkpoint protocol: manifest + windows + dedup + position, one rename
+//! ```
+//!
+//! Stop order (why it matters): the generator and the orders API first, so nothing new is
+//! stored; then the producer flushes what it was handed; then the source stops handing over;
+//! then ingest drains what it holds, seals the table and writes the last checkpoint; only then
+//! may the Kafka source commit that checkpoint's offsets and leave the group; the analytics API
+//! and dashboard go last, so they answer until the data stops moving.
+
+pub mod http;
+pub mod ingest_loop;
+pub mod resume;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clock::SharedClock;
+use ingest::IngestMetrics;
+use orders::GeneratorConfig;
+use prometheus_client::registry::Registry;
+use sources::embedded::EmbeddedSource;
+use sources::feed::GeneratorJob;
+use sources::kafka::handoff::Handoff;
+use sources::metrics::SourceMetrics;
+use sources::{FeedConfig, OrderFeed, Source};
+use sql::SqlEngine;
+use store::{EmbeddedStore, OrderStore, PostgresStore};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::RtapConfig;
+use ingest_loop::{IngestHealth, IngestLoop, LoopParts, Sinks};
+use status::{GeneratorFlags, Parts};
+
+/// Batches of stored orders waiting for ingest before the generator is made to wait.
+const TAP_CAPACITY: usize = 256;
+
+/// Which command's pipeline to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Orders API + generator in front (`rtap up`), handing orders over in process or through
+    /// Kafka.
+    Up,
+    /// Only the Kafka consumer in front (`rtap serve`).
+    Serve,
+}
+
+/// Opens the order store the configuration names.
+pub async fn open_store(config: &RtapConfig) -> anyhow::Result<Arc<dyn OrderStore>> {
+    Ok(match &config.store.database_url {
+        Some(url) => Arc::new(
+            PostgresStore::connect(url)
+                .await
+                .context("cannot open the Postgres order store")?,
+        ),
+        None => {
+            let path = config.data_dir.join("orders.redb");
+            Arc::new(EmbeddedStore::open(&path).context("cannot open the embedded order store")?)
+        }
+    })
+}
+
+/// The generator job over `store` with the configured rate and limits.
+pub async fn open_feed(
+    config: &RtapConfig,
+    store: Arc<dyn OrderStore>,
+    seed: u64,
+    clock: SharedClock,
+) -> anyhow::Result<OrderFeed> {
+    OrderFeed::open(
+        store,
+        clock,
+        FeedConfig {
+            generator: GeneratorConfig {
+                seed,
+                ..GeneratorConfig::default()
+            },
+            rate_per_sec: config.generator.rate_per_sec,
+            max_orders: config.generator.max_orders,
+        },
+    )
+    .await
+    .context("cannot read the order store")
+}
+
+/// "31 orders/s" or "as fast as possible".
+pub fn rate_text(rate: f64) -> String {
+    if rate > 0.0 {
+        format!("{rate} orders/s")
+    } else {
+        "as fast as possible".to_string()
+    }
+}
+
+/// The front of `rtap up`: the orders API's feed and its generator job.
+struct Front {
+    feed: Arc<OrderFeed>,
+    store: Arc<dyn OrderStore>,
+    job: GeneratorJob,
+    handoff: Option<Handoff>,
+}
+
+/// A running pipeline.
+pub struct Running {
+    pub api_addr: Option<SocketAddr>,
+    pub http_addr: SocketAddr,
+    pub dashboard_addr: SocketAddr,
+    config: RtapConfig,
+    mode: Mode,
+    front: Option<Front>,
+    source: Arc<dyn Source>,
+    parts: Arc<Parts>,
+    front_stop: watch::Sender<bool>,
+    http_stop: watch::Sender<bool>,
+    ingest_stop: Arc<AtomicBool>,
+    ingest_thread: std::thread::JoinHandle<()>,
+    api_server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    http_server: tokio::task::JoinHandle<std::io::Result<()>>,
+    dash_server: tokio::task::JoinHandle<std::io::Result<()>>,
+    summary: tokio::task::JoinHandle<()>,
+}
+
+/// Builds and starts every stage of `mode` from `config`.
+pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyhow::Result<Running> {
+    let data_dir = config.data_dir.as_path();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let kafka = config.kafka();
+    if mode == Mode::Serve && kafka.is_none() {
+        anyhow::bail!("rtap serve reads from Kafka: give the brokers with --kafka host:port");
+    }
+    let store = match mode {
+        Mode::Up => Some(open_store(config).await?),
+        Mode::Serve => None,
+    };
+    let source_kind = if kafka.is_some() {
+        "kafka"
+    } else {
+        "generator"
+    };
+    let origin = match (&store, &kafka) {
+        (_, Some(k)) => format!("Kafka topic {} on {}", k.topic, k.brokers),
+        (Some(s), None) => format!("the order store ({})", s.describe()),
+        (None, None) => "the source".to_string(),
+    };
+    let restore_started = std::time::Instant::now();
+    let checkpoint_metrics = checkpoint::CheckpointMetrics::default();
+    let resumed = {
+        let config = config.clone();
+        let clock = clock.clone();
+        let metrics = checkpoint_metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            resume::resume(&config, &origin, source_kind, clock, metrics)
+        })
+        .await
+        .context("restoring the checkpoint failed")??
+    };
+    let resume::Resumed {
+        table,
+        windows,
+        ingestor,
+        deadletters,
+        protocol,
+        source: mut position,
+    } = resumed;
+    if let Some(k) = &kafka {
+        position.topic = Some(k.topic.clone());
+    }
+    tracing::info!(
+        rows = table.snapshot().rows(),
+        position = ?position.next,
+        ms = restore_started.elapsed().as_millis() as u64,
+        "restored the last checkpoint"
+    );
+
+    let engine = Arc::new(
+        SqlEngine::new(table.clone(), config.sql, clock.clone())
+            .context("cannot start the SQL engine")?,
+    );
+    let windows = Arc::new(Mutex::new(windows));
+    let live = Arc::new(server::overview::Live {
+        windows: windows.clone(),
+        clock: clock.clone(),
+    });
+    let (source_tx, source_rx) = mpsc::channel(TAP_CAPACITY);
+    let (front_stop, front_stop_rx) = watch::channel(false);
+    let (http_stop, http_stop_rx) = watch::channel(false);
+    let source_metrics = SourceMetrics::default();
+
+    // The front: orders API + generator (+ producer), and the source ingest reads.
+    let mut front = None;
+    let mut embedded = None;
+    if let Some(store) = &store {
+        let seed = config
+            .generator
+            .seed
+            .or(position.seed)
+            .unwrap_or_else(crate::signals::random_seed);
+        position.seed = Some(seed);
+        let stored = store.count().await.context("cannot read the order store")?;
+        let (tap_tx, tap_rx) = mpsc::channel(TAP_CAPACITY);
+        let mut handoff = None;
+        let mut tap_rx = Some(tap_rx);
+        let resume_seq = match (&kafka, tap_rx.take()) {
+            (Some(k), Some(rx)) => {
+                sources::kafka::admin::ensure_topic(k, std::time::Duration::from_secs(30))
+                    .await
+                    .with_context(|| format!("cannot create topic {} on {}", k.topic, k.brokers))?;
+                let h = Handoff::start(k, data_dir, rx).context("cannot start the producer")?;
+                let from = h.resume_seq();
+                handoff = Some(h);
+                from
+            }
+            (_, rx) => {
+                tap_rx = rx;
+                position.next.get(&0).copied().unwrap_or(1).max(1) as u64
+            }
+        };
+        if resume_seq > stored + 1 {
+            anyhow::bail!(
+                "the data under {} has taken {} orders but the order store ({}) holds only {stored}: \
+                 they do not belong together. Use the data directory that goes with this store, \
+                 or move {} and {} aside to rebuild the table from this store.",
+                data_dir.display(),
+                resume_seq - 1,
+                store.describe(),
+                data_dir.join(checkpoint::FILE_NAME).display(),
+                resume::table_dir(data_dir).display()
+            );
+        }
+        let feed = Arc::new(
+            open_feed(config, store.clone(), seed, clock.clone())
+                .await?
+                .with_tap(tap_tx),
+        );
+        if let Some(rx) = tap_rx {
+            embedded = Some(EmbeddedSource::start(feed.clone(), rx, source_tx.clone()));
+        }
+        let job = feed.clone().start_job(resume_seq, front_stop_rx.clone());
+        front = Some(Front {
+            feed,
+            store: store.clone(),
+            job,
+            handoff,
+        });
+    }
+    let source: Arc<dyn Source> = match (&kafka, embedded) {
+        (Some(k), _) => Arc::new(
+            sources::kafka::consumer::start(k, source_tx.clone(), &source_metrics)
+                .with_context(|| format!("cannot consume {} from {}", k.topic, k.brokers))?,
+        ),
+        (None, Some(e)) => Arc::new(e),
+        (None, None) => anyhow::bail!("nothing to read orders from"),
+    };
+    drop(source_tx);
+
+    let ingest_metrics = IngestMetrics::default();
+    let health = Arc::new(IngestHealth::default());
+    let ingest_stop = Arc::new(AtomicBool::new(false));
+    let ingest_loop = IngestLoop::new(
+        Sinks {
+            table: table.clone(),
+            windows: windows.clone(),
+            deadletters,
+            protocol,
+        },
+        LoopParts {
+            ingestor,
+            source: position,
+            metrics: ingest_metrics.clone(),
+            health: health.clone(),
+            stop: ingest_stop.clone(),
+            clock: clock.clone(),
+            on_checkpoint: sources::Source::on_checkpoint(source.as_ref()),
+        },
+    );
+    let runtime = tokio::runtime::Handle::current();
+    let ingest_thread = std::thread::Builder::new()
+        .name("rtap-ingest".into())
+        .spawn(move || ingest_loop.run(source_rx, runtime))
+        .context("cannot start the ingest thread")?;
+
+    let mut api_server = None;
+    let mut api_addr = None;
+    if let Some(f) = &front {
+        let (addr, server) =
+            http::orders_api(config, f.feed.clone(), front_stop_rx.clone()).await?;
+        api_server = Some(server);
+        api_addr = Some(addr);
+    }
+    let parts = Arc::new(Parts {
+        metrics: ingest_metrics.clone(),
+        checkpoints: checkpoint_metrics.clone(),
+        health,
+        table: table.clone(),
+        windows: windows.clone(),
+        feed: front.as_ref().map(|f| f.feed.clone()),
+        store: front.as_ref().map(|f| f.store.describe()),
+        source: source.clone(),
+        producer: front
+            .as_ref()
+            .and_then(|f| f.handoff.as_ref())
+            .map(|h| h.producer.clone()),
+        generator: front.as_ref().map(|f| GeneratorFlags {
+            running: f.job.running(),
+            restarts: f.job.restarts(),
+        }),
+    });
+    let mut registry = Registry::default();
+    ingest_metrics.register(&mut registry);
+    checkpoint_metrics.register(&mut registry);
+    registry.register_collector(Box::new(table::metrics::TableCollector(table.clone())));
+    registry.register_collector(Box::new(status::LagCollector(parts.clone())));
+    if let Some(f) = &front {
+        registry.register_collector(Box::new(sources::metrics::FeedCollector(f.feed.clone())));
+        if let Some(h) = &f.handoff {
+            registry.register_collector(Box::new(sources::metrics::ProducerCollector(
+                h.producer.clone(),
+            )));
+        }
+    }
+    if kafka.is_some() {
+        source_metrics.register_kafka(&mut registry);
+    }
+    let telemetry = {
+        let parts = parts.clone();
+        server::status::Telemetry::new(move || parts.report(), registry)
+    };
+    let (http_listener, http_addr) = http::bind(
+        config.http.bind,
+        config.http.http_port,
+        "analytics API",
+        "--http-port",
+    )
+    .await?;
+    let analytics = server::status::measured(
+        server::analytics::router(engine.clone())
+            .merge(server::overview::router(live.clone()))
+            .merge(server::status::router(telemetry.clone())),
+        telemetry.clone(),
+    );
+    let http_server = http::serve(http_listener, analytics, http_stop_rx.clone());
+    let (dash_listener, dashboard_addr) = http::bind(
+        config.http.bind,
+        config.http.dashboard_port,
+        "dashboard",
+        "--dashboard-port",
+    )
+    .await?;
+    let dashboard = server::status::measured(
+        server::dashboard::router(Arc::new(server::dashboard::Dashboard {
+            engine,
+            live,
+            stop: http_stop_rx.clone(),
+        }))
+        .merge(server::status::router(telemetry.clone())),
+        telemetry,
+    );
+    let dash_server = http::serve(dash_listener, dashboard, http_stop_rx.clone());
+    let summary = tokio::spawn(http::live_summary(parts.clone(), http_stop_rx));
+    Ok(Running {
+        api_addr,
+        http_addr,
+        dashboard_addr,
+        config: config.clone(),
+        mode,
+        front,
+        source,
+        parts,
+        front_stop,
+        http_stop,
+        ingest_stop,
+        ingest_thread,
+        api_server,
+        http_server,
+        dash_server,
+        summary,
+    })
+}
+
+impl Running {
+    /// Prints where everything is (the banner tests and users read).
+    pub fn print_banner(&self) {
+        let command = match self.mode {
+            Mode::Up => "up",
+            Mode::Serve => "serve",
+        };
+        let kafka = self.config.kafka();
+        if let (Some(addr), Some(f)) = (self.api_addr, &self.front) {
+            let via = match &kafka {
+                Some(k) => format!("; producing to {} on {}", k.topic, k.brokers),
+                None => String::new(),
+            };
+            println!(
+                "rtap {command}: orders API on http://{addr}  (store: {}; generator: {}, seed {}{via})",
+                f.store.describe(),
+                rate_text(self.config.generator.rate_per_sec),
+                f.feed.seed()
+            );
+        }
+        let from = match &kafka {
+            Some(k) => format!(
+                ", consuming {} on {} as group {}",
+                k.topic, k.brokers, k.group
+            ),
+            None => String::new(),
+        };
+        println!(
+            "rtap {command}: analytics API and SQL on http://{}  (table: {} rows under {}{from})",
+            self.http_addr,
+            self.parts.table.snapshot().rows(),
+            self.config.data_dir.display()
+        );
+        println!(
+            "rtap {command}: dashboard on http://{}  (live; status at /api/status, metrics at /metrics)",
+            self.dashboard_addr
+        );
+        println!(
+            "  try: curl 'http://{}/orders/ordersperminute'",
+            self.http_addr
+        );
+        println!("       rtap query \"SELECT COUNT(*) FROM orders WHERE time_ms > ago('PT1M')\"");
+        println!("  stop with Ctrl-C");
+    }
+
+    /// Stops every stage in the documented order (see the module docs).
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        tracing::info!("stopping: generator, then the producer and consumer, then ingest (sealing and checkpointing), then HTTP");
+        let _ = self.front_stop.send(true);
+        let mut made = 0;
+        let mut handoff = None;
+        if let Some(f) = self.front {
+            made = f.job.join().await;
+            handoff = f.handoff;
+        }
+        if let Some(h) = handoff {
+            tokio::task::spawn_blocking(move || h.finish())
+                .await
+                .context("producer task failed")?;
+        }
+        let source = self.source.clone();
+        tokio::task::spawn_blocking(move || source.stop())
+            .await
+            .context("source task failed")?;
+        self.ingest_stop.store(true, Ordering::Release);
+        let thread = self.ingest_thread;
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("the ingest thread ended abnormally");
+        }
+        let source = self.source.clone();
+        let _ = tokio::task::spawn_blocking(move || source.join()).await;
+        if let Some(a) = self.api_server {
+            a.await
+                .context("orders API task failed")?
+                .context("orders API failed")?;
+        }
+        let _ = self.http_stop.send(true);
+        self.http_server
+            .await
+            .context("analytics API task failed")?
+            .context("analytics API failed")?;
+        self.dash_server
+            .await
+            .context("dashboard task failed")?
+            .context("dashboard failed")?;
+        let _ = self.summary.await;
+        tracing::info!(
+            orders_generated = made,
+            rows_ingested = self.parts.metrics.rows.get(),
+            dead_lettered = self.parts.metrics.dead_letters.get(),
+            "stopped cleanly"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! # sources: where ingest reads orders from
+//!
+//! The first stage of the pipeline proper. Two implementations of one [`Source`] interface, each
+//! emitting [`ingest::SourceEvent`]s into the ingest loop's channel and resuming after a
+//! [`ingest::SourcePosition`] that a checkpoint saved:
+//!
+//! - [`embedded::EmbeddedSource`] (`rtap up`): the orders the generator and `POST /orders` store
+//!   (the [`feed::OrderFeed`]) are handed to ingest in process, in store order; after a restart
+//!   the stored orders past the checkpoint's sequence number are replayed first.
+//! - [`kafka::consumer::KafkaSource`] (`rtap serve`, `rtap up --kafka`): a consumer-group member
+//!   that commits offsets only when a checkpoint holding them is durable.
+//!
+//! Also here, because they fill the topic the Kafka source reads: the topic admin, the order
+//! producer, and the hand-off that produces every stored order (`rtap up --kafka`).
+//!
+//! Knows nothing of tables, SQL or HTTP.
+//!
+//! Layout:
+//! - [`feed`]: the generator job and the order store behind the orders API.
+//! - [`embedded`]: the in-process source.
+//! - [`kafka`]: admin, producer, hand-off, consumer.
+//! - [`metrics`]: what the sources count, for `/metrics`.
+
+pub mod embedded;
+pub mod feed;
+pub mod kafka;
+pub mod metrics;
+
+pub use feed::{FeedConfig, OrderFeed, TapBatch};
+pub use ingest::{Offsets, SourceEvent, SourcePosition};
+
+/// Told the source positions of every durable checkpoint.
+pub type CheckpointHook = Box<dyn Fn(&Offsets) + Send>;
+
+/// The source's stage as `/api/status` shows it.
+#[derive(Debug, Clone)]
+pub struct SourceReport {
+    pub name: &'static str,
+    /// "running", "waiting", "stopped" or "failed".
+    pub state: &'static str,
+    pub detail: serde_json::Value,
+    pub last_error: Option<String>,
+}
+
+/// What ingest reads from. A source emits [`SourceEvent`]s on the channel it was started with,
+/// in order, and only lets go of what it emitted (commits) when told a checkpoint holding it is
+/// durable.
+pub trait Source: Send + Sync {
+    /// The kind recorded in checkpoints: one data directory holds data of one kind.
+    fn kind(&self) -> &'static str;
+    /// Where the orders come from ("Kafka topic T on B", "the order store (...)"), for banners
+    /// and error messages.
+    fn describe(&self) -> String;
+    /// What to call when a checkpoint holding everything before its positions is durable (the
+    /// ingest loop calls it; Kafka commits the offsets to the group).
+    fn on_checkpoint(&self) -> CheckpointHook;
+    /// Stops emitting; returns once nothing more will be sent (blocking).
+    fn stop(&self);
+    /// Waits for the source's own work to end; called after ingest's last checkpoint (Kafka
+    /// commits it and leaves the group). Blocking.
+    fn join(&self);
+    /// The source's stage for `/api/status`.
+    fn report(&self) -> Option<SourceReport>;
+    /// Messages behind the source's end (orders stored but not ingested, or Kafka lag), when
+    /// known.
+    fn lag(&self, ingested: &Offsets) -> Option<u64>;
+}

@@ -1,0 +1,262 @@
+//! The table's background jobs: sealing the in-memory rows into a sorted Parquet file, and
+//! merging runs of small segments; plus retention. Each job runs on a thread of its own while
+//! queries keep reading the previous snapshot; [`RealtimeTable::maintain`] installs the result
+//! (manifest first, then the snapshot) or, when a job failed, puts everything back as it was.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use datafusion::arrow::array::RecordBatch;
+
+use crate::manifest::SegmentEntry;
+use crate::segment::{self, Segment, SegmentRef};
+use crate::table::{segment_file, Writer};
+use crate::{RealtimeTable, TableError};
+
+pub(crate) enum JobKind {
+    Seal { batches: Vec<RecordBatch> },
+    Merge { inputs: Vec<SegmentRef> },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Slot {
+    Seal,
+    Merge,
+}
+
+pub(crate) struct Job {
+    pub(crate) kind: JobKind,
+    pub(crate) id: u64,
+    pub(crate) handle: JoinHandle<Result<SegmentEntry, TableError>>,
+}
+
+impl RealtimeTable {
+    pub(crate) fn start_seal(&self, w: &mut Writer) {
+        let batches = std::mem::take(&mut w.mutable);
+        w.mutable_rows = 0;
+        w.mutable_since = None;
+        let id = w.manifest.next_segment_id;
+        w.manifest.next_segment_id += 1;
+        let path = self.dir.join(segment_file(id));
+        let schema = self.schema.clone();
+        let time_column = self.time_column;
+        let layout = self.layout.clone();
+        let job_batches = batches.clone();
+        let handle = std::thread::spawn(move || {
+            let (written, min, max) =
+                segment::write_sorted(&path, &schema, &job_batches, time_column, &layout)?;
+            Ok(SegmentEntry {
+                id,
+                file: segment_file(id),
+                rows: written.rows,
+                min_time_ms: min,
+                max_time_ms: max,
+                bytes: written.bytes,
+                checksum: Some(written.checksum),
+            })
+        });
+        w.seal_job = Some(Job {
+            kind: JobKind::Seal { batches },
+            id,
+            handle,
+        });
+        // The snapshot still shows the batches (now under the job) until the file is installed.
+    }
+
+    pub(crate) fn start_merge_if_due(&self, w: &mut Writer) {
+        let small = self.config.merge_target_rows / 4;
+        // The longest run of consecutive small segments, up to the target size.
+        let mut best: Vec<SegmentRef> = Vec::new();
+        let mut run: Vec<SegmentRef> = Vec::new();
+        let mut run_rows = 0;
+        for s in &w.segments {
+            if s.entry.rows < small && run_rows + s.entry.rows <= self.config.merge_target_rows {
+                run_rows += s.entry.rows;
+                run.push(s.clone());
+            } else {
+                if run.len() > best.len() {
+                    best = std::mem::take(&mut run);
+                }
+                run.clear();
+                run_rows = 0;
+                if s.entry.rows < small {
+                    run_rows = s.entry.rows;
+                    run.push(s.clone());
+                }
+            }
+        }
+        if run.len() > best.len() {
+            best = run;
+        }
+        if best.len() < self.config.merge_min_segments {
+            return;
+        }
+        let id = w.manifest.next_segment_id;
+        w.manifest.next_segment_id += 1;
+        let path = self.dir.join(segment_file(id));
+        let schema = self.schema.clone();
+        let layout = self.layout.clone();
+        let inputs = best.clone();
+        let handle = std::thread::spawn(move || {
+            let sources: Vec<PathBuf> = inputs.iter().map(|s| s.path.clone()).collect();
+            let batches = sources
+                .into_iter()
+                .flat_map(|p| match segment::read_batches(&p) {
+                    Ok(iter) => {
+                        Box::new(iter) as Box<dyn Iterator<Item = Result<RecordBatch, TableError>>>
+                    }
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                });
+            let written = segment::write_batches(&path, &schema, batches, &layout)?;
+            Ok(SegmentEntry {
+                id,
+                file: segment_file(id),
+                rows: written.rows,
+                min_time_ms: inputs
+                    .iter()
+                    .map(|s| s.entry.min_time_ms)
+                    .min()
+                    .unwrap_or(0),
+                max_time_ms: inputs
+                    .iter()
+                    .map(|s| s.entry.max_time_ms)
+                    .max()
+                    .unwrap_or(0),
+                bytes: written.bytes,
+                checksum: Some(written.checksum),
+            })
+        });
+        w.merge_job = Some(Job {
+            kind: JobKind::Merge { inputs: best },
+            id,
+            handle,
+        });
+    }
+
+    /// Installs the background job's result if it has finished (or waits for it if `wait`).
+    /// Returns true when a seal was installed.
+    pub(crate) fn finish_job(
+        &self,
+        w: &mut Writer,
+        slot: Slot,
+        wait: bool,
+    ) -> Result<bool, TableError> {
+        let job = match slot {
+            Slot::Seal => &mut w.seal_job,
+            Slot::Merge => &mut w.merge_job,
+        };
+        match job {
+            Some(j) if wait || j.handle.is_finished() => {}
+            _ => return Ok(false),
+        }
+        let Some(job) = job.take() else {
+            return Ok(false);
+        };
+        let result = job.handle.join().unwrap_or_else(|_| {
+            Err(TableError::Schema(
+                "a background segment job panicked".into(),
+            ))
+        });
+        match (job.kind, result) {
+            (JobKind::Seal { batches }, Ok(entry)) => {
+                let mut manifest = w.manifest.clone();
+                manifest.segments.push(entry.clone());
+                manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
+                if let Err(e) = manifest.store(&self.dir) {
+                    return self.seal_failed(w, batches, e);
+                }
+                w.manifest = manifest;
+                w.segments
+                    .push(Arc::new(Segment::new(entry, &self.dir, self.trash.clone())));
+                w.segments
+                    .sort_by_key(|s| (s.entry.min_time_ms, s.entry.id));
+                w.last_error = None;
+                self.publish(w);
+                Ok(true)
+            }
+            (JobKind::Seal { batches }, Err(e)) => {
+                let _ = std::fs::remove_file(self.dir.join(segment_file(job.id)));
+                self.seal_failed(w, batches, e)
+            }
+            (JobKind::Merge { inputs }, Ok(entry)) => {
+                let gone: std::collections::HashSet<u64> =
+                    inputs.iter().map(|s| s.entry.id).collect();
+                let mut manifest = w.manifest.clone();
+                manifest.segments.retain(|e| !gone.contains(&e.id));
+                manifest.segments.push(entry.clone());
+                manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
+                if let Err(e) = manifest.store(&self.dir) {
+                    let _ = std::fs::remove_file(self.dir.join(&entry.file));
+                    w.last_error = Some(e.to_string());
+                    return Err(e);
+                }
+                w.manifest = manifest;
+                w.segments.retain(|s| !gone.contains(&s.entry.id));
+                w.segments
+                    .push(Arc::new(Segment::new(entry, &self.dir, self.trash.clone())));
+                w.segments
+                    .sort_by_key(|s| (s.entry.min_time_ms, s.entry.id));
+                for s in &inputs {
+                    s.retire();
+                }
+                self.publish(w);
+                Ok(false)
+            }
+            (JobKind::Merge { .. }, Err(e)) => {
+                let _ = std::fs::remove_file(self.dir.join(segment_file(job.id)));
+                w.last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// A failed seal puts its batches back in front of the mutable segment: nothing is lost,
+    /// and the next `maintain` tries again.
+    fn seal_failed(
+        &self,
+        w: &mut Writer,
+        mut batches: Vec<RecordBatch>,
+        e: TableError,
+    ) -> Result<bool, TableError> {
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        batches.append(&mut w.mutable);
+        w.mutable = batches;
+        w.mutable_rows += rows;
+        w.last_error = Some(e.to_string());
+        self.publish(w);
+        Err(e)
+    }
+
+    pub(crate) fn apply_retention(&self, w: &mut Writer, now_ms: i64) -> Result<(), TableError> {
+        let cutoff = now_ms.saturating_sub(self.config.retention_ms);
+        let busy: Vec<u64> = match &w.merge_job {
+            Some(Job {
+                kind: JobKind::Merge { inputs },
+                ..
+            }) => inputs.iter().map(|s| s.entry.id).collect(),
+            _ => Vec::new(),
+        };
+        let expired: Vec<SegmentRef> = w
+            .segments
+            .iter()
+            .filter(|s| s.entry.max_time_ms < cutoff && !busy.contains(&s.entry.id))
+            .cloned()
+            .collect();
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<u64> = expired.iter().map(|s| s.entry.id).collect();
+        let mut manifest = w.manifest.clone();
+        manifest.segments.retain(|e| !ids.contains(&e.id));
+        manifest.store(&self.dir)?;
+        w.manifest = manifest;
+        w.segments.retain(|s| !ids.contains(&s.entry.id));
+        for s in &expired {
+            tracing::info!(file = %s.entry.file, rows = s.entry.rows, "dropping a segment past retention");
+            s.retire();
+        }
+        self.publish(w);
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! The table's gauges for `/metrics`, read from the current snapshot at scrape time (no lock on
+//! the writer): `rtap_table_rows`, `rtap_table_segments`, `rtap_table_memory_rows`.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::RealtimeTable;
+
+#[derive(Debug)]
+pub struct TableCollector(pub Arc<RealtimeTable>);
+
+impl Collector for TableCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let snap = self.0.snapshot();
+        for (name, help, value) in [
+            ("rtap_table_rows", "Rows in the realtime table", snap.rows()),
+            (
+                "rtap_table_segments",
+                "Sealed segments of the realtime table",
+                snap.segments.len() as u64,
+            ),
+            (
+                "rtap_table_memory_rows",
+                "Rows of the table not yet in a sealed segment",
+                snap.memory_rows,
+            ),
+        ] {
+            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let m = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+            g.encode(m)?;
+        }
+        Ok(())
+    }
+}
