@@ -24,7 +24,7 @@ use rolling::WindowsSnapshot;
 use serde::{Deserialize, Serialize};
 use table::Manifest;
 
-pub use ingest::{DedupRecord, Offsets, SourcePosition};
+pub use ingest::{DeadLetterMark, DedupRecord, Offsets, SourcePosition};
 pub use protocol::{CheckpointMetrics, CheckpointProtocol, Written};
 pub use store::{Checkpointer, FILE_NAME};
 /// A checkpoint file that cannot be read or written, or does not hold what it should.
@@ -49,6 +49,11 @@ pub struct Checkpoint {
     pub dedup: DedupLog,
     /// Length of the dead-letter file: lines after it belong to orders after the position.
     pub deadletter_bytes: u64,
+    /// The dead-letter store's generation, length and count (absent in checkpoints written
+    /// before the store rotated: then generation 0, `deadletter_bytes`, and a count from the
+    /// file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadletters: Option<DeadLetterMark>,
 }
 
 /// The dedup ids a capture carries.
@@ -76,7 +81,7 @@ pub struct Capture {
     pub source: SourcePosition,
     pub windows: WindowsSnapshot,
     pub dedup: DedupDelta,
-    pub deadletter_bytes: u64,
+    pub deadletters: DeadLetterMark,
 }
 
 /// A checkpoint read back, with the dedup ids its log holds.

@@ -64,6 +64,9 @@ pub struct CheckpointProtocol {
     store: Checkpointer,
     pending: Option<Capture>,
     carried: Vec<DedupRecord>,
+    /// A whole capture was dropped: the ids it took from the journal are only in the dedup
+    /// map, so the next capture must be whole too.
+    force_whole: bool,
     metrics: CheckpointMetrics,
 }
 
@@ -82,13 +85,14 @@ impl CheckpointProtocol {
             store,
             pending: None,
             carried: Vec::new(),
+            force_whole: false,
             metrics,
         }
     }
 
     /// Whether the next capture should carry every live id (the log is mostly expired ids).
     pub fn wants_whole_dedup(&self, live_ids: usize) -> bool {
-        self.store.wants_whole_dedup(live_ids)
+        self.force_whole || self.store.wants_whole_dedup(live_ids)
     }
 
     /// Whether a capture waits for its seal.
@@ -145,10 +149,10 @@ impl CheckpointProtocol {
     }
 
     fn carry(&mut self, capture: Capture) {
-        // A whole capture is simply taken again: the next capture is whole too (the store still
-        // wants one) and holds every live id.
-        if let DedupDelta::New(ids) = capture.dedup {
-            self.carried.extend(ids);
+        match capture.dedup {
+            DedupDelta::New(ids) => self.carried.extend(ids),
+            // Its journal ids are in no log yet: the next capture is whole and holds them.
+            DedupDelta::Whole(_) => self.force_whole = true,
         }
     }
 
@@ -165,7 +169,10 @@ impl CheckpointProtocol {
                 *ids = all;
             }
             DedupDelta::New(_) => {}
-            DedupDelta::Whole(_) => self.carried.clear(),
+            DedupDelta::Whole(_) => {
+                self.carried.clear();
+                self.force_whole = false;
+            }
         }
         match self.store.write(&capture, manifest) {
             Ok(bytes) => {
@@ -207,7 +214,7 @@ mod tests {
             },
             windows: w.snapshot(),
             dedup: DedupDelta::New(ids.iter().map(|i| DedupRecord::new(*i, t)).collect()),
-            deadletter_bytes: 0,
+            deadletters: crate::DeadLetterMark::default(),
         }
     }
 
@@ -310,6 +317,25 @@ mod tests {
         let r = restored(dir.path());
         assert_eq!(r.checkpoint.source.next[&0], 3);
         assert_eq!(ids(&r), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_dropped_whole_capture_makes_the_next_one_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = protocol(dir.path());
+        assert!(!p.wants_whole_dedup(10));
+        let mut whole = capture(1_000, 2, &[]);
+        whole.dedup = DedupDelta::Whole(vec![DedupRecord::new(1, 1_000)]);
+        p.seal_started(whole);
+        p.seal_failed();
+        assert!(p.wants_whole_dedup(10), "its ids are in no log");
+        let mut next = capture(2_000, 3, &[]);
+        next.dedup =
+            DedupDelta::Whole(vec![DedupRecord::new(1, 1_000), DedupRecord::new(2, 2_000)]);
+        p.checkpoint_now(next, Manifest::default())
+            .expect("written");
+        assert!(!p.wants_whole_dedup(10));
+        assert_eq!(ids(&restored(dir.path())), vec![1, 2]);
     }
 
     #[test]

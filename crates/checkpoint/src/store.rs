@@ -232,7 +232,8 @@ impl Checkpointer {
                 bytes: self.log_bytes,
                 checksum: self.log_hasher.digest(),
             },
-            deadletter_bytes: capture.deadletter_bytes,
+            deadletter_bytes: capture.deadletters.bytes,
+            deadletters: Some(capture.deadletters),
         };
         let size = self.store(&checkpoint)?;
         if self.generation != old_generation {
@@ -339,7 +340,11 @@ mod tests {
                     DedupDelta::New(records)
                 }
             },
-            deadletter_bytes: 42,
+            deadletters: crate::DeadLetterMark {
+                generation: 0,
+                bytes: 42,
+                count: 3,
+            },
         }
     }
 
@@ -365,6 +370,7 @@ mod tests {
         assert_eq!(r.checkpoint.source.next[&0], 21);
         assert_eq!(r.checkpoint.source.seed, Some(7));
         assert_eq!(r.checkpoint.deadletter_bytes, 42);
+        assert_eq!(r.checkpoint.deadletters.map(|d| d.count), Some(3));
         assert_eq!(r.checkpoint.windows.panes.len(), 1);
         assert_eq!(r.checkpoint.windows.panes[0].1.revenue_cents, 1234);
         assert_eq!(ids(&r), vec![1, 2, 3]);

@@ -15,7 +15,15 @@ use std::sync::Arc;
 
 /// A source of time in UTC epoch milliseconds.
 pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Wall-clock time: event times, retention, "the last minute".
     fn now_ms(&self) -> i64;
+
+    /// Milliseconds that only ever go forward (the wall clock can be stepped back by NTP):
+    /// for "how long ago", e.g. a segment's age before it is sealed. Only differences mean
+    /// anything.
+    fn monotonic_ms(&self) -> i64 {
+        self.now_ms()
+    }
 }
 
 /// A clock shared between stages.
@@ -32,6 +40,12 @@ impl Clock for SystemClock {
             // A wall clock before 1970 is a broken machine; rtap treats it as the epoch.
             Err(_) => 0,
         }
+    }
+
+    fn monotonic_ms(&self) -> i64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = START.get_or_init(std::time::Instant::now);
+        i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
 }
 

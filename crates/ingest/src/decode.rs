@@ -4,7 +4,9 @@
 //! appended in message order. A message that cannot become a row is returned as a
 //! [`Rejected`] with the reason, and the rest of the batch is kept: malformed JSON, a wrongly
 //! typed field, a missing or empty `order_id`, no event time (neither `time_ms` nor a record
-//! timestamp), or a payload over the size limit.
+//! timestamp), an event time too far ahead of the wall clock or older than retention, a money
+//! amount or quantity outside [`Limits`], or a payload over the size limit. Nothing a message
+//! holds can make decoding panic or a sum overflow: every bound is checked here.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -43,14 +45,52 @@ pub struct Message<'a> {
     pub record_time_ms: Option<i64>,
 }
 
+/// What every message is checked against (from `IngestConfig`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_bytes: usize,
+    pub max_future_ms: i64,
+    pub max_age_ms: i64,
+    pub max_amount: f64,
+    pub max_line_items: usize,
+    pub max_item_quantity: i32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        crate::IngestConfig::default().limits()
+    }
+}
+
 /// Why a message was not turned into a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RejectReason {
-    Oversized { bytes: usize, limit: usize },
+    Oversized {
+        bytes: usize,
+        limit: usize,
+    },
     Malformed(String),
     MissingOrderId,
     MissingTime,
     BadTime(i64),
+    /// Event time further ahead of the wall clock than `ingest.max_future_ms`.
+    FutureTime {
+        time_ms: i64,
+        ahead_ms: i64,
+        limit_ms: i64,
+    },
+    /// Event time older than `ingest.max_age_ms` (retention).
+    TooOld {
+        time_ms: i64,
+        age_ms: i64,
+        limit_ms: i64,
+    },
+    /// A value outside its plausible range; `what` names the field and the bound.
+    BadValue {
+        field: &'static str,
+        value: String,
+        bound: String,
+    },
 }
 
 impl std::fmt::Display for RejectReason {
@@ -70,6 +110,29 @@ impl std::fmt::Display for RejectReason {
             RejectReason::BadTime(t) => {
                 write!(f, "time_ms {t} is not a positive epoch millisecond")
             }
+            RejectReason::FutureTime {
+                time_ms,
+                ahead_ms,
+                limit_ms,
+            } => write!(
+                f,
+                "time_ms {time_ms} is {ahead_ms} ms ahead of the wall clock, more than \
+                 ingest.max_future_ms = {limit_ms}"
+            ),
+            RejectReason::TooOld {
+                time_ms,
+                age_ms,
+                limit_ms,
+            } => write!(
+                f,
+                "time_ms {time_ms} is {age_ms} ms old, older than ingest.max_age_ms = {limit_ms} \
+                 (retention)"
+            ),
+            RejectReason::BadValue {
+                field,
+                value,
+                bound,
+            } => write!(f, "{field} = {value} is out of range ({bound})"),
         }
     }
 }
@@ -224,16 +287,17 @@ pub struct Parsed<'a> {
     order: RawOrder<'a>,
 }
 
-/// Parses one message; the size limit is checked before any parsing.
-pub fn parse<'a>(msg: &Message<'a>, max_bytes: usize) -> Result<Parsed<'a>, Rejected> {
+/// Parses one message; the size limit is checked before any parsing, event time against
+/// `now_ms` (the wall clock) and the values against `limits` after.
+pub fn parse<'a>(msg: &Message<'a>, limits: &Limits, now_ms: i64) -> Result<Parsed<'a>, Rejected> {
     let reject = |reason| Rejected {
         position: msg.position,
         reason,
     };
-    if msg.payload.len() > max_bytes {
+    if msg.payload.len() > limits.max_bytes {
         return Err(reject(RejectReason::Oversized {
             bytes: msg.payload.len(),
-            limit: max_bytes,
+            limit: limits.max_bytes,
         }));
     }
     let mut order: RawOrder<'a> = serde_json::from_slice(msg.payload)
@@ -248,6 +312,23 @@ pub fn parse<'a>(msg: &Message<'a>, max_bytes: usize) -> Result<Parsed<'a>, Reje
         Some(t) if t <= 0 => return Err(reject(RejectReason::BadTime(t))),
         Some(t) => t,
     };
+    let ahead_ms = time_ms.saturating_sub(now_ms);
+    if ahead_ms > limits.max_future_ms {
+        return Err(reject(RejectReason::FutureTime {
+            time_ms,
+            ahead_ms,
+            limit_ms: limits.max_future_ms,
+        }));
+    }
+    let age_ms = now_ms.saturating_sub(time_ms);
+    if age_ms > limits.max_age_ms {
+        return Err(reject(RejectReason::TooOld {
+            time_ms,
+            age_ms,
+            limit_ms: limits.max_age_ms,
+        }));
+    }
+    check_values(&order, limits).map_err(reject)?;
     order.time_ms = Some(time_ms);
     Ok(Parsed {
         position: msg.position,
@@ -255,6 +336,85 @@ pub fn parse<'a>(msg: &Message<'a>, max_bytes: usize) -> Result<Parsed<'a>, Reje
         time_ms,
         order,
     })
+}
+
+/// Money within `±max_amount` (and `order_total` not negative), line items and quantities
+/// within their bounds: what keeps every sum downstream exact and far from overflow.
+fn check_values(o: &RawOrder<'_>, limits: &Limits) -> Result<(), RejectReason> {
+    let money = [
+        ("subtotal_before_promos", o.subtotal_before_promos),
+        ("subtotal_after_coupon", o.subtotal_after_coupon),
+        ("shipping_cost", o.shipping_cost),
+        ("env_fee", o.env_fee),
+        ("tax_rate", o.tax_rate),
+        ("tax_amount", o.tax_amount),
+        ("order_total", o.order_total),
+        ("partial_refund_amount", o.partial_refund_amount),
+        ("exchange_rate", o.exchange_rate),
+    ];
+    for (field, value) in money {
+        if let Some(v) = value {
+            if !v.is_finite() || v.abs() > limits.max_amount {
+                return Err(RejectReason::BadValue {
+                    field,
+                    value: v.to_string(),
+                    bound: format!(
+                        "at most {} in absolute value, ingest.max_amount",
+                        limits.max_amount
+                    ),
+                });
+            }
+        }
+    }
+    if let Some(total) = o.order_total {
+        if total < 0.0 {
+            return Err(RejectReason::BadValue {
+                field: "order_total",
+                value: total.to_string(),
+                bound: "must not be negative".into(),
+            });
+        }
+    }
+    let items = o.line_items.as_deref().unwrap_or_default();
+    if items.len() > limits.max_line_items {
+        return Err(RejectReason::BadValue {
+            field: "line_items",
+            value: format!("{} items", items.len()),
+            bound: format!("at most {}, ingest.max_line_items", limits.max_line_items),
+        });
+    }
+    for item in items {
+        for (field, q) in [
+            ("line_items.quantity", item.quantity),
+            ("line_items.free_qty", item.free_qty),
+        ] {
+            if let Some(q) = q {
+                if !(0..=limits.max_item_quantity).contains(&q) {
+                    return Err(RejectReason::BadValue {
+                        field,
+                        value: q.to_string(),
+                        bound: format!(
+                            "0 to {}, ingest.max_item_quantity",
+                            limits.max_item_quantity
+                        ),
+                    });
+                }
+            }
+        }
+        if let Some(price) = item.product.price {
+            if !price.is_finite() || price.abs() > limits.max_amount {
+                return Err(RejectReason::BadValue {
+                    field: "line_items.product.price",
+                    value: price.to_string(),
+                    bound: format!(
+                        "at most {} in absolute value, ingest.max_amount",
+                        limits.max_amount
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 type StrList = ListBuilder<StringBuilder>;
@@ -409,9 +569,15 @@ impl Columns {
         }
 
         let items = o.line_items.as_deref().unwrap_or_default();
-        self.products_ordered.append_value(items.len() as i32);
+        // Bounded by `check_values` (items x quantity fits an i32 by far); saturate anyway.
+        self.products_ordered
+            .append_value(i32::try_from(items.len()).unwrap_or(i32::MAX));
+        let quantity: i64 = items
+            .iter()
+            .map(|i| i64::from(i.quantity.unwrap_or(0)))
+            .sum();
         self.total_quantity
-            .append_value(items.iter().map(|i| i.quantity.unwrap_or(0)).sum());
+            .append_value(i32::try_from(quantity).unwrap_or(i32::MAX));
         for item in items {
             self.item_names
                 .values()
@@ -520,19 +686,24 @@ pub fn to_batch<'a>(
 /// Parses a batch on up to `threads` threads, keeping message order.
 pub fn parse_all<'a>(
     messages: &[Message<'a>],
-    max_bytes: usize,
+    limits: &Limits,
+    now_ms: i64,
     threads: usize,
 ) -> Vec<Result<Parsed<'a>, Rejected>> {
     let threads = threads.max(1);
     if threads == 1 || messages.len() < 256 {
-        return messages.iter().map(|m| parse(m, max_bytes)).collect();
+        return messages.iter().map(|m| parse(m, limits, now_ms)).collect();
     }
     let chunk = messages.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = messages
             .chunks(chunk)
             .map(|part| {
-                scope.spawn(move || part.iter().map(|m| parse(m, max_bytes)).collect::<Vec<_>>())
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|m| parse(m, limits, now_ms))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         handles

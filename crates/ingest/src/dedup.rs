@@ -173,22 +173,25 @@ impl Dedup {
         self.entries().collect()
     }
 
-    /// Restores remembered ids (from [`Dedup::entries`]).
-    pub fn restore(&mut self, entries: impl IntoIterator<Item = DedupRecord>) {
+    /// Restores remembered ids (from [`Dedup::entries`]). Event times after `max_ms` (a
+    /// checkpoint written before ingest bounded event time) are taken as `max_ms`, so one
+    /// far-future id cannot move the horizon and make every other id forgotten.
+    pub fn restore(&mut self, entries: impl IntoIterator<Item = DedupRecord>, max_ms: i64) {
         for r in entries {
-            self.insert(r.id(), i64::from(r.time_s) * 1000);
+            self.insert(r.id(), (i64::from(r.time_s) * 1000).min(max_ms));
         }
     }
 
     /// Forgets ids that were inserted but whose rows never reached the table (so a re-delivery
     /// is not taken for a duplicate).
     pub fn forget(&mut self, ids: impl IntoIterator<Item = u128>) {
-        for id in ids {
-            let key = id.to_le_bytes();
-            self.seen.remove(&key);
-            if let Some(j) = &mut self.journal {
-                j.retain(|r| r.id != key);
-            }
+        let keys: std::collections::HashSet<[u8; 16]> =
+            ids.into_iter().map(u128::to_le_bytes).collect();
+        for key in &keys {
+            self.seen.remove(key);
+        }
+        if let Some(j) = &mut self.journal {
+            j.retain(|r| !keys.contains(&r.id));
         }
     }
 }
@@ -239,12 +242,24 @@ mod tests {
     }
 
     #[test]
+    fn a_far_future_id_in_a_checkpoint_does_not_flush_the_others() {
+        let mut d = Dedup::new(80_000, 100);
+        let records = vec![
+            DedupRecord::new(1, 100_000),
+            DedupRecord::new(2, 9_000_000_000_000_000),
+        ];
+        d.restore(records, 110_000);
+        assert!(!d.insert(1, 101_000), "id 1 is still remembered");
+        assert!(!d.insert(2, 101_000), "id 2 too, at the clamped time");
+    }
+
+    #[test]
     fn entries_round_trip() {
         let mut d = Dedup::new(1_000_000, 100);
         d.insert(7, 5_000);
         d.insert(u128::MAX, 6_000);
         let mut e = Dedup::new(1_000_000, 100);
-        e.restore(d.entries().collect::<Vec<_>>());
+        e.restore(d.entries().collect::<Vec<_>>(), i64::MAX);
         assert!(!e.insert(7, 7_000));
         assert!(!e.insert(u128::MAX, 7_000));
         assert!(e.insert(8, 7_000));

@@ -16,6 +16,7 @@
 //! Also the vocabulary shared with the sources before it and the checkpoint after it:
 //! [`SourceEvent`], [`OwnedMessage`], [`SourcePosition`].
 
+pub mod budget;
 pub mod deadletter;
 pub mod decode;
 pub mod dedup;
@@ -27,7 +28,8 @@ use std::collections::BTreeMap;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-pub use deadletter::DeadLetterStore;
+pub use budget::{BudgetPermit, ByteBudget};
+pub use deadletter::{DeadLetterLimits, DeadLetterMark, DeadLetterStore};
 pub use decode::{Message, Position, RejectReason, Rejected};
 pub use dedup::{Dedup, DedupRecord};
 pub use metrics::IngestMetrics;
@@ -71,14 +73,37 @@ impl OwnedMessage {
     }
 }
 
+/// Messages a source hands over at once, holding their share of the pending-bytes budget
+/// until they are ingested (dropped).
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub messages: Vec<OwnedMessage>,
+    pub permit: Option<BudgetPermit>,
+}
+
+impl Batch {
+    pub fn new(messages: Vec<OwnedMessage>, permit: Option<BudgetPermit>) -> Self {
+        Batch { messages, permit }
+    }
+
+    /// Payload bytes of the batch.
+    pub fn bytes(&self) -> usize {
+        self.messages.iter().map(|m| m.payload.len()).sum()
+    }
+}
+
 /// What a source sends the ingest loop, in order.
 #[derive(Debug)]
 pub enum SourceEvent {
-    Batch(Vec<OwnedMessage>),
+    Batch(Batch),
     /// Make everything sent before this durable (seal and checkpoint) now, and answer with the
-    /// next position of each partition that checkpoint holds (a Kafka rebalance needs this
-    /// before it gives partitions away).
-    Checkpoint(std::sync::mpsc::Sender<Offsets>),
+    /// next position of each partition that checkpoint holds, or None when it could not be
+    /// written (a Kafka rebalance needs this before it gives partitions away).
+    Checkpoint(std::sync::mpsc::Sender<Option<Offsets>>),
+    /// The source no longer reads these partitions (a rebalance gave them away, after the
+    /// checkpoint above): forget their positions, so a later checkpoint never commits a stale
+    /// one over the next owner's progress.
+    Release(Vec<i32>),
 }
 
 /// Settings of the ingest stage.
@@ -91,9 +116,38 @@ pub struct IngestConfig {
     pub dedup_horizon_ms: i64,
     /// Hard cap on remembered ids, whatever the horizon.
     pub dedup_max_entries: usize,
-    /// Threads that parse a batch in parallel.
+    /// Threads that parse a batch in parallel; 0: one per core.
     pub decode_threads: usize,
+    /// An order whose event time is further ahead of the wall clock than this is dead-lettered:
+    /// one far-future order would otherwise move the windows' stream time and count every real
+    /// order after it as late.
+    pub max_future_ms: i64,
+    /// An order whose event time is older than this is dead-lettered (it would be dropped by
+    /// retention anyway, and would widen segment time ranges). None: the table's retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<i64>,
+    /// Largest absolute value of any money field, in dollars; `order_total` must also be 0 or
+    /// more. Keeps sums exact and far from overflow.
+    pub max_amount: f64,
+    /// Most line items one order may have.
+    pub max_line_items: usize,
+    /// Largest quantity (and free quantity) of one line item; negative ones are refused too.
+    pub max_item_quantity: i32,
+    /// The ingest loop decodes at most this many payload bytes as one batch (no Arrow column
+    /// can come near its 2 GiB offset limit).
+    pub max_batch_bytes: usize,
+    /// Payload bytes handed over by the source and not yet ingested; a source waits (Kafka
+    /// pauses its partitions) at this bound.
+    pub max_pending_bytes: usize,
+    /// The dead-letter file is rotated at this size ...
+    pub deadletter_max_file_bytes: u64,
+    /// ... and at most this many rotated files are kept (the oldest are deleted; the count of
+    /// dead letters stays exact).
+    pub deadletter_max_files: u32,
 }
+
+/// Retention of the table by default: 30 days.
+pub const DEFAULT_MAX_AGE_MS: i64 = 30 * 24 * 3_600_000;
 
 impl Default for IngestConfig {
     fn default() -> Self {
@@ -101,7 +155,16 @@ impl Default for IngestConfig {
             max_message_bytes: 1024 * 1024,
             dedup_horizon_ms: 24 * 3_600_000,
             dedup_max_entries: 20_000_000,
-            decode_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            decode_threads: 0,
+            max_future_ms: 5 * 60_000,
+            max_age_ms: None,
+            max_amount: 1_000_000.0,
+            max_line_items: 1_000,
+            max_item_quantity: 100_000,
+            max_batch_bytes: 64 * 1024 * 1024,
+            max_pending_bytes: 256 * 1024 * 1024,
+            deadletter_max_file_bytes: 64 * 1024 * 1024,
+            deadletter_max_files: 8,
         }
     }
 }
@@ -124,13 +187,87 @@ impl IngestConfig {
         if self.dedup_max_entries == 0 {
             return Err("dedup_max_entries must be at least 1, got 0".into());
         }
-        if !(1..=256).contains(&self.decode_threads) {
+        if self.decode_threads > 256 {
             return Err(format!(
-                "decode_threads must be from 1 to 256, got {}",
+                "decode_threads must be from 0 (one per core) to 256, got {}",
                 self.decode_threads
             ));
         }
+        if self.max_future_ms < 0 {
+            return Err(format!(
+                "max_future_ms must be 0 or more, got {}",
+                self.max_future_ms
+            ));
+        }
+        if let Some(age) = self.max_age_ms {
+            if age <= 0 {
+                return Err(format!("max_age_ms must be positive, got {age}"));
+            }
+        }
+        if !(self.max_amount.is_finite() && self.max_amount > 0.0 && self.max_amount <= 1e12) {
+            return Err(format!(
+                "max_amount must be a positive number up to 1e12, got {}",
+                self.max_amount
+            ));
+        }
+        if !(1..=100_000).contains(&self.max_line_items) {
+            return Err(format!(
+                "max_line_items must be from 1 to 100000, got {}",
+                self.max_line_items
+            ));
+        }
+        if self.max_item_quantity < 1 {
+            return Err(format!(
+                "max_item_quantity must be at least 1, got {}",
+                self.max_item_quantity
+            ));
+        }
+        // Two batches must fit in the pending budget, and one batch far below Arrow's 2 GiB.
+        const MAX_BATCH: usize = 512 * 1024 * 1024;
+        if !(self.max_message_bytes..=MAX_BATCH).contains(&self.max_batch_bytes) {
+            return Err(format!(
+                "max_batch_bytes must be from max_message_bytes ({}) to 536870912 (512 MiB), got {}",
+                self.max_message_bytes, self.max_batch_bytes
+            ));
+        }
+        if self.max_pending_bytes < self.max_batch_bytes
+            || self.max_pending_bytes > u32::MAX as usize
+        {
+            return Err(format!(
+                "max_pending_bytes must be from max_batch_bytes ({}) to 4294967295, got {}",
+                self.max_batch_bytes, self.max_pending_bytes
+            ));
+        }
+        if self.deadletter_max_file_bytes < 4096 {
+            return Err(format!(
+                "deadletter_max_file_bytes must be at least 4096, got {}",
+                self.deadletter_max_file_bytes
+            ));
+        }
+        if self.deadletter_max_files == 0 {
+            return Err("deadletter_max_files must be at least 1, got 0".into());
+        }
         Ok(())
+    }
+
+    /// The dead-letter store's size bounds.
+    pub fn deadletter_limits(&self) -> DeadLetterLimits {
+        DeadLetterLimits {
+            max_file_bytes: self.deadletter_max_file_bytes,
+            max_files: self.deadletter_max_files,
+        }
+    }
+
+    /// What decoding checks every message against.
+    pub fn limits(&self) -> decode::Limits {
+        decode::Limits {
+            max_bytes: self.max_message_bytes,
+            max_future_ms: self.max_future_ms,
+            max_age_ms: self.max_age_ms.unwrap_or(DEFAULT_MAX_AGE_MS),
+            max_amount: self.max_amount,
+            max_line_items: self.max_line_items,
+            max_item_quantity: self.max_item_quantity,
+        }
     }
 }
 
@@ -227,13 +364,13 @@ impl Ingestor {
         &mut self.dedup
     }
 
-    /// Decodes and dedups one batch of messages.
-    pub fn ingest(&mut self, messages: &[Message<'_>]) -> Ingested {
-        let parsed = decode::parse_all(
-            messages,
-            self.config.max_message_bytes,
-            self.config.decode_threads,
-        );
+    /// Decodes and dedups one batch of messages; `now_ms` (the wall clock) bounds event times.
+    pub fn ingest(&mut self, messages: &[Message<'_>], now_ms: i64) -> Ingested {
+        let threads = match self.config.decode_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(256)),
+            n => n,
+        };
+        let parsed = decode::parse_all(messages, &self.config.limits(), now_ms, threads);
         let mut rejected = Vec::new();
         let mut keep = Vec::with_capacity(parsed.len());
         let mut duplicates = 0;

@@ -87,9 +87,12 @@ fn good_messages_survive_bad_neighbours() {
 
     let mut ingestor = Ingestor::new(IngestConfig {
         decode_threads: 2,
+        // The record-timestamp order below is from 2023: this test is about malformed input,
+        // not event-time bounds (those have their own test).
+        max_age_ms: Some(10 * 365 * 24 * 3_600_000),
         ..IngestConfig::default()
     });
-    let out = ingestor.ingest(&messages);
+    let out = ingestor.ingest(&messages, 1_795_618_800_000);
     assert_eq!(out.rejected.len(), bad.len());
     for (r, (offset, reason)) in out.rejected.iter().zip(&expect_bad) {
         assert_eq!(

@@ -45,7 +45,12 @@ pub enum ConfigError {
     Size { size: i64, advance: i64 },
     #[error("grace must be zero or positive, got {0} ms")]
     Grace(i64),
+    #[error("(size + grace) / advance must be at most {MAX_PANES} panes, got size {size} ms, grace {grace} ms, advance {advance} ms")]
+    TooManyPanes { size: i64, grace: i64, advance: i64 },
 }
+
+/// Most panes the ring may hold (memory: 48 bytes each).
+pub const MAX_PANES: i64 = 100_000;
 
 impl WindowConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -60,6 +65,17 @@ impl WindowConfig {
         }
         if self.grace_ms < 0 {
             return Err(ConfigError::Grace(self.grace_ms));
+        }
+        let panes = self
+            .size_ms
+            .checked_add(self.grace_ms)
+            .map(|span| span / self.advance_ms);
+        if panes.is_none_or(|p| p > MAX_PANES) {
+            return Err(ConfigError::TooManyPanes {
+                size: self.size_ms,
+                grace: self.grace_ms,
+                advance: self.advance_ms,
+            });
         }
         Ok(())
     }
@@ -86,10 +102,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// One order's contribution.
+    /// One order's contribution. Ingest bounds `order_total` long before this (see
+    /// `ingest.max_amount`); the conversion saturates rather than wraps all the same.
     pub fn order(order_total: f64, fraud: bool, delivered: bool, refunded: bool) -> Self {
         Metrics {
             orders: 1,
+            // A float-to-int `as` saturates (NaN becomes 0): no wrap to a negative revenue.
             revenue_cents: (order_total * 100.0).round() as i64,
             fraud: u64::from(fraud),
             delivered: u64::from(delivered),
@@ -97,12 +115,13 @@ impl Metrics {
         }
     }
 
+    /// Adds `o`; every sum saturates instead of wrapping (no value can turn a total negative).
     fn add(&mut self, o: &Metrics) {
-        self.orders += o.orders;
-        self.revenue_cents += o.revenue_cents;
-        self.fraud += o.fraud;
-        self.delivered += o.delivered;
-        self.refunded += o.refunded;
+        self.orders = self.orders.saturating_add(o.orders);
+        self.revenue_cents = self.revenue_cents.saturating_add(o.revenue_cents);
+        self.fraud = self.fraud.saturating_add(o.fraud);
+        self.delivered = self.delivered.saturating_add(o.delivered);
+        self.refunded = self.refunded.saturating_add(o.refunded);
     }
 }
 
@@ -273,6 +292,34 @@ impl Windows {
             .collect()
     }
 
+    /// Moves stream time back to `max_ms` when it ran past it, and drops the panes after it.
+    /// Ingest never lets an order more than a few minutes ahead of the wall clock in, but a
+    /// checkpoint written before those bounds existed may hold a stream time far in the future,
+    /// which would count every real order as late; restoring clamps it. Returns whether it did.
+    pub fn clamp_stream_time(&mut self, max_ms: i64) -> bool {
+        if self.stream_time_ms <= max_ms {
+            return false;
+        }
+        let last = self.pane_index(max_ms);
+        for pane in &mut self.ring {
+            if pane.index != i64::MIN && pane.index > last {
+                *pane = Pane {
+                    index: i64::MIN,
+                    metrics: Metrics::default(),
+                };
+            }
+        }
+        self.stream_time_ms = self
+            .ring
+            .iter()
+            .filter(|p| p.index != i64::MIN)
+            .map(|p| (p.index + 1) * self.config.advance_ms - 1)
+            .max()
+            .unwrap_or(i64::MIN)
+            .min(max_ms);
+        true
+    }
+
     pub fn snapshot(&self) -> WindowsSnapshot {
         let mut panes: Vec<(i64, Metrics)> = self
             .ring
@@ -396,6 +443,37 @@ mod tests {
         }
         assert_eq!((back.late(), back.counted()), (1, 500));
         assert_eq!(back.snapshot(), snap);
+    }
+
+    #[test]
+    fn sums_saturate_instead_of_wrapping() {
+        let mut w = Windows::new(WindowConfig::default()).expect("config");
+        w.observe(T0, Metrics::order(1e17, false, false, false));
+        w.observe(T0 + 1, Metrics::order(1e17, false, false, false));
+        let (current, _) = w.current_and_previous(T0);
+        assert_eq!(current.revenue_cents, i64::MAX, "saturated, not negative");
+        assert_eq!(current.orders, 2);
+        assert_eq!(
+            Metrics::order(f64::NAN, false, false, false).revenue_cents,
+            0
+        );
+    }
+
+    #[test]
+    fn a_run_away_stream_time_is_clamped_back() {
+        let mut w = Windows::new(WindowConfig::default()).expect("config");
+        w.observe(T0, one(1.0));
+        // One order from the far future (what a checkpoint from before the bounds may hold).
+        w.observe(9_000_000_000_000_000, one(1.0));
+        assert_eq!(w.observe(T0 + 1_000, one(1.0)), Outcome::Late);
+        assert!(w.clamp_stream_time(T0 + 5_000));
+        assert!(!w.clamp_stream_time(T0 + 5_000), "already within");
+        assert_eq!(w.stream_time_ms(), Some(T0 + 999));
+        // Real orders count again, and the far-future pane is gone.
+        assert_eq!(w.observe(T0 + 2_000, one(1.0)), Outcome::Counted);
+        let (current, _) = w.current_and_previous(T0 + 2_000);
+        assert_eq!(current.orders, 2);
+        assert_eq!(w.snapshot().panes.len(), 2);
     }
 
     #[test]

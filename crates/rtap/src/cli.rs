@@ -92,8 +92,9 @@ pub struct KafkaArgs {
     /// [default: rtap].
     #[arg(long, env = "RTAP_GROUP")]
     pub group: Option<String>,
-    /// Static member id in the consumer group (a restarted rtap takes its old place at once)
-    /// [default: a stable hash of the host name and the data directory].
+    /// Static member id in the consumer group (a restarted rtap takes its old place at once;
+    /// an empty id: dynamic membership, the member leaves the group when it stops)
+    /// [default: made once from the host name and data directory, kept in the data directory].
     #[arg(long, env = "RTAP_INSTANCE_ID")]
     pub instance_id: Option<String>,
 }
@@ -176,6 +177,10 @@ pub struct CommonArgs {
     /// Address to listen on; use 0.0.0.0 to serve other machines [default: 127.0.0.1].
     #[arg(long, env = "RTAP_BIND")]
     pub bind: Option<IpAddr>,
+    /// Bearer token that /query/sql and POST /orders require (see http.protect_all for every
+    /// endpoint); `rtap query` sends it.
+    #[arg(long, env = "RTAP_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
 }
 
 /// The order generator.
@@ -240,6 +245,9 @@ impl CommonArgs {
     fn apply(&self, c: &mut RtapConfig) {
         set(&mut c.data_dir, &self.data_dir);
         set(&mut c.http.bind, &self.bind);
+        if self.auth_token.is_some() {
+            c.http.auth_token = self.auth_token.clone();
+        }
     }
 }
 

@@ -42,6 +42,26 @@ pub struct HttpConfig {
     pub api_port: u16,
     pub http_port: u16,
     pub dashboard_port: u16,
+    /// Open connections per port; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this (also how long an idle keep-alive
+    /// connection stays open).
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive within this.
+    pub body_read_timeout_ms: u64,
+    /// On stop, connections in flight get this long to finish.
+    pub shutdown_grace_ms: u64,
+    /// Open dashboard event streams at most.
+    pub max_viewers: usize,
+    /// When set, `/query/sql` and `POST /orders` (every endpoint with `protect_all`) need
+    /// `Authorization: Bearer <token>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<String>,
+    pub protect_all: bool,
+    /// Host names besides localhost that a loopback rtap answers (DNS rebinding protection).
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed to read answers cross-site (CORS); none by default.
+    pub cors_origins: Vec<String>,
 }
 
 /// The order generator behind the orders API.
@@ -99,6 +119,15 @@ impl Default for HttpConfig {
             api_port: 5001,
             http_port: 8888,
             dashboard_port: 8501,
+            max_connections: 4_096,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            shutdown_grace_ms: 5_000,
+            max_viewers: 1_000,
+            auth_token: None,
+            protect_all: false,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -132,7 +161,16 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("http.bind", "address to listen on (0.0.0.0 serves other machines); --bind, RTAP_BIND", None),
     ("http.api_port", "orders API port (0 picks a free one); --api-port, RTAP_API_PORT", None),
     ("http.http_port", "analytics API and SQL port; --http-port, RTAP_HTTP_PORT", None),
-    ("http.dashboard_port", "dashboard port; --dashboard-port, RTAP_DASHBOARD_PORT", None),
+        ("http.dashboard_port", "dashboard port; --dashboard-port, RTAP_DASHBOARD_PORT", None),
+    ("http.max_connections", "open connections per port (at most a third of the open-file limit); one more is answered 503 and closed", None),
+    ("http.header_read_timeout_ms", "a request's headers must arrive within this (also the idle keep-alive timeout)", None),
+    ("http.body_read_timeout_ms", "a request's body must arrive within this", None),
+    ("http.shutdown_grace_ms", "on stop, connections in flight get this long to finish", None),
+    ("http.max_viewers", "open dashboard event streams at most; one more is answered 503", None),
+    ("http.auth_token", "bearer token for /query/sql and POST /orders (all endpoints with protect_all); --auth-token, RTAP_AUTH_TOKEN (never printed by rtap config)", Some("\"a-long-random-secret\"")),
+    ("http.protect_all", "every endpoint but /health and the page's files needs the token", None),
+    ("http.allowed_hosts", "host names besides localhost a loopback rtap answers (DNS rebinding protection)", None),
+    ("http.cors_origins", "origins allowed to read answers cross-site; none by default", None),
     ("generator.rate_per_sec", "orders generated per second, 0 = as fast as the store takes them; --rate, RTAP_RATE", None),
     ("generator.seed", "generator seed (default: random, saved with the checkpoint); --seed, RTAP_SEED", Some("42")),
     ("generator.max_orders", "stop generating after this many orders; --max-orders, RTAP_MAX_ORDERS", Some("100000")),
@@ -141,8 +179,9 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("kafka.topic", "the orders topic; --topic, RTAP_TOPIC", None),
     ("kafka.partitions", "partitions when rtap creates the topic (1..10000); --partitions, RTAP_PARTITIONS", None),
     ("kafka.group", "consumer group of ingest; --group, RTAP_GROUP", None),
-    ("kafka.instance_id", "static group member id (default: xxh3 of host name and data directory); --instance-id, RTAP_INSTANCE_ID", Some("\"rtap-a\"")),
+    ("kafka.instance_id", "static group member id (default: made once from the host name and data directory, kept in <data_dir>/instance-id; \"\" = dynamic membership: the member leaves the group when it stops); --instance-id, RTAP_INSTANCE_ID", Some("\"rtap-a\"")),
     ("table.max_memory_rows", "seal the in-memory rows into a Parquet segment at this many rows", None),
+    ("table.max_unsealed_rows", "ingest stops taking rows (the source waits) while this many are not sealed, e.g. on a full disk", None),
     ("table.seal_after_secs", "... or when the oldest is this old: also the checkpoint interval; --checkpoint-interval, RTAP_CHECKPOINT_INTERVAL", None),
     ("table.retention_ms", "segments whose newest row is older than this are dropped (30 days)", None),
     ("table.merge_target_rows", "small segments are merged into segments of up to this many rows", None),
@@ -152,10 +191,29 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("ingest.max_message_bytes", "messages larger than this are dead-lettered unparsed", None),
     ("ingest.dedup_horizon_ms", "how far back in event time a re-delivered order is recognised", None),
     ("ingest.dedup_max_entries", "hard cap on remembered order ids", None),
-    ("ingest.decode_threads", "threads that parse a batch in parallel (default: the cores)", None),
+    ("ingest.decode_threads", "threads that parse a batch in parallel, 0 = one per core", None),
+    ("ingest.max_future_ms", "an order more than this ahead of the wall clock is dead-lettered", None),
+    ("ingest.max_age_ms", "an order older than this is dead-lettered (default: table.retention_ms)", Some("2592000000")),
+    ("ingest.max_amount", "largest absolute money amount of any field, in dollars; order_total must be >= 0", None),
+    ("ingest.max_line_items", "most line items one order may have", None),
+    ("ingest.max_item_quantity", "largest quantity (and free quantity) of one line item", None),
+    ("ingest.max_batch_bytes", "most payload bytes decoded as one batch", None),
+    ("ingest.max_pending_bytes", "payload bytes handed over by the source and not yet ingested; the source waits at this bound", None),
+    ("ingest.deadletter_max_file_bytes", "the dead-letter file is rotated at this size", None),
+    ("ingest.deadletter_max_files", "rotated dead-letter files kept (the oldest are deleted; the count stays exact)", None),
     ("sql.timeout_ms", "a query running longer is cancelled (Pinot error 250)", None),
-    ("sql.max_rows", "results are cut at this many rows (partialResult)", None),
-    ("windows.size_ms", "rolling window length", None),
+        ("sql.max_rows", "results are cut at this many rows (partialResult)", None),
+    ("sql.max_response_bytes", "... and at about this many bytes of result data", None),
+    ("sql.max_sql_bytes", "longest SQL text accepted", None),
+    ("sql.max_nesting_depth", "deepest nesting of parentheses accepted", None),
+    ("sql.max_operators", "most operators (+, =, AND, ...) in one query (a long chain is a deep expression tree)", None),
+    ("sql.memory_limit_bytes", "memory all queries may hold together (they spill to disk where they can)", None),
+    ("sql.query_memory_bytes", "memory one query may hold (Pinot error 245 past it)", None),
+    ("sql.max_concurrent", "user queries running at once", None),
+    ("sql.max_queued", "user queries waiting for a turn; past it \"server busy\" (Pinot error 211)", None),
+    ("sql.max_function_output", "most values one call of range, generate_series, repeat, lpad, rpad, array_repeat or array_resize may make per batch", None),
+    ("sql.threads", "threads of the query runtime, 0 = one per core", None),
+        ("windows.size_ms", "rolling window length (windows.* apply to a fresh data directory; a checkpoint keeps its own)", None),
     ("windows.advance_ms", "window hop (a multiple of it is the window length)", None),
     ("windows.grace_ms", "how late an order may be and still count in the windows", None),
 ];
@@ -205,6 +263,24 @@ impl RtapConfig {
         if k.brokers.as_deref().is_some_and(|b| b.trim().is_empty()) {
             anyhow::bail!("kafka.brokers must not be empty (leave it out to run without Kafka)");
         }
+        let h = &self.http;
+        if h.max_connections == 0 || h.max_viewers == 0 {
+            anyhow::bail!(
+                "http.max_connections and http.max_viewers must be at least 1, got {} and {}",
+                h.max_connections,
+                h.max_viewers
+            );
+        }
+        if h.header_read_timeout_ms == 0 || h.body_read_timeout_ms == 0 {
+            anyhow::bail!(
+                "http.header_read_timeout_ms and http.body_read_timeout_ms must be at least 1"
+            );
+        }
+        if h.auth_token.as_deref().is_some_and(|t| t.trim().len() < 8) {
+            anyhow::bail!(
+                "http.auth_token must be at least 8 characters (use a long random secret)"
+            );
+        }
         let s = self.table.seal_after_secs;
         if !(s.is_finite() && (0.1..=3600.0).contains(&s)) {
             anyhow::bail!("table.seal_after_secs (the checkpoint interval) must be from 0.1 to 3600 seconds, got {s}");
@@ -239,9 +315,8 @@ impl RtapConfig {
                 partitions: k.partitions,
                 replication: 1,
                 group: k.group.clone(),
-                instance_id: Some(k.instance_id.clone().unwrap_or_else(|| {
-                    sources::kafka::instance_id(&self.data_dir, &sources::kafka::host_name())
-                })),
+                // None: the pipeline reads (or makes) `<data_dir>/instance-id`.
+                instance_id: k.instance_id.clone(),
             })
     }
 }
@@ -249,7 +324,13 @@ impl RtapConfig {
 /// The configuration as a TOML file, every key preceded by what it means; optional keys that
 /// are not set appear commented out with an example.
 pub fn render(config: &RtapConfig) -> anyhow::Result<String> {
-    let plain = toml::to_string_pretty(config).context("cannot write the configuration as TOML")?;
+    let mut shown = config.clone();
+    if let Some(url) = &mut shown.store.database_url {
+        *url = redact_password(url);
+    }
+    // A secret never goes into a file rtap prints: give it with RTAP_AUTH_TOKEN.
+    shown.http.auth_token = None;
+    let plain = toml::to_string_pretty(&shown).context("cannot write the configuration as TOML")?;
     let doc = |path: &str| KEYS.iter().find(|(k, _, _)| *k == path);
     let mut out = String::from(
         "# rtap configuration: `rtap <command> --config FILE` (or RTAP_CONFIG=FILE).\n\
@@ -296,9 +377,36 @@ pub fn render(config: &RtapConfig) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db` (give the password with
+/// `RTAP_DATABASE_URL` instead of writing it into a file).
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(
+            redact_password("postgres://me:s3cret@db:5432/x"),
+            "postgres://me:***@db:5432/x"
+        );
+        assert_eq!(redact_password("postgres://me@db/x"), "postgres://me@db/x");
+        let mut c = RtapConfig::default();
+        c.store.database_url = Some("postgres://me:s3cret@db/x".into());
+        assert!(!render(&c).expect("renders").contains("s3cret"));
+    }
 
     #[test]
     fn an_empty_file_is_the_defaults() {
@@ -345,7 +453,7 @@ mod tests {
             ("[generator]\nrate_per_sec = -1.0\n", "generator.rate_per_sec must be 0 (unlimited) or a positive number, got -1"),
             ("[kafka]\npartitions = 0\n", "kafka.partitions must be from 1 to 10000, got 0"),
             ("[sql]\ntimeout_ms = 0\n", "sql.timeout_ms must be at least 1, got 0"),
-            ("[ingest]\ndecode_threads = 0\n", "ingest.decode_threads must be from 1 to 256, got 0"),
+            ("[ingest]\ndecode_threads = 300\n", "ingest.decode_threads must be from 0 (one per core) to 256, got 300"),
             ("[windows]\nsize_ms = 1500\n", "windows: window size 1500 ms must be a positive multiple of the advance 1000 ms"),
         ];
         for (text, expected) in cases {

@@ -6,100 +6,16 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{get_json, rtap, sql_rows, terminate, Broker};
+use common::{
+    assert_exactly, count, generated_ids, get_json, kill9, produce, rtap, serve, table_ids,
+    terminate, wait_count, Broker,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
-
-/// `rtap serve --kafka` on a free port; returns the child and the analytics URL.
-fn serve(data: &Path, broker: &str, extra: &[&str]) -> (Child, String) {
-    let mut cmd = rtap();
-    cmd.args([
-        "serve",
-        "--http-port",
-        "0",
-        "--dashboard-port",
-        "0",
-        "--checkpoint-interval",
-        "0.5",
-    ])
-    .args(["--kafka", broker, "--data-dir"])
-    .arg(data)
-    .args(extra)
-    .stderr(Stdio::null());
-    let s = common::start(cmd);
-    (s.child, s.http.expect("analytics URL"))
-}
-
-fn produce(broker: &str, data: &Path, args: &[&str]) -> Command {
-    let mut c = rtap();
-    c.args(["produce", "--kafka", broker, "--data-dir"])
-        .arg(data)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    c
-}
-
-fn count(http: &str) -> Option<u64> {
-    sql_rows(http, "SELECT COUNT(*) FROM orders")?
-        .first()?
-        .get(0)?
-        .as_u64()
-}
-
-fn wait_count(http: &str, n: u64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let c = count(http);
-        if c == Some(n) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the table has {c:?} orders, expected {n}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn table_ids(http: &str) -> Vec<String> {
-    sql_rows(http, "SELECT order_id FROM orders LIMIT 100000")
-        .expect("ids")
-        .iter()
-        .map(|r| r[0].as_str().expect("order_id").to_string())
-        .collect()
-}
-
-/// The ids the generator gives orders 1..=n of `seed`.
-fn generated_ids(seed: u64, n: u64) -> HashSet<String> {
-    let mut g = orders::Generator::new(orders::GeneratorConfig {
-        seed,
-        ..orders::GeneratorConfig::default()
-    });
-    (1..=n)
-        .map(|seq| g.generate(seq, 0).order_id.to_string())
-        .collect()
-}
-
-fn assert_exactly(ids: &[String], expected: &HashSet<String>) {
-    let set: HashSet<String> = ids.iter().cloned().collect();
-    assert_eq!(set.len(), ids.len(), "an order is in the table twice");
-    assert_eq!(set.len(), expected.len());
-    assert!(
-        &set == expected,
-        "the table's ids are not the produced ones"
-    );
-}
-
-fn kill9(child: &mut Child) {
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
-}
 
 #[test]
 fn produced_orders_reach_the_table_exactly_once_across_restarts_and_kills() {

@@ -82,7 +82,7 @@ fn load(table: &RealtimeTable, windows: &mut rolling::Windows, n: u64) -> (f64, 
                 record_time_ms: None,
             })
             .collect();
-        let out = ingestor.ingest(&messages);
+        let out = ingestor.ingest(&messages, now_ms());
         if let Some(b) = out.batch {
             for f in ingest::order_facts(&b) {
                 windows.observe(
@@ -192,14 +192,15 @@ async fn freshness(table: Arc<RealtimeTable>) {
         let order = g.generate(i + 1, now_ms());
         let json = order.to_json();
         let t = Instant::now();
-        let out = ingestor.ingest(&[Message {
+        let message = Message {
             position: Position {
                 partition: 0,
                 offset: i as i64,
             },
             payload: &json,
             record_time_ms: None,
-        }]);
+        };
+        let out = ingestor.ingest(&[message], now_ms());
         table.append(out.batch.expect("row")).expect("append");
         if i % 100 == 0 {
             let q = format!(

@@ -28,9 +28,23 @@ function setConn(state, text) {
   }
 }
 
+// The access token, when rtap was started with one and protects every endpoint: given once as
+// http://host:8501/#token=..., kept for this tab only (sessionStorage), and never sent in a
+// Referer or a server log (a fragment is not sent).
+function accessToken() {
+  const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
+  if (m) {
+    sessionStorage.setItem("rtap-token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem("rtap-token");
+}
+
 function connect() {
   if (source) source.close();
-  source = new EventSource("/api/stream");
+  const token = accessToken();
+  // EventSource cannot send headers: the token goes as access_token (over loopback or TLS).
+  source = new EventSource("/api/stream" + (token ? "?access_token=" + encodeURIComponent(token) : ""));
   source.addEventListener("snapshot", (e) => {
     lastMessageAt = Date.now();
     setConn("live", "live");

@@ -25,7 +25,6 @@ const MAX_SQL_BODY_BYTES: usize = 1024 * 1024;
 
 pub fn router(engine: Arc<SqlEngine>) -> Router {
     Router::new()
-        .route("/health", get(health))
         .route("/query/sql", get(query_get).post(query_post))
         .route("/orders/overview2", get(overview2))
         .route("/orders/ordersperminute", get(orders_per_minute))
@@ -67,10 +66,6 @@ pub async fn panels(engine: Arc<SqlEngine>) -> Value {
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no such endpoint: {method} {}", uri.path()))
-}
-
-async fn health(State(engine): State<Arc<SqlEngine>>) -> Json<Value> {
-    Json(json!({"status": "ok", "rows": engine.table().snapshot().rows()}))
 }
 
 /// Rows of a result as JSON objects keyed by the given names, in column order.

@@ -27,7 +27,11 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Query(sql::SqlError::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Query(
+                sql::SqlError::Timeout(_)
+                | sql::SqlError::Busy(_)
+                | sql::SqlError::ResourceLimit(_),
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Query(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

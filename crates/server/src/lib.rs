@@ -12,10 +12,14 @@
 //! - [`dashboard`]: the live dashboard (port 8501) and its server-sent snapshot stream.
 //! - [`status`]: `/api/status` and `/metrics` (Prometheus), request latency per endpoint.
 //! - [`error`]: the one place where errors become HTTP statuses and JSON bodies.
+//! - [`access`]: host check, cross-site writes, the bearer token, CORS.
+//! - [`listen`]: serving a router with bounds on every connection (count, timeouts, shutdown).
 
+pub mod access;
 pub mod analytics;
 pub mod dashboard;
 pub mod error;
+pub mod listen;
 pub mod orders_api;
 pub mod overview;
 pub mod status;

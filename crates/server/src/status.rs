@@ -180,9 +180,38 @@ async fn metrics(State(t): State<Arc<Telemetry>>) -> Response {
         .into_response()
 }
 
-/// `/api/status` and `/metrics`, to merge into a router.
+/// `GET /health`: 200 `{"status": "ok", "rows"}` while every stage runs, 503
+/// `{"status": "unhealthy", "failed": [{"stage", "error"}]}` once one has failed (what a load
+/// balancer or supervisor should watch).
+async fn health(State(t): State<Arc<Telemetry>>) -> Response {
+    let report = t.report();
+    let failed: Vec<Value> = report
+        .stages
+        .iter()
+        .filter(|s| s.state == "failed")
+        .map(|s| serde_json::json!({"stage": s.name, "error": s.last_error}))
+        .collect();
+    let rows = report
+        .stages
+        .iter()
+        .find(|s| s.name == "table")
+        .map(|s| s.detail["rows"].clone())
+        .unwrap_or(Value::Null);
+    if failed.is_empty() {
+        Json(serde_json::json!({"status": "ok", "rows": rows})).into_response()
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unhealthy", "failed": failed, "rows": rows})),
+        )
+            .into_response()
+    }
+}
+
+/// `/health`, `/api/status` and `/metrics`, to merge into a router.
 pub fn router(t: Arc<Telemetry>) -> Router {
     Router::new()
+        .route("/health", get(health))
         .route("/api/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(t)

@@ -94,7 +94,7 @@ fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) -> Windows {
     // The newest 300 orders (and their copies) stay in memory; the rest is sealed and merged.
     let (sealed, fresh) = messages.split_at(messages.len() - 300 * copies);
     let mut append = |chunk: &[Message<'_>]| {
-        let out = ingestor.ingest(chunk);
+        let out = ingestor.ingest(chunk, NOW);
         assert!(out.rejected.is_empty(), "{:?}", out.rejected);
         if let Some(b) = out.batch {
             for f in ingest::order_facts(&b) {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use ingest::{OwnedMessage, Position, SourceEvent};
+use ingest::{Batch, ByteBudget, OwnedMessage, Position, SourceEvent};
 use tokio::sync::{mpsc, watch};
 
 use crate::feed::{OrderFeed, TapBatch};
@@ -47,15 +47,31 @@ impl EmbeddedSource {
         feed: Arc<OrderFeed>,
         mut tap: mpsc::Receiver<TapBatch>,
         ingest: mpsc::Sender<SourceEvent>,
+        budget: ByteBudget,
     ) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let (done_tx, done) = std::sync::mpsc::channel();
+        // Waits for its share of the pending-bytes budget, so the generator waits too (the tap
+        // fills) when ingest is behind.
+        let hand_over = move |batch: TapBatch| {
+            let ingest = ingest.clone();
+            let budget = budget.clone();
+            async move {
+                let messages = messages(batch);
+                let bytes = messages.iter().map(|m| m.payload.len()).sum();
+                let permit = budget.acquire(bytes).await;
+                ingest
+                    .send(SourceEvent::Batch(Batch::new(messages, Some(permit))))
+                    .await
+                    .is_ok()
+            }
+        };
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     batch = tap.recv() => match batch {
                         Some(b) => {
-                            if ingest.send(SourceEvent::Batch(messages(b))).await.is_err() {
+                            if !hand_over(b).await {
                                 break;
                             }
                         }
@@ -64,7 +80,7 @@ impl EmbeddedSource {
                     _ = async { let _ = stopped.wait_for(|s| *s).await; } => {
                         // Hand over what is already queued, then nothing more.
                         while let Ok(b) = tap.try_recv() {
-                            if ingest.send(SourceEvent::Batch(messages(b))).await.is_err() {
+                            if !hand_over(b).await {
                                 break;
                             }
                         }
@@ -83,14 +99,6 @@ impl EmbeddedSource {
 }
 
 impl Source for EmbeddedSource {
-    fn kind(&self) -> &'static str {
-        "generator"
-    }
-
-    fn describe(&self) -> String {
-        format!("the order store ({})", self.feed.store().describe())
-    }
-
     fn on_checkpoint(&self) -> CheckpointHook {
         // The store keeps every order: nothing to let go of.
         Box::new(|_| {})

@@ -46,11 +46,6 @@ pub struct SourceReport {
 /// in order, and only lets go of what it emitted (commits) when told a checkpoint holding it is
 /// durable.
 pub trait Source: Send + Sync {
-    /// The kind recorded in checkpoints: one data directory holds data of one kind.
-    fn kind(&self) -> &'static str;
-    /// Where the orders come from ("Kafka topic T on B", "the order store (...)"), for banners
-    /// and error messages.
-    fn describe(&self) -> String;
     /// What to call when a checkpoint holding everything before its positions is durable (the
     /// ingest loop calls it; Kafka commits the offsets to the group).
     fn on_checkpoint(&self) -> CheckpointHook;
@@ -64,4 +59,13 @@ pub trait Source: Send + Sync {
     /// Messages behind the source's end (orders stored but not ingested, or Kafka lag), when
     /// known.
     fn lag(&self, ingested: &Offsets) -> Option<u64>;
+    /// Lag per partition, when the source has partitions (Kafka).
+    fn partition_lag(&self, _ingested: &Offsets) -> Vec<(i32, u64)> {
+        Vec::new()
+    }
+    /// Set when the source can no longer go on exactly (partitions revoked without a
+    /// checkpoint): the pipeline restarts from its last checkpoint.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }

@@ -123,22 +123,58 @@ fn unquoted(t: &Token) -> Option<&Word> {
     }
 }
 
-/// Index of the `)` matching the `(` at `open`.
-fn matching_paren(tokens: &[Token], open: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    for (j, t) in tokens.iter().enumerate().skip(open) {
+/// For every `(`, the index of its matching `)` (None when it has none), in one pass.
+fn matching_parens(tokens: &[Token]) -> Vec<Option<usize>> {
+    let mut out = vec![None; tokens.len()];
+    let mut open = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
         match t {
-            Token::LParen => depth += 1,
+            Token::LParen => open.push(i),
             Token::RParen => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(j);
+                if let Some(o) = open.pop() {
+                    out[o] = Some(i);
                 }
             }
             _ => {}
         }
     }
-    None
+    out
+}
+
+/// A Pinot aggregate call `NAME(inner)` as DataFusion tokens, or None when `name` is not one.
+fn pinot_aggregate(name: &str, inner: &[Token]) -> Option<Vec<Token>> {
+    let call = |f: &str, reduce: &str| -> Vec<Token> {
+        let mut v = vec![word(f), Token::LParen, word(reduce), Token::LParen];
+        v.extend_from_slice(inner);
+        v.extend([Token::RParen, Token::RParen]);
+        v
+    };
+    Some(match name {
+        "SUMMV" => call("sum", "mv_sum"),
+        "COUNTMV" => call("sum", "mv_count"),
+        "MINMV" => call("min", "mv_min"),
+        "MAXMV" => call("max", "mv_max"),
+        "AVGMV" => {
+            let mut v = vec![Token::LParen];
+            v.extend(call("sum", "mv_sum"));
+            v.push(Token::Div);
+            v.extend(call("sum", "mv_count"));
+            v.push(Token::RParen);
+            v
+        }
+        "DISTINCTCOUNT" => {
+            let mut v = vec![
+                word("count"),
+                Token::LParen,
+                word("DISTINCT"),
+                Token::Whitespace(Whitespace::Space),
+            ];
+            v.extend_from_slice(inner);
+            v.push(Token::RParen);
+            v
+        }
+        _ => return None,
+    })
 }
 
 /// The rewritten query and the grain it runs at.
@@ -246,56 +282,28 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Rewritten, SqlError> {
         }
     }
 
-    // Pinot aggregate functions.
+    // Pinot aggregate functions, in one pass: the matching parentheses are found once, and the
+    // output is built as a new list (no splicing), so the rewrite is linear in the query's
+    // length. The arguments of a replaced call are copied as they are.
+    let matches = matching_parens(&tokens);
+    let mut out = Vec::with_capacity(tokens.len());
     let mut i = 0;
     while i < tokens.len() {
         let name = unquoted(&tokens[i]).map(|w| w.value.to_uppercase());
         let open = next_significant(&tokens, i).filter(|&j| tokens[j] == Token::LParen);
         if let (Some(name), Some(open)) = (name, open) {
-            if let Some(close) = matching_paren(&tokens, open) {
-                let inner: Vec<Token> = tokens[open + 1..close].to_vec();
-                let call = |f: &str, reduce: &str, inner: &[Token]| -> Vec<Token> {
-                    let mut v = vec![word(f), Token::LParen, word(reduce), Token::LParen];
-                    v.extend_from_slice(inner);
-                    v.extend([Token::RParen, Token::RParen]);
-                    v
-                };
-                let replacement = match name.as_str() {
-                    "SUMMV" => Some(call("sum", "mv_sum", &inner)),
-                    "COUNTMV" => Some(call("sum", "mv_count", &inner)),
-                    "MINMV" => Some(call("min", "mv_min", &inner)),
-                    "MAXMV" => Some(call("max", "mv_max", &inner)),
-                    "AVGMV" => {
-                        let mut v = vec![Token::LParen];
-                        v.extend(call("sum", "mv_sum", &inner));
-                        v.push(Token::Div);
-                        v.extend(call("sum", "mv_count", &inner));
-                        v.push(Token::RParen);
-                        Some(v)
-                    }
-                    "DISTINCTCOUNT" => {
-                        let mut v = vec![
-                            word("count"),
-                            Token::LParen,
-                            word("DISTINCT"),
-                            Token::Whitespace(Whitespace::Space),
-                        ];
-                        v.extend(inner);
-                        v.push(Token::RParen);
-                        Some(v)
-                    }
-                    _ => None,
-                };
-                if let Some(replacement) = replacement {
-                    let len = replacement.len();
-                    tokens.splice(i..=close, replacement);
-                    i += len;
+            if let Some(close) = matches[open] {
+                if let Some(replacement) = pinot_aggregate(&name, &tokens[open + 1..close]) {
+                    out.extend(replacement);
+                    i = close + 1;
                     continue;
                 }
             }
         }
+        out.push(tokens[i].clone());
         i += 1;
     }
+    let mut tokens = out;
 
     // A boolean column compared with 'true' / 'false'.
     for i in 0..tokens.len() {

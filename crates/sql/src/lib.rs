@@ -2,37 +2,71 @@
 //!
 //! The query side of the realtime table: what a Pinot broker did in the original. A query in
 //! Pinot's dialect is rewritten to DataFusion SQL ([`dialect`]), planned against the table's
-//! current snapshot with rtap's functions ([`functions`]), run under a time limit and a row
-//! limit, and answered in Pinot's broker response shape ([`response`]) so Pinot clients work
-//! unchanged. Read-only: anything but a query is refused before it is planned. Knows nothing of
-//! HTTP or Kafka.
+//! current snapshot with rtap's functions ([`functions`]), run under limits, and answered in
+//! Pinot's broker response shape ([`response`]) so Pinot clients work unchanged. Read-only:
+//! anything but a query is refused before it is planned. Knows nothing of HTTP or Kafka.
+//!
+//! Every query is bounded, so no query can take rtap down ([`engine`], [`limits`],
+//! [`bounded`]): the text's length and nesting, how many run at once and wait, the time
+//! (rewrite, planning and execution all inside it, on a runtime of their own so the HTTP
+//! runtime never waits behind a query), the memory of each query and of all together
+//! (DataFusion's memory pool; sorts and aggregates spill), what the functions that multiply
+//! their input may produce, and the rows and bytes of the answer.
+//!
+//! Layout:
+//! - [`engine`]: [`SqlEngine`], its runtime and one query's life.
+//! - [`limits`]: the concurrency gate and the per-query memory pool.
+//! - [`bounded`]: `range`, `repeat`, `lpad` & co. with a bound on what they make.
+//! - [`dialect`], [`functions`], [`response`]: Pinot's language in, Pinot's answer out.
 
+pub mod bounded;
 pub mod dialect;
+pub mod engine;
 pub mod functions;
+pub mod limits;
 pub mod response;
-
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
-use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
-use datafusion::physical_plan::{collect, ExecutionPlan};
-use table::{RealtimeTable, TableScan};
 
 pub use dialect::Grain;
+pub use engine::{Lane, SqlEngine};
 pub use functions::NowMs;
 
-/// Settings of the SQL engine.
+/// Settings of the SQL engine; every limit is one of these keys (`[sql]` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SqlConfig {
-    /// A query running longer than this is cancelled (Pinot error 250).
+    /// A query running longer than this (waiting, rewrite, planning and execution) is cancelled
+    /// (Pinot error 250).
     pub timeout_ms: u64,
     /// Results are cut at this many rows (`partialResult: true`).
     pub max_rows: usize,
+    /// ... and at about this many bytes of result data.
+    pub max_response_bytes: usize,
+    /// Longest SQL text accepted.
+    pub max_sql_bytes: usize,
+    /// Deepest nesting of parentheses accepted.
+    pub max_nesting_depth: usize,
+    /// Most operators (`+`, `=`, `AND`, ...) in one query: a long chain of them is an
+    /// expression tree as deep as it is long.
+    pub max_operators: usize,
+    /// Memory all running queries may hold together (sorts, aggregates, joins; they spill to
+    /// disk where DataFusion can), in bytes.
+    pub memory_limit_bytes: usize,
+    /// Memory one query may hold.
+    pub query_memory_bytes: usize,
+    /// Queries from `/query/sql` running at once ...
+    pub max_concurrent: usize,
+    /// ... and waiting for a turn; past that a query is refused at once as "server busy"
+    /// (Pinot error 211).
+    pub max_queued: usize,
+    /// Most values (elements, or bytes of text) one call of `range`, `generate_series`,
+    /// `repeat`, `lpad`, `rpad`, `array_repeat` or `array_resize` may make for a batch of rows.
+    pub max_function_output: usize,
+    /// Threads of the runtime queries run on (0: one per core).
+    pub threads: usize,
 }
 
 impl Default for SqlConfig {
@@ -40,6 +74,16 @@ impl Default for SqlConfig {
         SqlConfig {
             timeout_ms: 10_000,
             max_rows: 100_000,
+            max_response_bytes: 32 * 1024 * 1024,
+            max_sql_bytes: 256 * 1024,
+            max_nesting_depth: 64,
+            max_operators: 1_000,
+            memory_limit_bytes: 512 * 1024 * 1024,
+            query_memory_bytes: 256 * 1024 * 1024,
+            max_concurrent: 2,
+            max_queued: 8,
+            max_function_output: 4_000_000,
+            threads: 0,
         }
     }
 }
@@ -47,11 +91,36 @@ impl Default for SqlConfig {
 impl SqlConfig {
     /// Checks every value; the message names the key and the bad value.
     pub fn validate(&self) -> Result<(), String> {
+        let at_least = |name: &str, value: usize, min: usize| {
+            if value < min {
+                Err(format!("{name} must be at least {min}, got {value}"))
+            } else {
+                Ok(())
+            }
+        };
         if self.timeout_ms == 0 {
             return Err("timeout_ms must be at least 1, got 0".into());
         }
-        if self.max_rows == 0 {
-            return Err("max_rows must be at least 1, got 0".into());
+        at_least("max_rows", self.max_rows, 1)?;
+        at_least("max_response_bytes", self.max_response_bytes, 1024)?;
+        at_least("max_sql_bytes", self.max_sql_bytes, 64)?;
+        at_least("max_nesting_depth", self.max_nesting_depth, 4)?;
+        at_least("max_operators", self.max_operators, 16)?;
+        at_least("memory_limit_bytes", self.memory_limit_bytes, 1024 * 1024)?;
+        at_least("query_memory_bytes", self.query_memory_bytes, 1024 * 1024)?;
+        if self.query_memory_bytes > self.memory_limit_bytes {
+            return Err(format!(
+                "query_memory_bytes ({}) must not be over memory_limit_bytes ({})",
+                self.query_memory_bytes, self.memory_limit_bytes
+            ));
+        }
+        at_least("max_concurrent", self.max_concurrent, 1)?;
+        at_least("max_function_output", self.max_function_output, 1)?;
+        if self.threads > 256 {
+            return Err(format!(
+                "threads must be from 0 (one per core) to 256, got {}",
+                self.threads
+            ));
         }
         Ok(())
     }
@@ -72,6 +141,12 @@ pub enum SqlError {
     Execution(String),
     #[error("ExecutionTimeoutError: query did not finish within {0} ms")]
     Timeout(u64),
+    /// Too many queries running and waiting.
+    #[error("ServerOutOfCapacityError: {0}")]
+    Busy(String),
+    /// The query (or all queries together) needed more memory than allowed.
+    #[error("ServerResourceLimitExceededError: {0}")]
+    ResourceLimit(String),
 }
 
 impl SqlError {
@@ -80,6 +155,8 @@ impl SqlError {
         match self {
             SqlError::Parse(_) => 150,
             SqlError::Execution(_) => 200,
+            SqlError::Busy(_) => 211,
+            SqlError::ResourceLimit(_) => 245,
             SqlError::Timeout(_) => 250,
             SqlError::Refused(_) | SqlError::Invalid(_) => 700,
             SqlError::UnknownColumn(_) => 710,
@@ -87,6 +164,14 @@ impl SqlError {
     }
 
     fn from_datafusion(e: DataFusionError) -> Self {
+        let text = e.to_string();
+        if text.contains("spilling process has exceeded") {
+            return SqlError::ResourceLimit(
+                "the query's spill files reached their limit (four times sql.memory_limit_bytes, \
+                 all queries together)"
+                    .into(),
+            );
+        }
         match e.find_root() {
             DataFusionError::SQL(p, _) => SqlError::Parse(p.to_string()),
             DataFusionError::SchemaError(s, _) => {
@@ -104,7 +189,13 @@ impl SqlError {
                     SqlError::Invalid(m.clone())
                 }
             }
+            DataFusionError::ResourcesExhausted(m) => {
+                SqlError::ResourceLimit(limits::memory_message(m))
+            }
             DataFusionError::NotImplemented(m) => SqlError::Invalid(format!("not supported: {m}")),
+            DataFusionError::Execution(m) if m.contains(bounded::OVER_LIMIT) => {
+                SqlError::ResourceLimit(m.clone())
+            }
             other => SqlError::Execution(other.to_string()),
         }
     }
@@ -119,8 +210,10 @@ pub struct QueryOutput {
     pub docs_scanned: u64,
     /// Rows in the table at the time of the query.
     pub total_docs: u64,
-    /// More rows than the row limit: the result was cut.
+    /// More rows (or bytes) than the limits: the result was cut.
     pub truncated: bool,
+    /// Why it was cut, naming the limit.
+    pub truncated_reason: Option<String>,
     pub time_used_ms: u64,
     pub grain: Grain,
 }
@@ -128,222 +221,5 @@ pub struct QueryOutput {
 impl QueryOutput {
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
-    }
-}
-
-/// Plans and runs queries against one realtime table, registered as `orders`.
-pub struct SqlEngine {
-    ctx: SessionContext,
-    table: Arc<RealtimeTable>,
-    catalog: dialect::Catalog,
-    config: SqlConfig,
-    now_ms: NowMs,
-}
-
-impl std::fmt::Debug for SqlEngine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlEngine")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The statements a read-only endpoint accepts.
-fn first_keyword_allowed(sql: &str) -> Result<(), SqlError> {
-    // Skip white space, parentheses and comments before the first word.
-    let mut rest = sql;
-    loop {
-        let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
-        if let Some(comment) = trimmed.strip_prefix("--") {
-            rest = comment.split_once('\n').map_or("", |(_, after)| after);
-        } else if let Some(comment) = trimmed.strip_prefix("/*") {
-            rest = comment.split_once("*/").map_or("", |(_, after)| after);
-        } else {
-            rest = trimmed;
-            break;
-        }
-    }
-    let first = rest
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or_default()
-        .to_ascii_uppercase();
-    const WRITES: &[&str] = &[
-        "INSERT",
-        "UPDATE",
-        "DELETE",
-        "DROP",
-        "CREATE",
-        "ALTER",
-        "TRUNCATE",
-        "MERGE",
-        "COPY",
-        "SET",
-        "RESET",
-        "GRANT",
-        "REVOKE",
-        "REPLACE",
-        "UPSERT",
-        "ATTACH",
-        "DETACH",
-        "VACUUM",
-        "CALL",
-        "EXECUTE",
-        "PREPARE",
-        "DEALLOCATE",
-        "BEGIN",
-        "COMMIT",
-        "ROLLBACK",
-        "USE",
-    ];
-    match first.as_str() {
-        "" => Err(SqlError::Parse("the query is empty".into())),
-        w if WRITES.contains(&w) => Err(SqlError::Refused(format!(
-            "{w} statements are refused: /query/sql is read-only and runs SELECT queries only"
-        ))),
-        // Anything else goes to the parser, which says what is wrong; DataFusion's SQL options
-        // refuse any statement that is not a query all the same.
-        _ => Ok(()),
-    }
-}
-
-fn docs_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
-    let children = plan.children();
-    if children.is_empty() {
-        return plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
-    }
-    children.into_iter().map(docs_scanned).sum()
-}
-
-impl SqlEngine {
-    pub fn new(
-        table: Arc<RealtimeTable>,
-        config: SqlConfig,
-        now_ms: NowMs,
-    ) -> Result<Self, SqlError> {
-        let session = SessionConfig::new()
-            .with_target_partitions(2)
-            .with_information_schema(false)
-            .set_bool("datafusion.execution.parquet.pushdown_filters", true);
-        let ctx = SessionContext::new_with_config(session);
-        ctx.register_table("orders", Arc::new(TableScan::new(table.clone())))
-            .map_err(SqlError::from_datafusion)?;
-        for f in functions::all(now_ms.clone()) {
-            ctx.register_udf(f);
-        }
-        let catalog = dialect::Catalog::new("orders", table.schema());
-        Ok(SqlEngine {
-            ctx,
-            table,
-            catalog,
-            config,
-            now_ms,
-        })
-    }
-
-    /// "Now" as `ago()` sees it.
-    pub fn now_ms(&self) -> i64 {
-        self.now_ms.now_ms()
-    }
-
-    pub fn table(&self) -> &Arc<RealtimeTable> {
-        &self.table
-    }
-
-    pub fn config(&self) -> &SqlConfig {
-        &self.config
-    }
-
-    /// Runs one query of the Pinot dialect; `params` bind `$1`, `$2`, ... as values (never as
-    /// SQL text).
-    pub async fn run(&self, sql: &str, params: Vec<ScalarValue>) -> Result<QueryOutput, SqlError> {
-        let started = Instant::now();
-        first_keyword_allowed(sql)?;
-        let rewritten = dialect::rewrite(sql, &self.catalog)?;
-        tracing::debug!(sql = %rewritten.sql, "rewritten query");
-        let total_docs = self.table.snapshot().rows();
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let max_rows = self.config.max_rows;
-        let work = async {
-            let mut df = self
-                .ctx
-                .sql_with_options(&rewritten.sql, options)
-                .await
-                .map_err(SqlError::from_datafusion)?;
-            if !params.is_empty() {
-                df = df
-                    .with_param_values(params)
-                    .map_err(SqlError::from_datafusion)?;
-            }
-            let df = df
-                .limit(0, Some(max_rows + 1))
-                .map_err(SqlError::from_datafusion)?;
-            let plan = df
-                .create_physical_plan()
-                .await
-                .map_err(SqlError::from_datafusion)?;
-            let batches = collect(plan.clone(), self.ctx.task_ctx())
-                .await
-                .map_err(SqlError::from_datafusion)?;
-            Ok::<_, SqlError>((plan, batches))
-        };
-        let (plan, mut batches) =
-            tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), work)
-                .await
-                .map_err(|_| SqlError::Timeout(self.config.timeout_ms))??;
-        let schema = plan.schema();
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let truncated = rows > max_rows;
-        if truncated {
-            let mut keep = max_rows;
-            batches = batches
-                .into_iter()
-                .filter_map(|b| {
-                    let n = b.num_rows().min(keep);
-                    keep -= n;
-                    (n > 0).then(|| b.slice(0, n))
-                })
-                .collect();
-        }
-        Ok(QueryOutput {
-            schema,
-            batches,
-            docs_scanned: docs_scanned(&plan),
-            total_docs,
-            truncated,
-            time_used_ms: started.elapsed().as_millis() as u64,
-            grain: rewritten.grain,
-        })
-    }
-
-    /// Runs a query and answers in Pinot's broker response shape; errors are in `exceptions`.
-    pub async fn query_pinot(&self, sql: &str) -> serde_json::Value {
-        let started = Instant::now();
-        match self.run(sql, Vec::new()).await {
-            Ok(out) => response::broker_response(&out),
-            Err(e) => response::broker_error(&e, started.elapsed().as_millis() as u64),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_queries_pass_the_guard() {
-        assert!(first_keyword_allowed("-- a comment\n/* another */ (SELECT 1)").is_ok());
-        assert!(first_keyword_allowed("  with x as (select 1) select * from x").is_ok());
-        assert!(matches!(
-            first_keyword_allowed("-- hi\nDELETE FROM orders"),
-            Err(SqlError::Refused(_))
-        ));
-        assert!(matches!(
-            first_keyword_allowed("-- only a comment"),
-            Err(SqlError::Parse(_))
-        ));
     }
 }

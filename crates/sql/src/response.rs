@@ -108,7 +108,8 @@ pub fn broker_response(out: &QueryOutput) -> Value {
         "numDocsScanned": out.docs_scanned,
         "totalDocs": out.total_docs,
         "numRowsResultSet": out.num_rows(),
-        "partialResult": out.truncated,
+                "partialResult": out.truncated,
+        "partialResultReason": out.truncated_reason,
         "numGroupsLimitReached": false,
         "timeUsedMs": out.time_used_ms,
     })

@@ -68,7 +68,12 @@ async fn bounded_queries_skip_segments_and_retention_drops_old_ones() {
             })
             .collect();
         table
-            .append(ingestor.ingest(&msgs).batch.expect("rows"))
+            .append(
+                ingestor
+                    .ingest(&msgs, T0 + day * 24 * HOUR + HOUR)
+                    .batch
+                    .expect("rows"),
+            )
             .expect("append");
         table.flush().expect("seal one segment per day");
     }

@@ -164,6 +164,8 @@ impl RealtimeTable {
                 manifest.segments.push(entry.clone());
                 manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
                 if let Err(e) = manifest.store(&self.dir) {
+                    // The file is in no manifest: remove it now rather than leave it behind.
+                    let _ = std::fs::remove_file(self.dir.join(&entry.file));
                     return self.seal_failed(w, batches, e);
                 }
                 w.manifest = manifest;
@@ -171,7 +173,9 @@ impl RealtimeTable {
                     .push(Arc::new(Segment::new(entry, &self.dir, self.trash.clone())));
                 w.segments
                     .sort_by_key(|s| (s.entry.min_time_ms, s.entry.id));
-                w.last_error = None;
+                w.failures = 0;
+                w.retry_at_ms = i64::MIN;
+                self.set_error(None);
                 self.publish(w);
                 Ok(true)
             }
@@ -188,7 +192,7 @@ impl RealtimeTable {
                 manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
                 if let Err(e) = manifest.store(&self.dir) {
                     let _ = std::fs::remove_file(self.dir.join(&entry.file));
-                    w.last_error = Some(e.to_string());
+                    self.failed(w, &e);
                     return Err(e);
                 }
                 w.manifest = manifest;
@@ -205,10 +209,19 @@ impl RealtimeTable {
             }
             (JobKind::Merge { .. }, Err(e)) => {
                 let _ = std::fs::remove_file(self.dir.join(segment_file(job.id)));
-                w.last_error = Some(e.to_string());
+                self.failed(w, &e);
                 Err(e)
             }
         }
+    }
+
+    /// A background job failed (a full disk, an I/O error): the next one waits a backoff,
+    /// doubling from 1 s to 30 s, instead of retrying every second.
+    fn failed(&self, w: &mut Writer, e: &TableError) {
+        w.failures = w.failures.saturating_add(1);
+        let backoff_ms = (1_000i64 << (w.failures - 1).min(5)).min(30_000);
+        w.retry_at_ms = self.monotonic_ms().saturating_add(backoff_ms);
+        self.set_error(Some(e.to_string()));
     }
 
     /// A failed seal puts its batches back in front of the mutable segment: nothing is lost,
@@ -223,7 +236,9 @@ impl RealtimeTable {
         batches.append(&mut w.mutable);
         w.mutable = batches;
         w.mutable_rows += rows;
-        w.last_error = Some(e.to_string());
+        // These rows are overdue: seal them as soon as the backoff allows.
+        w.mutable_since = Some(i64::MIN);
+        self.failed(w, &e);
         self.publish(w);
         Err(e)
     }

@@ -39,6 +39,9 @@ pub struct TableConfig {
     /// ... or once its oldest row is this old: rtap checkpoints with every seal, so this is also
     /// the checkpoint interval.
     pub seal_after_secs: f64,
+    /// Ingest stops taking new rows (the source waits) while this many rows are not sealed yet,
+    /// e.g. while seals fail on a full disk: memory stays bounded, nothing is dropped.
+    pub max_unsealed_rows: usize,
     /// Rows are dropped once their whole segment is older than this (event time vs wall clock).
     pub retention_ms: i64,
     /// Small segments are merged into segments of up to this many rows.
@@ -55,6 +58,7 @@ impl Default for TableConfig {
         TableConfig {
             max_memory_rows: 100_000,
             seal_after_secs: 5.0,
+            max_unsealed_rows: 200_000,
             retention_ms: 30 * 24 * 3_600_000,
             merge_target_rows: 1_000_000,
             merge_min_segments: 8,
@@ -69,6 +73,12 @@ impl TableConfig {
         let bad = |m: String| Err(TableError::Config(m));
         if self.max_memory_rows == 0 {
             return bad("max_memory_rows must be at least 1".into());
+        }
+        if self.max_unsealed_rows < self.max_memory_rows {
+            return bad(format!(
+                "max_unsealed_rows must be at least max_memory_rows ({}), got {}",
+                self.max_memory_rows, self.max_unsealed_rows
+            ));
         }
         if !(self.seal_after_secs.is_finite() && self.seal_after_secs > 0.0) {
             return bad(format!(

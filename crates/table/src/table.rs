@@ -101,14 +101,15 @@ pub(crate) struct Writer {
     pub(crate) segments: Vec<SegmentRef>,
     pub(crate) mutable: Vec<RecordBatch>,
     pub(crate) mutable_rows: u64,
-    /// When (clock ms) the oldest row still in memory was appended.
+    /// When (monotonic clock ms) the oldest row still in memory was appended.
     pub(crate) mutable_since: Option<i64>,
     /// The background seal in flight (at most one).
     pub(crate) seal_job: Option<Job>,
     /// The background merge in flight (at most one; runs beside a seal).
     pub(crate) merge_job: Option<Job>,
-    /// The last background failure, reported by `maintain` and kept for status pages.
-    pub(crate) last_error: Option<String>,
+    /// Background jobs that failed in a row, and when (monotonic clock ms) the next may start.
+    pub(crate) failures: u32,
+    pub(crate) retry_at_ms: i64,
 }
 
 pub struct RealtimeTable {
@@ -121,6 +122,9 @@ pub struct RealtimeTable {
     writer: Mutex<Writer>,
     pub(crate) trash: Arc<Trash>,
     clock: SharedClock,
+    /// The last background failure, for status pages: its own lock, so reading it never waits
+    /// for the writer.
+    last_error: Mutex<Option<String>>,
 }
 
 /// How long a retired segment file stays on disk after its last snapshot is gone: longer than
@@ -295,15 +299,21 @@ impl RealtimeTable {
                 mutable_since: None,
                 seal_job: None,
                 merge_job: None,
-                last_error: None,
+                failures: 0,
+                retry_at_ms: i64::MIN,
             }),
             trash,
             clock,
+            last_error: Mutex::new(None),
         };
         let w = table.lock_writer();
         table.publish(&w);
         drop(w);
         Ok(table)
+    }
+
+    pub fn config(&self) -> &TableConfig {
+        &self.config
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -329,6 +339,11 @@ impl RealtimeTable {
     /// What the table's clock says now.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// The table's monotonic clock (for ages and backoffs).
+    pub(crate) fn monotonic_ms(&self) -> i64 {
+        self.clock.monotonic_ms()
     }
 
     pub(crate) fn lock_writer(&self) -> MutexGuard<'_, Writer> {
@@ -376,7 +391,7 @@ impl RealtimeTable {
         let mut w = self.lock_writer();
         w.mutable_rows += batch.num_rows() as u64;
         w.mutable.push(batch);
-        let now = self.clock.now_ms();
+        let now = self.clock.monotonic_ms();
         w.mutable_since.get_or_insert(now);
         self.publish(&w);
         Ok(())
@@ -404,10 +419,15 @@ impl RealtimeTable {
         if let Err(e) = self.apply_retention(&mut w, now_ms) {
             report.error = Some(e);
         }
+        // Ages are measured on the monotonic clock: a wall clock stepped back must not delay
+        // seals (and so checkpoints and Kafka commits).
+        let mono_ms = self.clock.monotonic_ms();
         let seal_after_ms = (self.config.seal_after_secs * 1000.0) as i64;
-        let due = w.mutable_rows >= self.config.max_memory_rows as u64
-            || w.mutable_since
-                .is_some_and(|t| now_ms.saturating_sub(t) >= seal_after_ms);
+        let backing_off = mono_ms < w.retry_at_ms;
+        let due = !backing_off
+            && (w.mutable_rows >= self.config.max_memory_rows as u64
+                || w.mutable_since
+                    .is_some_and(|t| mono_ms.saturating_sub(t) >= seal_after_ms));
         // Backpressure: when rows arrive faster than a seal writes them, the writer waits for
         // the seal in flight rather than letting memory grow without bound.
         if w.seal_job.is_some() && w.mutable_rows >= 2 * self.config.max_memory_rows as u64 {
@@ -418,7 +438,7 @@ impl RealtimeTable {
             self.start_seal(&mut w);
             report.seal_started = true;
         }
-        if w.merge_job.is_none() {
+        if w.merge_job.is_none() && !backing_off {
             self.start_merge_if_due(&mut w);
         }
         report
@@ -445,7 +465,17 @@ impl RealtimeTable {
 
     /// The last error of a background seal or merge, if the latest one failed.
     pub fn last_error(&self) -> Option<String> {
-        self.lock_writer().last_error.clone()
+        match self.last_error.lock() {
+            Ok(e) => e.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set_error(&self, error: Option<String>) {
+        match self.last_error.lock() {
+            Ok(mut e) => *e = error,
+            Err(poisoned) => *poisoned.into_inner() = error,
+        }
     }
 
     /// The manifest as last stored.

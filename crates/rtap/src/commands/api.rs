@@ -8,6 +8,8 @@ use crate::pipeline::{http, open_feed, open_store, rate_text};
 
 pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    let stop = crate::signals::stop_signal();
+    http::warn_if_open(&config);
     let store = open_store(&config).await?;
     let seed = config
         .generator
@@ -24,7 +26,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     println!("  try: curl 'http://{addr}/orders?page=1&limit=5'");
     println!("  stop with Ctrl-C");
     let generator = tokio::spawn(feed.run(stop_rx));
-    crate::signals::stop_signal().await;
+    stop.await;
     tracing::info!("stopping: generator first, then HTTP");
     let _ = stop_tx.send(true);
     let made = generator.await.context("generator task failed")?;

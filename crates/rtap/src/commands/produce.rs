@@ -115,8 +115,9 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
+        let signal = crate::signals::stop_signal();
         tokio::spawn(async move {
-            crate::signals::stop_signal().await;
+            signal.await;
             stop.store(true, Ordering::Release);
         });
     }

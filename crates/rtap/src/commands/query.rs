@@ -23,12 +23,13 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             "http://{}/query/sql",
             SocketAddr::new(config.http.bind, config.http.http_port)
         );
-        match reqwest::Client::new()
+        let mut request = reqwest::Client::new()
             .post(&url)
-            .json(&serde_json::json!({"sql": args.sql}))
-            .send()
-            .await
-        {
+            .json(&serde_json::json!({"sql": args.sql}));
+        if let Some(token) = &config.http.auth_token {
+            request = request.bearer_auth(token);
+        }
+        match request.send().await {
             Ok(resp) => resp
                 .json::<serde_json::Value>()
                 .await

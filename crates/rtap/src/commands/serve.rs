@@ -5,8 +5,5 @@ use crate::pipeline::{self, Mode};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let running = pipeline::start(&config, Mode::Serve, clock::system()).await?;
-    running.print_banner();
-    crate::signals::stop_signal().await;
-    running.shutdown().await
+    pipeline::supervise::run(config, Mode::Serve, clock::system()).await
 }

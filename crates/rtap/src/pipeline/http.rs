@@ -1,13 +1,18 @@
-//! Listening sockets and the servers on them, and the live summary line.
+//! Listening sockets and the servers on them (with the access rules and connection limits of
+//! the configuration), and the live summary line.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use server::access::Access;
+use server::listen::{ConnectionLimits, ConnectionStats};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::status::Parts;
+use crate::config::RtapConfig;
 
 /// Binds `ip:port` for `what`; the error names the flag that picks another port.
 pub async fn bind(
@@ -26,7 +31,7 @@ pub async fn bind(
 
 /// Starts the orders API over `feed` on the configured address; stops when `stop` turns true.
 pub async fn orders_api(
-    config: &crate::config::RtapConfig,
+    config: &RtapConfig,
     feed: Arc<sources::OrderFeed>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
@@ -39,23 +44,73 @@ pub async fn orders_api(
     .await?;
     Ok((
         addr,
-        serve(listener, server::orders_api::router(feed), stop),
+        serve(config, listener, server::orders_api::router(feed), stop),
     ))
 }
 
-/// Serves `app` on `listener` until `stop` turns true (then finishes the requests in flight).
+/// The access rules of the configuration (the host check is on for loopback binds).
+pub fn access(config: &RtapConfig) -> Arc<Access> {
+    let h = &config.http;
+    Arc::new(Access {
+        token: h.auth_token.clone(),
+        protect_all: h.protect_all,
+        check_host: h.bind.is_loopback(),
+        allowed_hosts: h
+            .allowed_hosts
+            .iter()
+            .map(|a| a.to_ascii_lowercase())
+            .collect(),
+        cors_origins: h.cors_origins.clone(),
+    })
+}
+
+/// Serves `app` on `listener`, with the access rules and connection limits of `config`, until
+/// `stop` turns true (then the requests in flight get the shutdown grace to finish).
 pub fn serve(
+    config: &RtapConfig,
     listener: TcpListener,
     app: axum::Router,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    })
+    let h = &config.http;
+    let limits = ConnectionLimits {
+        max_connections: h.max_connections.min(connection_budget()),
+        header_read_timeout: Duration::from_millis(h.header_read_timeout_ms),
+        body_read_timeout: Duration::from_millis(h.body_read_timeout_ms),
+        shutdown_grace: Duration::from_millis(h.shutdown_grace_ms),
+    };
+    let app = server::access::guarded(app, access(config));
+    tokio::spawn(server::listen::serve(
+        listener,
+        app,
+        limits,
+        Arc::new(ConnectionStats::default()),
+        stop,
+    ))
+}
+
+/// Connections one port may hold within the process's open-file limit: a third of it (three
+/// ports) after 512 kept for segments, logs and the broker.
+fn connection_budget() -> usize {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, _)) => usize::try_from(soft.saturating_sub(512) / 3)
+            .unwrap_or(usize::MAX)
+            .max(16),
+        Err(_) => 256,
+    }
+}
+
+/// Says loudly when rtap serves other machines with nothing guarding SQL and writes.
+pub fn warn_if_open(config: &RtapConfig) {
+    if !config.http.bind.is_loopback() && config.http.auth_token.is_none() {
+        eprintln!(
+            "WARNING: rtap listens on {} (other machines can reach it) without an access token: \
+             anyone who can reach it can run SQL over your customers' orders and create orders. \
+             Set --auth-token (RTAP_AUTH_TOKEN) or bind 127.0.0.1.",
+            config.http.bind
+        );
+        tracing::warn!(bind = %config.http.bind, "listening beyond loopback without an access token");
+    }
 }
 
 /// The one-line live summary: rewritten in place on a terminal, a log line every 10 s otherwise.

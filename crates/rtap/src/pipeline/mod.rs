@@ -18,8 +18,11 @@
 
 pub mod http;
 pub mod ingest_loop;
+#[cfg(test)]
+mod ingest_tests;
 pub mod resume;
 pub mod status;
+pub mod supervise;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,9 +134,16 @@ pub struct Running {
     summary: tokio::task::JoinHandle<()>,
 }
 
-/// Builds and starts every stage of `mode` from `config`.
-pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyhow::Result<Running> {
+/// Builds and starts every stage of `mode` from `config`. `restarts`: how many times the
+/// supervisor restarted the pipeline before (shown in `/api/status`).
+pub async fn start(
+    config: &RtapConfig,
+    mode: Mode,
+    clock: SharedClock,
+    restarts: u64,
+) -> anyhow::Result<Running> {
     let data_dir = config.data_dir.as_path();
+    http::warn_if_open(config);
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let kafka = config.kafka();
@@ -143,6 +153,16 @@ pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyho
     let store = match mode {
         Mode::Up => Some(open_store(config).await?),
         Mode::Serve => None,
+    };
+    let kafka = match kafka {
+        Some(mut k) if k.instance_id.is_none() => {
+            k.instance_id = Some(
+                sources::kafka::persistent_instance_id(data_dir)
+                    .context("cannot set up the consumer's instance id")?,
+            );
+            Some(k)
+        }
+        other => other,
     };
     let source_kind = if kafka.is_some() {
         "kafka"
@@ -160,8 +180,15 @@ pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyho
         let config = config.clone();
         let clock = clock.clone();
         let metrics = checkpoint_metrics.clone();
+        let topic = kafka.as_ref().map(|k| k.topic.clone());
         tokio::task::spawn_blocking(move || {
-            resume::resume(&config, &origin, source_kind, clock, metrics)
+            resume::resume(
+                &config,
+                &origin,
+                (source_kind, topic.as_deref()),
+                clock,
+                metrics,
+            )
         })
         .await
         .context("restoring the checkpoint failed")??
@@ -197,6 +224,7 @@ pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyho
     let (front_stop, front_stop_rx) = watch::channel(false);
     let (http_stop, http_stop_rx) = watch::channel(false);
     let source_metrics = SourceMetrics::default();
+    let budget = ingest::ByteBudget::new(config.ingest.max_pending_bytes);
 
     // The front: orders API + generator (+ producer), and the source ingest reads.
     let mut front = None;
@@ -245,7 +273,12 @@ pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyho
                 .with_tap(tap_tx),
         );
         if let Some(rx) = tap_rx {
-            embedded = Some(EmbeddedSource::start(feed.clone(), rx, source_tx.clone()));
+            embedded = Some(EmbeddedSource::start(
+                feed.clone(),
+                rx,
+                source_tx.clone(),
+                budget.clone(),
+            ));
         }
         let job = feed.clone().start_job(resume_seq, front_stop_rx.clone());
         front = Some(Front {
@@ -257,7 +290,7 @@ pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyho
     }
     let source: Arc<dyn Source> = match (&kafka, embedded) {
         (Some(k), _) => Arc::new(
-            sources::kafka::consumer::start(k, source_tx.clone(), &source_metrics)
+            sources::kafka::consumer::start(k, source_tx.clone(), budget.clone(), &source_metrics)
                 .with_context(|| format!("cannot consume {} from {}", k.topic, k.brokers))?,
         ),
         (None, Some(e)) => Arc::new(e),
@@ -283,13 +316,31 @@ pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyho
             stop: ingest_stop.clone(),
             clock: clock.clone(),
             on_checkpoint: sources::Source::on_checkpoint(source.as_ref()),
+            max_batch_bytes: config.ingest.max_batch_bytes,
+            checkpoint_every: std::time::Duration::from_secs_f64(config.table.seal_after_secs),
+            panic_at_rows: ingest_loop::fault_at_rows(),
         },
     );
     let runtime = tokio::runtime::Handle::current();
-    let ingest_thread = std::thread::Builder::new()
-        .name("rtap-ingest".into())
-        .spawn(move || ingest_loop.run(source_rx, runtime))
-        .context("cannot start the ingest thread")?;
+    let ingest_thread = {
+        let health = health.clone();
+        std::thread::Builder::new()
+            .name("rtap-ingest".into())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| ingest_loop.run(source_rx, runtime));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    if let Ok(mut f) = health.failed.lock() {
+                        *f = Some(format!("the ingest thread panicked: {what}"));
+                    }
+                }
+            })
+            .context("cannot start the ingest thread")?
+    };
 
     let mut api_server = None;
     let mut api_addr = None;
@@ -316,6 +367,7 @@ pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyho
             running: f.job.running(),
             restarts: f.job.restarts(),
         }),
+        restarts,
     });
     let mut registry = Registry::default();
     ingest_metrics.register(&mut registry);
@@ -333,6 +385,13 @@ pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyho
     if kafka.is_some() {
         source_metrics.register_kafka(&mut registry);
     }
+    let board = server::dashboard::Dashboard::new(
+        engine.clone(),
+        live.clone(),
+        http_stop_rx.clone(),
+        config.http.max_viewers,
+    );
+    board.register(&mut registry);
     let telemetry = {
         let parts = parts.clone();
         server::status::Telemetry::new(move || parts.report(), registry)
@@ -350,7 +409,7 @@ pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyho
             .merge(server::status::router(telemetry.clone())),
         telemetry.clone(),
     );
-    let http_server = http::serve(http_listener, analytics, http_stop_rx.clone());
+    let http_server = http::serve(config, http_listener, analytics, http_stop_rx.clone());
     let (dash_listener, dashboard_addr) = http::bind(
         config.http.bind,
         config.http.dashboard_port,
@@ -359,15 +418,11 @@ pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyho
     )
     .await?;
     let dashboard = server::status::measured(
-        server::dashboard::router(Arc::new(server::dashboard::Dashboard {
-            engine,
-            live,
-            stop: http_stop_rx.clone(),
-        }))
-        .merge(server::status::router(telemetry.clone())),
+        server::dashboard::router(board.clone()).merge(server::status::router(telemetry.clone())),
         telemetry,
     );
-    let dash_server = http::serve(dash_listener, dashboard, http_stop_rx.clone());
+    board.spawn_refresher();
+    let dash_server = http::serve(config, dash_listener, dashboard, http_stop_rx.clone());
     let summary = tokio::spawn(http::live_summary(parts.clone(), http_stop_rx));
     Ok(Running {
         api_addr,
@@ -390,6 +445,35 @@ pub async fn start(config: &RtapConfig, mode: Mode, clock: SharedClock) -> anyho
 }
 
 impl Running {
+    /// The configuration it runs with, ports as bound (a restart binds the same ones).
+    pub fn bound_config(&self) -> RtapConfig {
+        let mut c = self.config.clone();
+        if let Some(a) = self.api_addr {
+            c.http.api_port = a.port();
+        }
+        c.http.http_port = self.http_addr.port();
+        c.http.dashboard_port = self.dashboard_addr.port();
+        c
+    }
+
+    /// Resolves when the pipeline can no longer go on exactly (the ingest thread died, or the
+    /// source lost partitions without a checkpoint), with the reason. The supervisor then
+    /// restarts it from the last checkpoint.
+    pub async fn failure(&self) -> String {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if let Some(f) = self.parts.health.failed.lock().ok().and_then(|f| f.clone()) {
+                return f;
+            }
+            if self.ingest_thread.is_finished() {
+                return "the ingest thread ended".into();
+            }
+            if let Some(f) = self.source.failure() {
+                return f;
+            }
+        }
+    }
+
     /// Prints where everything is (the banner tests and users read).
     pub fn print_banner(&self) {
         let command = match self.mode {
@@ -434,8 +518,9 @@ impl Running {
         println!("  stop with Ctrl-C");
     }
 
-    /// Stops every stage in the documented order (see the module docs).
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    /// Stops every stage in the documented order (see the module docs); returns how many
+    /// orders the generator made.
+    pub async fn shutdown(self) -> anyhow::Result<u64> {
         tracing::info!("stopping: generator, then the producer and consumer, then ingest (sealing and checkpointing), then HTTP");
         let _ = self.front_stop.send(true);
         let mut made = 0;
@@ -443,6 +528,12 @@ impl Running {
         if let Some(f) = self.front {
             made = f.job.join().await;
             handoff = f.handoff;
+        }
+        // The orders API finishes its requests now, so nothing new is stored after this.
+        if let Some(a) = self.api_server {
+            a.await
+                .context("orders API task failed")?
+                .context("orders API failed")?;
         }
         if let Some(h) = handoff {
             tokio::task::spawn_blocking(move || h.finish())
@@ -461,11 +552,6 @@ impl Running {
         }
         let source = self.source.clone();
         let _ = tokio::task::spawn_blocking(move || source.join()).await;
-        if let Some(a) = self.api_server {
-            a.await
-                .context("orders API task failed")?
-                .context("orders API failed")?;
-        }
         let _ = self.http_stop.send(true);
         self.http_server
             .await
@@ -482,6 +568,6 @@ impl Running {
             dead_lettered = self.parts.metrics.dead_letters.get(),
             "stopped cleanly"
         );
-        Ok(())
+        Ok(made)
     }
 }

@@ -46,10 +46,11 @@ pub struct Resumed {
 pub fn resume(
     config: &RtapConfig,
     origin: &str,
-    source_kind: &str,
+    source: (&str, Option<&str>),
     clock: SharedClock,
     metrics: CheckpointMetrics,
 ) -> anyhow::Result<Resumed> {
+    let (source_kind, topic) = source;
     let data_dir = config.data_dir.as_path();
     let (store, restored) = Checkpointer::open(data_dir)
         .map_err(|e| anyhow::anyhow!("{e}\n{}", recovery_hint(data_dir, origin)))?;
@@ -62,13 +63,29 @@ pub fn resume(
                 r.checkpoint.source.kind
             );
         }
+        if let (Some(theirs), Some(ours)) = (r.checkpoint.source.topic.as_deref(), topic) {
+            if theirs != ours {
+                anyhow::bail!(
+                    "the data under {} holds Kafka topic {theirs}, this run reads topic {ours}: its \
+                     positions would be applied to the wrong topic. Use --topic {theirs}, or start \
+                     fresh with another --data-dir (or move {}, {} and {} aside).",
+                    data_dir.display(),
+                    data_dir.join(checkpoint::FILE_NAME).display(),
+                    data_dir.join("dedup").display(),
+                    table_dir(data_dir).display()
+                );
+            }
+        }
     }
-    let (manifest, windows, dedup, deadletter_bytes, source) = match restored {
+    // Event times a checkpoint may hold beyond now + the future bound came from before ingest
+    // bounded them: clamp them so one far-future order cannot stall the windows and dedup.
+    let max_event_ms = clock.now_ms().saturating_add(config.ingest.max_future_ms);
+    let (manifest, mut windows, dedup, deadletters, source) = match restored {
         Some(Restored { checkpoint, dedup }) => (
             checkpoint.manifest,
             Windows::restore(&checkpoint.windows).context("bad window state in the checkpoint")?,
             dedup,
-            checkpoint.deadletter_bytes,
+            Some(checkpoint.deadletters.ok_or(checkpoint.deadletter_bytes)),
             checkpoint.source,
         ),
         None => {
@@ -88,7 +105,7 @@ pub fn resume(
                 },
                 Windows::new(config.windows).context("bad window configuration")?,
                 Vec::new(),
-                0,
+                None,
                 SourcePosition {
                     kind: source_kind.into(),
                     ..SourcePosition::default()
@@ -112,11 +129,33 @@ pub fn resume(
             recovery_hint(data_dir, origin)
         )
     })?;
-    let mut ingestor = Ingestor::new(config.ingest);
-    ingestor.dedup_mut().restore(dedup);
-    let deadletters =
-        DeadLetterStore::open_at(&data_dir.join("deadletter"), Some(deadletter_bytes))
-            .context("cannot open the dead-letter store")?;
+    if windows.config() != &config.windows {
+        tracing::warn!(
+            checkpoint = ?windows.config(),
+            configured = ?config.windows,
+            "the windows.* settings differ from the checkpoint's; they apply to a fresh data \
+             directory only, the checkpoint's are kept"
+        );
+    }
+    if windows.clamp_stream_time(max_event_ms) {
+        tracing::warn!(
+            "the checkpoint's window stream time was ahead of the wall clock; clamped to now"
+        );
+    }
+    let mut ingest_config = config.ingest;
+    ingest_config
+        .max_age_ms
+        .get_or_insert(config.table.retention_ms);
+    let mut ingestor = Ingestor::new(ingest_config);
+    ingestor.dedup_mut().restore(dedup, max_event_ms);
+    let dir = data_dir.join("deadletter");
+    let limits = config.ingest.deadletter_limits();
+    let deadletters = match deadletters {
+        Some(Ok(mark)) => DeadLetterStore::open_at(&dir, Some(mark), limits),
+        Some(Err(bytes)) => DeadLetterStore::open_at_bytes(&dir, bytes, limits),
+        None => DeadLetterStore::open_at(&dir, None, limits),
+    }
+    .context("cannot open the dead-letter store")?;
     Ok(Resumed {
         table: Arc::new(table),
         windows,

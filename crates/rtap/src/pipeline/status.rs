@@ -35,13 +35,23 @@ pub struct Parts {
     pub source: Arc<dyn Source>,
     pub producer: Option<Arc<OrderProducer>>,
     pub generator: Option<GeneratorFlags>,
+    /// Times the supervisor restarted the pipeline from its last checkpoint.
+    pub restarts: u64,
 }
 
 impl Parts {
+    /// Where ingest stands in the source.
+    fn position(&self) -> ingest::Offsets {
+        self.health
+            .position
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
     /// Messages the source has that ingest has not taken yet, when known.
     pub fn lag(&self) -> Option<u64> {
-        let position = self.health.position.lock().ok()?.clone();
-        self.source.lag(&position)
+        self.source.lag(&self.position())
     }
 
     pub fn report(&self) -> Report {
@@ -88,18 +98,33 @@ impl Parts {
                 last_error: r.last_error,
             });
         }
-        let failed = self.health.failed.lock().ok().and_then(|f| f.clone());
+        let failed = self
+            .health
+            .failed
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .or_else(|| self.source.failure());
+        let paused = self.health.paused.lock().ok().and_then(|p| p.clone());
         let rate = m.rate.get();
+        let position = self.position();
+        let partition_lag: serde_json::Map<String, serde_json::Value> = self
+            .source
+            .partition_lag(&position)
+            .into_iter()
+            .map(|(p, l)| (p.to_string(), json!(l)))
+            .collect();
+        let state = match (&failed, &paused) {
+            (Some(_), _) => "failed",
+            (None, Some(_)) => "paused",
+            (None, None) => "running",
+        };
         stages.push(StageStatus {
             name: "ingest",
-            state: if failed.is_some() {
-                "failed"
-            } else {
-                "running"
-            }
-            .into(),
+            state: state.into(),
             detail: json!({
                 "rows": rows, "ratePerSecond": (rate * 10.0).round() / 10.0, "lag": lag,
+                "partitionLag": partition_lag, "paused": paused, "restarts": self.restarts,
                 "deadLettered": m.dead_letters.get(), "duplicates": m.duplicates.get(),
                 "late": m.late.get(),
                 "checkpoints": self.checkpoints.written.get(),
@@ -144,8 +169,17 @@ impl Parts {
         if let Some(feed) = &self.feed {
             line = format!("stored {} | {line}", feed.stored());
         }
+        if let Some(lag) = self.lag() {
+            line = format!("{line} | lag {lag}");
+        }
+        if let Some(Some(p)) = self.health.paused.lock().ok().map(|p| p.clone()) {
+            line = format!("PAUSED ({p}) | {line}");
+        }
         if let Some(Some(e)) = self.health.failed.lock().ok().map(|f| f.clone()) {
             line = format!("INGEST FAILED ({e}) | {line}");
+        }
+        if self.restarts > 0 {
+            line = format!("{line} | restarts {}", self.restarts);
         }
         line
     }
@@ -167,18 +201,34 @@ impl prometheus_client::collector::Collector for LagCollector {
         mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
         let Some(lag) = self.0.lag() else {
             return Ok(());
         };
-        let g = prometheus_client::metrics::gauge::ConstGauge::new(
-            i64::try_from(lag).unwrap_or(i64::MAX),
-        );
+        let g = ConstGauge::new(i64::try_from(lag).unwrap_or(i64::MAX));
         let m = encoder.encode_descriptor(
             "rtap_ingest_lag",
-            "Orders stored but not yet ingested",
+            "Orders (or Kafka messages) the source has that ingest has not taken yet",
             None,
             g.metric_type(),
         )?;
-        g.encode(m)
+        g.encode(m)?;
+        let position = self.0.position();
+        let lags = self.0.source.partition_lag(&position);
+        if lags.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "rtap_kafka_partition_lag",
+            "Messages up to the partition's high watermark not ingested yet",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (partition, lag) in lags {
+            let labels = [("partition", partition.to_string())];
+            let g = ConstGauge::new(i64::try_from(lag).unwrap_or(i64::MAX));
+            g.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }

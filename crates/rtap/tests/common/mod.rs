@@ -1,8 +1,9 @@
 //! Helpers shared by the black-box tests (and benches, through `#[path]`) of the rtap binary.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -227,4 +228,92 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+// ---- Kafka: `rtap serve`, `rtap produce` and what the tests check on a running rtap ----
+
+/// `rtap serve --kafka` on a free port; returns the child and the analytics URL.
+pub fn serve(data: &Path, broker: &str, extra: &[&str]) -> (Child, String) {
+    let mut cmd = rtap();
+    cmd.args([
+        "serve",
+        "--http-port",
+        "0",
+        "--dashboard-port",
+        "0",
+        "--checkpoint-interval",
+        "0.5",
+    ])
+    .args(["--kafka", broker, "--data-dir"])
+    .arg(data)
+    .args(extra)
+    .stderr(Stdio::null());
+    let s = start(cmd);
+    (s.child, s.http.expect("analytics URL"))
+}
+
+pub fn produce(broker: &str, data: &Path, args: &[&str]) -> Command {
+    let mut c = rtap();
+    c.args(["produce", "--kafka", broker, "--data-dir"])
+        .arg(data)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+pub fn count(http: &str) -> Option<u64> {
+    sql_rows(http, "SELECT COUNT(*) FROM orders")?
+        .first()?
+        .get(0)?
+        .as_u64()
+}
+
+pub fn wait_count(http: &str, n: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let c = count(http);
+        if c == Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the table has {c:?} orders, expected {n}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn table_ids(http: &str) -> Vec<String> {
+    sql_rows(http, "SELECT order_id FROM orders LIMIT 100000")
+        .expect("ids")
+        .iter()
+        .map(|r| r[0].as_str().expect("order_id").to_string())
+        .collect()
+}
+
+/// The ids the generator gives orders 1..=n of `seed`.
+pub fn generated_ids(seed: u64, n: u64) -> HashSet<String> {
+    let mut g = orders::Generator::new(orders::GeneratorConfig {
+        seed,
+        ..orders::GeneratorConfig::default()
+    });
+    (1..=n)
+        .map(|seq| g.generate(seq, 0).order_id.to_string())
+        .collect()
+}
+
+pub fn assert_exactly(ids: &[String], expected: &HashSet<String>) {
+    let set: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(set.len(), ids.len(), "an order is in the table twice");
+    assert_eq!(set.len(), expected.len());
+    assert!(
+        &set == expected,
+        "the table's ids are not the produced ones"
+    );
+}
+
+pub fn kill9(child: &mut Child) {
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
 }

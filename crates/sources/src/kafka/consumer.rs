@@ -1,9 +1,11 @@
 //! The consumer-group source for ingest ([`KafkaSource`]).
 //!
 //! One thread polls a [`BaseConsumer`] and hands the ingest loop batches of owned messages
-//! ([`ingest::SourceEvent::Batch`]). Offsets are never auto-committed: the ingest loop sends the
-//! positions of each durable checkpoint back through [`SourceHandle::commits`], and only those
-//! are committed ([`Source::checkpointed`]). When the group takes partitions away, the rebalance callback asks the ingest
+//! ([`ingest::SourceEvent::Batch`]), each holding its share of ingest's pending-bytes budget;
+//! when the budget is spent the partitions are paused (and the consumer keeps polling, so it
+//! stays in its group). Offsets are never auto-committed: the ingest loop hands the positions of
+//! each durable checkpoint to the hook of [`Source::on_checkpoint`], and only those are
+//! committed. When the group takes partitions away, the rebalance callback asks the ingest
 //! loop to checkpoint everything handed over so far ([`ingest::SourceEvent::Checkpoint`]),
 //! commits the answer, and only then lets the partitions go: the next owner starts exactly
 //! where this one's durable table ends. After a crash the group's committed offsets are at or
@@ -14,7 +16,7 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ingest::{OwnedMessage, Position, SourceEvent};
+use ingest::{Batch, ByteBudget, OwnedMessage, Position, SourceEvent};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError as RdError;
@@ -29,6 +31,12 @@ use crate::{CheckpointHook, Offsets, Source, SourceReport};
 
 /// Most messages handed over as one batch.
 const MAX_BATCH: usize = 20_000;
+/// Most payload bytes handed over as one batch (so it fits the pending-bytes budget easily).
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// How long a rebalance waits to hand the ingest loop its checkpoint request.
+const SEND_WAIT: Duration = Duration::from_secs(20);
+/// How often librdkafka reports the partitions' high watermarks and positions (for lag).
+const STATISTICS_EVERY_MS: &str = "1000";
 /// How long a rebalance waits for the ingest loop's checkpoint.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(20);
 /// How long shutdown waits for the consumer's last commit and group leave.
@@ -45,12 +53,59 @@ pub struct SourceStatus {
     closing: AtomicBool,
     /// Counts revocations, so the poll loop can tell that one happened while it built a batch.
     revocations: AtomicU64,
+    /// Paused because ingest's pending-bytes budget (or its channel) is full.
+    pub paused: AtomicBool,
+    /// Per assigned partition: the high watermark and the consumer's own position, for lag.
+    pub watermarks: Mutex<std::collections::BTreeMap<i32, (i64, Option<i64>)>>,
+    /// Set when partitions went away without their progress committed: the pipeline must
+    /// restart from its last checkpoint so it neither keeps nor loses what it read from them.
+    pub needs_restart: Mutex<Option<String>>,
 }
 
 impl SourceStatus {
     fn error(&self, e: String) {
         if let Ok(mut l) = self.last_error.lock() {
             *l = Some(e);
+        }
+    }
+
+    fn restart(&self, why: String) {
+        tracing::error!(reason = %why, "the pipeline must restart from its last checkpoint");
+        if let Ok(mut r) = self.needs_restart.lock() {
+            r.get_or_insert(why);
+        }
+    }
+
+    /// Lag per partition: messages up to the high watermark not ingested yet (ingest's position
+    /// when it has read the partition, else the consumer's own).
+    pub fn partition_lag(&self, ingested: &Offsets) -> Vec<(i32, u64)> {
+        let Ok(marks) = self.watermarks.lock() else {
+            return Vec::new();
+        };
+        marks
+            .iter()
+            .filter_map(|(p, (high, position))| {
+                let next = ingested.get(p).copied().or(*position)?;
+                Some((*p, high.saturating_sub(next).max(0) as u64))
+            })
+            .collect()
+    }
+}
+
+/// Sends `event` to the ingest loop within `wait`; false when it could not (full or closed).
+fn send_within(tx: &mpsc::Sender<SourceEvent>, mut event: SourceEvent, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        match tx.try_send(event) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                event = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 }
@@ -62,6 +117,36 @@ struct SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    /// librdkafka's statistics (every second), read as plain JSON (only the fields needed, so a
+    /// broker that leaves others out does not matter): the high watermark and the position of
+    /// every partition this member is assigned, for lag.
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+            return;
+        };
+        let Some(partitions) = v["topics"][&self.topic]["partitions"].as_object() else {
+            return;
+        };
+        let marks = partitions
+            .values()
+            .filter_map(|p| {
+                let partition = i32::try_from(p["partition"].as_i64()?).ok()?;
+                let high = p["hi_offset"].as_i64()?;
+                let assigned = p["desired"].as_bool().unwrap_or(false);
+                (partition >= 0 && assigned && high >= 0).then(|| {
+                    let position = ["app_offset", "committed_offset"]
+                        .iter()
+                        .filter_map(|k| p[*k].as_i64())
+                        .find(|o| *o >= 0);
+                    (partition, (high, position))
+                })
+            })
+            .collect();
+        if let Ok(mut m) = self.status.watermarks.lock() {
+            *m = marks;
+        }
+    }
+
     fn error(&self, error: RdError, reason: &str) {
         tracing::warn!(error = %error, reason, "kafka client error (librdkafka retries by itself)");
         self.status.error(format!("{error}: {reason}"));
@@ -80,24 +165,31 @@ impl ConsumerContext for SourceContext {
         let losing: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         tracing::info!(partitions = ?losing, "partitions revoked: checkpointing what was read from them before letting go");
         let (reply_tx, reply_rx) = std_mpsc::channel();
-        if self
-            .tx
-            .blocking_send(SourceEvent::Checkpoint(reply_tx))
-            .is_err()
-        {
-            return;
-        }
-        match reply_rx.recv_timeout(CHECKPOINT_WAIT) {
-            Ok(offsets) => {
+        let answer = if send_within(&self.tx, SourceEvent::Checkpoint(reply_tx), SEND_WAIT) {
+            reply_rx.recv_timeout(CHECKPOINT_WAIT).ok().flatten()
+        } else {
+            None
+        };
+        match answer {
+            Some(offsets) => {
                 let mine: Offsets = offsets
                     .into_iter()
                     .filter(|(p, _)| losing.contains(p))
                     .collect();
                 commit(consumer, &self.topic, &mine, CommitMode::Sync, &self.status);
             }
-            Err(_) => tracing::error!(
-                "no checkpoint within {CHECKPOINT_WAIT:?} before a rebalance; the next owner may re-read (dedup drops repeats)"
-            ),
+            None => self.status.restart(format!(
+                "partitions {losing:?} were revoked without a checkpoint of what was read from them"
+            )),
+        }
+        // Ingest forgets their positions: a later checkpoint must not commit a stale one.
+        if !send_within(&self.tx, SourceEvent::Release(losing.clone()), SEND_WAIT) {
+            self.status.restart(format!(
+                "could not tell ingest that partitions {losing:?} went away"
+            ));
+        }
+        if let Ok(mut marks) = self.status.watermarks.lock() {
+            marks.retain(|p, _| !losing.contains(p));
         }
     }
 
@@ -156,17 +248,6 @@ impl std::fmt::Debug for KafkaSource {
 }
 
 impl Source for KafkaSource {
-    fn kind(&self) -> &'static str {
-        "kafka"
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "Kafka topic {} on {}",
-            self.config.topic, self.config.brokers
-        )
-    }
-
     fn on_checkpoint(&self) -> CheckpointHook {
         let commits = self.commits.clone();
         Box::new(move |positions| {
@@ -190,22 +271,43 @@ impl Source for KafkaSource {
             .lock()
             .map(|a| a.clone())
             .unwrap_or_default();
+        let paused = status.paused.load(Ordering::Relaxed);
         Some(SourceReport {
             name: "kafka-source",
-            state: if waiting { "waiting" } else { "running" },
+            state: if waiting {
+                "waiting"
+            } else if paused {
+                "paused"
+            } else {
+                "running"
+            },
             detail: serde_json::json!({
                 "brokers": self.config.brokers, "topic": self.config.topic,
                 "group": self.config.group,
                 "assignedPartitions": assigned,
                 "messages": status.messages.get(),
                 "waitingForTopic": waiting,
+                "paused": paused,
             }),
             last_error: status.last_error.lock().ok().and_then(|e| e.clone()),
         })
     }
 
-    fn lag(&self, _ingested: &Offsets) -> Option<u64> {
-        None
+    fn lag(&self, ingested: &Offsets) -> Option<u64> {
+        let lags = self.status.partition_lag(ingested);
+        (!lags.is_empty()).then(|| lags.iter().map(|(_, l)| l).sum())
+    }
+
+    fn partition_lag(&self, ingested: &Offsets) -> Vec<(i32, u64)> {
+        self.status.partition_lag(ingested)
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.status
+            .needs_restart
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
     }
 }
 
@@ -244,6 +346,7 @@ impl KafkaSource {
 pub fn start(
     config: &KafkaConfig,
     tx: mpsc::Sender<SourceEvent>,
+    budget: ByteBudget,
     metrics: &crate::metrics::SourceMetrics,
 ) -> Result<KafkaSource, KafkaError> {
     let status = Arc::new(SourceStatus {
@@ -256,7 +359,8 @@ pub fn start(
         status: status.clone(),
     };
     let mut client = ClientConfig::new();
-    if let Some(id) = &config.instance_id {
+    // An empty id: dynamic membership (the member leaves the group when it stops).
+    if let Some(id) = config.instance_id.as_deref().filter(|id| !id.is_empty()) {
         client.set("group.instance.id", id);
     }
     let consumer: BaseConsumer<SourceContext> = client
@@ -277,6 +381,7 @@ pub fn start(
         // leaving (kill -9) before it hands its partitions to the others.
         .set("max.poll.interval.ms", "30000")
         .set("heartbeat.interval.ms", "1000")
+        .set("statistics.interval.ms", STATISTICS_EVERY_MS)
         .create_with_context(context)
         .map_err(KafkaError::client("consumer"))?;
     consumer
@@ -296,7 +401,7 @@ pub fn start(
         std::thread::Builder::new()
             .name("rtap-kafka-source".into())
             .spawn(move || {
-                poll_loop(&consumer, &topic, &tx, &commit_rx, &stop, &status);
+                poll_loop(&consumer, &topic, &tx, &budget, &commit_rx, &stop, &status);
                 polling_done.store(true, Ordering::Release);
                 drop(tx);
                 // The ingest loop's last checkpoint comes after it drained what we handed over.
@@ -342,10 +447,83 @@ fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> OwnedMessage {
     }
 }
 
+/// Hands `batch` to ingest once the pending-bytes budget and the channel have room; until then
+/// the assigned partitions are paused and the consumer keeps polling, so it stays in its group
+/// (librdkafka drops a member that stops polling) and rebalances still run. Returns false when
+/// ingest has gone away.
+fn hand_over(
+    consumer: &BaseConsumer<SourceContext>,
+    tx: &mpsc::Sender<SourceEvent>,
+    budget: &ByteBudget,
+    mut batch: Vec<OwnedMessage>,
+    stop: &AtomicBool,
+    status: &SourceStatus,
+) -> bool {
+    let mut paused: Option<TopicPartitionList> = None;
+    let mut delivered = true;
+    loop {
+        if batch.is_empty() {
+            break;
+        }
+        let bytes = batch.iter().map(|m| m.payload.len()).sum();
+        if let Some(permit) = budget.try_acquire(bytes) {
+            let n = batch.len() as u64;
+            match tx.try_send(SourceEvent::Batch(Batch::new(batch, Some(permit)))) {
+                Ok(()) => {
+                    status.messages.inc_by(n);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    delivered = false;
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Full(SourceEvent::Batch(back))) => {
+                    batch = back.messages;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => break,
+            }
+        }
+        if stop.load(Ordering::Acquire) {
+            // Not handed over, not committed: read again after the restart.
+            break;
+        }
+        if paused.is_none() {
+            if let Ok(assignment) = consumer.assignment() {
+                if consumer.pause(&assignment).is_ok() {
+                    tracing::info!(
+                        "ingest is behind (pending bytes or channel full): pausing the partitions"
+                    );
+                    status.paused.store(true, Ordering::Release);
+                    paused = Some(assignment);
+                }
+            }
+        }
+        let revocations = status.revocations.load(Ordering::Acquire);
+        let polled = consumer.poll(Duration::from_millis(100));
+        if status.revocations.load(Ordering::Acquire) != revocations {
+            // A rebalance checkpointed and committed what was handed over: this batch lies
+            // past the commits and is read again by the partitions' owner.
+            batch.clear();
+            paused = None;
+        }
+        if let Some(Ok(m)) = polled {
+            // Fetched before the pause took effect: keep it with the batch.
+            batch.push(owned(&m));
+        }
+    }
+    if let Some(assignment) = paused {
+        let _ = consumer.resume(&assignment);
+        tracing::info!("ingest caught up: resuming the partitions");
+    }
+    status.paused.store(false, Ordering::Release);
+    delivered
+}
+
 fn poll_loop(
     consumer: &BaseConsumer<SourceContext>,
     topic: &str,
     tx: &mpsc::Sender<SourceEvent>,
+    budget: &ByteBudget,
     commit_rx: &std_mpsc::Receiver<Offsets>,
     stop: &AtomicBool,
     status: &SourceStatus,
@@ -360,8 +538,9 @@ fn poll_loop(
             commit(consumer, topic, &o, CommitMode::Async, status);
         }
         let mut batch = Vec::new();
+        let mut bytes = 0;
         let mut timeout = Duration::from_millis(100);
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             let revocations = status.revocations.load(Ordering::Acquire);
             let polled = consumer.poll(timeout);
             if status.revocations.load(Ordering::Acquire) != revocations {
@@ -373,7 +552,9 @@ fn poll_loop(
             match polled {
                 None => break,
                 Some(Ok(m)) => {
-                    batch.push(owned(&m));
+                    let m = owned(&m);
+                    bytes += m.payload.len();
+                    batch.push(m);
                     if status.waiting_for_topic.swap(false, Ordering::AcqRel) {
                         tracing::info!(topic, "the topic is there now; reading");
                     }
@@ -399,11 +580,8 @@ fn poll_loop(
             }
             timeout = Duration::ZERO;
         }
-        if !batch.is_empty() {
-            status.messages.inc_by(batch.len() as u64);
-            if tx.blocking_send(SourceEvent::Batch(batch)).is_err() {
-                return;
-            }
+        if !hand_over(consumer, tx, budget, batch, stop, status) {
+            return;
         }
     }
 }

@@ -30,7 +30,7 @@ pub struct KafkaConfig {
     pub group: String,
     /// Static group membership (`group.instance.id`): a restarted consumer with the same id takes
     /// its old place at once instead of waiting for the group to give up on a member that died.
-    /// See [`instance_id`] for the default.
+    /// See [`persistent_instance_id`] for the default.
     pub instance_id: Option<String>,
 }
 
@@ -65,10 +65,32 @@ impl KafkaError {
     }
 }
 
-/// The default consumer instance id of the rtap whose data directory is `data_dir` on host
-/// `host`: one data directory on one machine is one member of the group across restarts, and
-/// the id does not change with the Rust release (xxh3, not the standard library's hasher) nor
-/// collide between containers that all use `/data` on different hosts.
+/// The consumer instance id of the rtap whose data directory is `data_dir`, kept in
+/// `<data_dir>/instance-id`: made once (see [`instance_id`]) and read back on every start, so
+/// one data directory is one member of the group across restarts, even in a container whose
+/// host name changes every time, while two containers that both use `/data` (on different
+/// volumes) get different ids.
+pub fn persistent_instance_id(data_dir: &std::path::Path) -> Result<String, KafkaError> {
+    let path = data_dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(KafkaError::Other(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    }
+    let id = instance_id(data_dir, &host_name());
+    std::fs::write(&path, format!("{id}\n"))
+        .map_err(|e| KafkaError::Other(format!("cannot write {}: {e}", path.display())))?;
+    Ok(id)
+}
+
+/// A consumer instance id for the data directory `data_dir` on host `host`: xxh3 (stable
+/// across Rust releases, unlike the standard library's hasher) of both.
 pub fn instance_id(data_dir: &std::path::Path, host: &str) -> String {
     let dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     let mut key = host.as_bytes().to_vec();
@@ -77,7 +99,7 @@ pub fn instance_id(data_dir: &std::path::Path, host: &str) -> String {
     format!("rtap-{:016x}", xxhash_rust::xxh3::xxh3_64(&key))
 }
 
-/// This machine's host name (`/etc/hostname`, `HOSTNAME`), or "localhost".
+/// This machine's host name (the kernel's, then `HOSTNAME`), or "localhost".
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

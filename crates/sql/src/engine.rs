@@ -1,0 +1,404 @@
+//! [`SqlEngine`]: plans and runs queries against one realtime table, registered as `orders`,
+//! each within every limit of [`crate::SqlConfig`].
+//!
+//! A query's whole life (waiting for a turn, the Pinot rewrite, planning, execution) happens on
+//! a runtime of the engine's own, inside the query's time limit: the HTTP runtime only awaits
+//! the answer, so `/orders/overview` and the orders API never wait behind SQL, and a query over
+//! its time is cancelled (its stream dropped) wherever it is. Results are read batch by batch
+//! and cut at the row and byte limits, never collected whole first.
+//!
+//! Two lanes share the runtime: [`Lane::User`] (`/query/sql`, `rtap query`) and
+//! [`Lane::Internal`] (the analytics endpoints' own queries), so the endpoints do not queue
+//! behind users' queries.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::common::ScalarValue;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext, TaskContext};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::physical_plan::{execute_stream, ExecutionPlan};
+use futures_util::StreamExt;
+use table::{RealtimeTable, TableScan};
+
+use crate::bounded::{Bounded, WRAPPED};
+use crate::limits::{check_text, Gate, QueryPool};
+use crate::{dialect, functions, response, NowMs, QueryOutput, SqlConfig, SqlError};
+
+/// Rows per batch inside queries: smaller batches bound what one batch of a function can make.
+const BATCH_ROWS: usize = 4096;
+
+/// Which queue a query waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Queries users send (`/query/sql`): `max_concurrent` at once, `max_queued` waiting.
+    User,
+    /// rtap's own queries behind the analytics endpoints and the dashboard.
+    Internal,
+}
+
+struct Inner {
+    ctx: SessionContext,
+    table: Arc<RealtimeTable>,
+    catalog: dialect::Catalog,
+    config: SqlConfig,
+    now_ms: NowMs,
+    shared_pool: Arc<dyn MemoryPool>,
+    user: Gate,
+    internal: Gate,
+}
+
+/// Plans and runs queries against one realtime table, registered as `orders`.
+pub struct SqlEngine {
+    inner: Arc<Inner>,
+    /// The runtime queries run on (None only while dropping).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for SqlEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlEngine")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SqlEngine {
+    fn drop(&mut self) {
+        // Dropped from async code too: never block here.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The statements a read-only endpoint accepts.
+fn first_keyword_allowed(sql: &str) -> Result<(), SqlError> {
+    // Skip white space, parentheses and comments before the first word.
+    let mut rest = sql;
+    loop {
+        let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if let Some(comment) = trimmed.strip_prefix("--") {
+            rest = comment.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(comment) = trimmed.strip_prefix("/*") {
+            rest = comment.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            rest = trimmed;
+            break;
+        }
+    }
+    let first = rest
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    const WRITES: &[&str] = &[
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "DROP",
+        "CREATE",
+        "ALTER",
+        "TRUNCATE",
+        "MERGE",
+        "COPY",
+        "SET",
+        "RESET",
+        "GRANT",
+        "REVOKE",
+        "REPLACE",
+        "UPSERT",
+        "ATTACH",
+        "DETACH",
+        "VACUUM",
+        "CALL",
+        "EXECUTE",
+        "PREPARE",
+        "DEALLOCATE",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "USE",
+    ];
+    match first.as_str() {
+        "" => Err(SqlError::Parse("the query is empty".into())),
+        w if WRITES.contains(&w) => Err(SqlError::Refused(format!(
+            "{w} statements are refused: /query/sql is read-only and runs SELECT queries only"
+        ))),
+        // Anything else goes to the parser, which says what is wrong; DataFusion's SQL options
+        // refuse any statement that is not a query all the same.
+        _ => Ok(()),
+    }
+}
+
+fn docs_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let children = plan.children();
+    if children.is_empty() {
+        return plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
+    }
+    children.into_iter().map(docs_scanned).sum()
+}
+
+impl SqlEngine {
+    pub fn new(
+        table: Arc<RealtimeTable>,
+        config: SqlConfig,
+        now_ms: NowMs,
+    ) -> Result<Self, SqlError> {
+        let session = SessionConfig::new()
+            .with_target_partitions(2)
+            .with_information_schema(false)
+            .with_batch_size(BATCH_ROWS)
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true);
+        // What spills (sorts, aggregations) may write to temporary files, all queries together:
+        // four times their memory.
+        let spill = RuntimeEnvBuilder::new()
+            .with_max_temp_directory_size(config.memory_limit_bytes as u64 * 4)
+            .build_arc()
+            .map_err(SqlError::from_datafusion)?;
+        let ctx = SessionContext::new_with_config_rt(session, spill);
+        ctx.register_table("orders", Arc::new(TableScan::new(table.clone())))
+            .map_err(SqlError::from_datafusion)?;
+        for f in functions::all(now_ms.clone()) {
+            ctx.register_udf(f);
+        }
+        for (name, kind) in WRAPPED {
+            let builtin = ctx.udf(name).map_err(SqlError::from_datafusion)?;
+            ctx.register_udf(ScalarUDF::new_from_impl(Bounded::new(
+                (*builtin).clone(),
+                *kind,
+                config.max_function_output,
+            )));
+        }
+        let catalog = dialect::Catalog::new("orders", table.schema());
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("rtap-sql")
+            // Planning walks expression trees recursively: room for the deepest one allowed.
+            .thread_stack_size(16 * 1024 * 1024)
+            .enable_all()
+            .build()
+            .map_err(|e| SqlError::Execution(format!("cannot start the query runtime: {e}")))?;
+        Ok(SqlEngine {
+            inner: Arc::new(Inner {
+                ctx,
+                table,
+                catalog,
+                shared_pool: Arc::new(GreedyMemoryPool::new(config.memory_limit_bytes)),
+                user: Gate::new(config.max_concurrent, config.max_queued),
+                internal: Gate::new(config.max_concurrent, usize::MAX),
+                config,
+                now_ms,
+            }),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// "Now" as `ago()` sees it.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.now_ms.now_ms()
+    }
+
+    pub fn table(&self) -> &Arc<RealtimeTable> {
+        &self.inner.table
+    }
+
+    pub fn config(&self) -> &SqlConfig {
+        &self.inner.config
+    }
+
+    /// Users' queries running and waiting now.
+    pub fn load(&self) -> (usize, usize) {
+        (self.inner.user.running(), self.inner.user.waiting())
+    }
+
+    /// Runs one of rtap's own queries (the analytics endpoints); `params` bind `$1`, `$2`, ...
+    /// as values (never as SQL text).
+    pub async fn run(&self, sql: &str, params: Vec<ScalarValue>) -> Result<QueryOutput, SqlError> {
+        self.run_in(Lane::Internal, sql, params).await
+    }
+
+    /// Runs one query of the Pinot dialect in `lane`, within every limit.
+    pub async fn run_in(
+        &self,
+        lane: Lane,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryOutput, SqlError> {
+        let started = Instant::now();
+        let config = self.inner.config;
+        check_text(
+            sql,
+            config.max_sql_bytes,
+            config.max_nesting_depth,
+            config.max_operators,
+        )?;
+        let deadline = started + Duration::from_millis(config.timeout_ms);
+        let Some(runtime) = &self.runtime else {
+            return Err(SqlError::Busy("the SQL engine is shutting down".into()));
+        };
+        let inner = self.inner.clone();
+        let sql = sql.to_string();
+        let mut work = runtime.spawn(async move {
+            let gate = match lane {
+                Lane::User => &inner.user,
+                Lane::Internal => &inner.internal,
+            };
+            let _turn = gate.enter(deadline, config.timeout_ms).await?;
+            execute(&inner, &sql, params, started).await
+        });
+        match tokio::time::timeout_at(deadline.into(), &mut work).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(SqlError::Execution(format!("the query failed: {e}"))),
+            Err(_) => {
+                // Dropping the task drops its stream: the query stops where it is.
+                work.abort();
+                Err(SqlError::Timeout(config.timeout_ms))
+            }
+        }
+    }
+
+    /// Runs a user's query and answers in Pinot's broker response shape; errors are in
+    /// `exceptions`.
+    pub async fn query_pinot(&self, sql: &str) -> serde_json::Value {
+        let started = Instant::now();
+        match self.run_in(Lane::User, sql, Vec::new()).await {
+            Ok(out) => response::broker_response(&out),
+            Err(e) => response::broker_error(&e, started.elapsed().as_millis() as u64),
+        }
+    }
+}
+
+/// Bytes of result data a batch holds (its own slice of the buffers).
+fn batch_bytes(batch: &datafusion::arrow::array::RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
+async fn execute(
+    inner: &Inner,
+    sql: &str,
+    params: Vec<ScalarValue>,
+    started: Instant,
+) -> Result<QueryOutput, SqlError> {
+    let config = inner.config;
+    first_keyword_allowed(sql)?;
+    let rewritten = dialect::rewrite(sql, &inner.catalog)?;
+    tracing::debug!(sql = %rewritten.sql, "rewritten query");
+    let total_docs = inner.table.snapshot().rows();
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df_err = SqlError::from_datafusion;
+    let mut df = inner
+        .ctx
+        .sql_with_options(&rewritten.sql, options)
+        .await
+        .map_err(df_err)?;
+    if !params.is_empty() {
+        df = df.with_param_values(params).map_err(df_err)?;
+    }
+    let df = df.limit(0, Some(config.max_rows + 1)).map_err(df_err)?;
+    let plan = df.create_physical_plan().await.map_err(df_err)?;
+    let pool = Arc::new(QueryPool::new(
+        inner.shared_pool.clone(),
+        config.query_memory_bytes,
+    ));
+    let runtime = RuntimeEnvBuilder::from_runtime_env(&inner.ctx.runtime_env())
+        .with_memory_pool(pool.clone())
+        .build_arc()
+        .map_err(df_err)?;
+    let task = Arc::new(TaskContext::from(&inner.ctx.state()).with_runtime(runtime));
+    // An error after an allocation was refused is a memory error, whatever it says.
+    let df_err = |e: DataFusionError| {
+        if pool.refused() {
+            pool.limit_error()
+        } else {
+            SqlError::from_datafusion(e)
+        }
+    };
+    let mut stream = execute_stream(plan.clone(), task).map_err(df_err)?;
+    let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
+    let mut truncated_reason = None;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(df_err)?;
+        let n = batch.num_rows();
+        if n == 0 {
+            continue;
+        }
+        let size = batch_bytes(&batch);
+        if rows + n > config.max_rows {
+            let keep = config.max_rows - rows;
+            if keep > 0 {
+                batches.push(batch.slice(0, keep));
+            }
+            truncated_reason = Some(format!(
+                "the result was cut at {} rows (sql.max_rows)",
+                config.max_rows
+            ));
+            break;
+        }
+        if bytes + size > config.max_response_bytes {
+            let per_row = size.div_ceil(n).max(1);
+            let keep = (config.max_response_bytes - bytes) / per_row;
+            if keep > 0 {
+                batches.push(batch.slice(0, keep.min(n)));
+            }
+            truncated_reason = Some(format!(
+                "the result was cut at about {} bytes (sql.max_response_bytes)",
+                config.max_response_bytes
+            ));
+            break;
+        }
+        rows += n;
+        bytes += size;
+        batches.push(batch);
+    }
+    // Dropping the stream stops whatever is still running.
+    drop(stream);
+    Ok(QueryOutput {
+        schema: plan.schema(),
+        batches,
+        docs_scanned: docs_scanned(&plan),
+        total_docs,
+        truncated: truncated_reason.is_some(),
+        truncated_reason,
+        time_used_ms: started.elapsed().as_millis() as u64,
+        grain: rewritten.grain,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_queries_pass_the_guard() {
+        assert!(first_keyword_allowed("-- a comment\n/* another */ (SELECT 1)").is_ok());
+        assert!(first_keyword_allowed("  with x as (select 1) select * from x").is_ok());
+        assert!(matches!(
+            first_keyword_allowed("-- hi\nDELETE FROM orders"),
+            Err(SqlError::Refused(_))
+        ));
+        assert!(matches!(
+            first_keyword_allowed("-- only a comment"),
+            Err(SqlError::Parse(_))
+        ));
+    }
+}
