@@ -186,9 +186,26 @@ pub struct Rewritten {
 
 pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Rewritten, SqlError> {
     let dialect = GenericDialect {};
-    let mut tokens = Tokenizer::new(&dialect, sql)
+    let tokens = Tokenizer::new(&dialect, sql)
         .tokenize()
         .map_err(|e| SqlError::Parse(e.to_string()))?;
+
+    // White space and comments become one space per run: the passes below look at a token's
+    // neighbours, and a run of thousands of spaces between two words would make every look
+    // long (the rewrite quadratic in the query's length).
+    let mut tokens = {
+        let mut squeezed = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            if is_space(&t) {
+                if !squeezed.last().is_some_and(is_space) {
+                    squeezed.push(Token::Whitespace(Whitespace::Space));
+                }
+            } else {
+                squeezed.push(t);
+            }
+        }
+        squeezed
+    };
 
     // One statement: drop trailing semicolons, refuse a second statement.
     while tokens

@@ -25,7 +25,7 @@ use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use futures_util::StreamExt;
 use table::{RealtimeTable, TableScan};
 
-use crate::bounded::{Bounded, WRAPPED};
+use crate::bounded::{Bounded, Budget, Kind, WRAPPED};
 use crate::limits::{check_text, Gate, QueryPool};
 use crate::{dialect, functions, response, NowMs, QueryOutput, SqlConfig, SqlError};
 
@@ -42,7 +42,11 @@ pub enum Lane {
 }
 
 struct Inner {
+    /// The session with the built-in functions as they are (rtap's own queries).
     ctx: SessionContext,
+    /// The built-ins that multiply their input, wrapped afresh for each user query so all its
+    /// calls share one budget.
+    multiplying: Vec<(ScalarUDF, Kind)>,
     table: Arc<RealtimeTable>,
     catalog: dialect::Catalog,
     config: SqlConfig,
@@ -50,6 +54,26 @@ struct Inner {
     shared_pool: Arc<dyn MemoryPool>,
     user: Gate,
     internal: Gate,
+}
+
+/// A spawned task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
 }
 
 /// Plans and runs queries against one realtime table, registered as `orders`.
@@ -166,14 +190,11 @@ impl SqlEngine {
         for f in functions::all(now_ms.clone()) {
             ctx.register_udf(f);
         }
-        for (name, kind) in WRAPPED {
-            let builtin = ctx.udf(name).map_err(SqlError::from_datafusion)?;
-            ctx.register_udf(ScalarUDF::new_from_impl(Bounded::new(
-                (*builtin).clone(),
-                *kind,
-                config.max_function_output,
-            )));
-        }
+        let multiplying = WRAPPED
+            .iter()
+            .map(|(name, kind)| Ok(((*ctx.udf(name)?).clone(), *kind)))
+            .collect::<Result<Vec<_>, DataFusionError>>()
+            .map_err(SqlError::from_datafusion)?;
         let catalog = dialect::Catalog::new("orders", table.schema());
         let threads = match config.threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -183,13 +204,14 @@ impl SqlEngine {
             .worker_threads(threads)
             .thread_name("rtap-sql")
             // Planning walks expression trees recursively: room for the deepest one allowed.
-            .thread_stack_size(16 * 1024 * 1024)
+            .thread_stack_size(64 * 1024 * 1024)
             .enable_all()
             .build()
             .map_err(|e| SqlError::Execution(format!("cannot start the query runtime: {e}")))?;
         Ok(SqlEngine {
             inner: Arc::new(Inner {
                 ctx,
+                multiplying,
                 table,
                 catalog,
                 shared_pool: Arc::new(GreedyMemoryPool::new(config.memory_limit_bytes)),
@@ -233,6 +255,18 @@ impl SqlEngine {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryOutput, SqlError> {
+        self.run_then(lane, sql, params, |out, _| Ok(out)).await
+    }
+
+    /// Runs one query in `lane` and `finish`es its output on the query runtime, inside the
+    /// query's time limit (`finish` gets the deadline).
+    async fn run_then<T: Send + 'static>(
+        &self,
+        lane: Lane,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        finish: impl FnOnce(QueryOutput, (Instant, u64)) -> Result<T, SqlError> + Send + 'static,
+    ) -> Result<T, SqlError> {
         let started = Instant::now();
         let config = self.inner.config;
         check_text(
@@ -247,33 +281,51 @@ impl SqlEngine {
         };
         let inner = self.inner.clone();
         let sql = sql.to_string();
-        let mut work = runtime.spawn(async move {
-            let gate = match lane {
-                Lane::User => &inner.user,
-                Lane::Internal => &inner.internal,
+        // The deadline is kept inside the task too, and the task is aborted when this future is
+        // dropped (the client went away, a request timeout answered first): a query never runs
+        // on, unwatched, holding its turn.
+        let work = AbortOnDrop(runtime.spawn(async move {
+            let run = async {
+                let gate = match lane {
+                    Lane::User => &inner.user,
+                    Lane::Internal => &inner.internal,
+                };
+                let _turn = gate.enter(deadline, config.timeout_ms).await?;
+                let out = execute(&inner, lane, &sql, params, started).await?;
+                finish(out, (deadline, config.timeout_ms))
             };
-            let _turn = gate.enter(deadline, config.timeout_ms).await?;
-            execute(&inner, &sql, params, started).await
-        });
-        match tokio::time::timeout_at(deadline.into(), &mut work).await {
+            tokio::time::timeout_at(deadline.into(), run)
+                .await
+                .unwrap_or(Err(SqlError::Timeout(config.timeout_ms)))
+        }));
+        match tokio::time::timeout_at(deadline.into(), work).await {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(SqlError::Execution(format!("the query failed: {e}"))),
-            Err(_) => {
-                // Dropping the task drops its stream: the query stops where it is.
-                work.abort();
-                Err(SqlError::Timeout(config.timeout_ms))
-            }
+            // Dropping the task drops its stream: the query stops where it is.
+            Err(_) => Err(SqlError::Timeout(config.timeout_ms)),
         }
     }
 
-    /// Runs a user's query and answers in Pinot's broker response shape; errors are in
-    /// `exceptions`.
-    pub async fn query_pinot(&self, sql: &str) -> serde_json::Value {
+    /// Runs a user's query and answers in Pinot's broker response shape, as JSON text built
+    /// on the query runtime within the query's time and cut at `sql.max_response_bytes` of
+    /// JSON; errors are in `exceptions`.
+    pub async fn query_pinot_json(&self, sql: &str) -> String {
         let started = Instant::now();
-        match self.run_in(Lane::User, sql, Vec::new()).await {
-            Ok(out) => response::broker_response(&out),
-            Err(e) => response::broker_error(&e, started.elapsed().as_millis() as u64),
-        }
+        let max_bytes = self.inner.config.max_response_bytes;
+        let answer = self
+            .run_then(Lane::User, sql, Vec::new(), move |out, deadline| {
+                response::broker_response_json(&out, max_bytes, Some(deadline))
+            })
+            .await;
+        answer.unwrap_or_else(|e| {
+            response::broker_error(&e, started.elapsed().as_millis() as u64).to_string()
+        })
+    }
+
+    /// [`Self::query_pinot_json`] as a JSON tree.
+    pub async fn query_pinot(&self, sql: &str) -> serde_json::Value {
+        let json = self.query_pinot_json(sql).await;
+        serde_json::from_str(&json).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -290,8 +342,29 @@ fn batch_bytes(batch: &datafusion::arrow::array::RecordBatch) -> usize {
         .sum()
 }
 
+/// The session a query plans in: a user's query gets the multiplying functions wrapped with a
+/// budget of its own (a copy of the session's function registry, a few microseconds).
+fn session_for(inner: &Inner, lane: Lane) -> Result<SessionContext, SqlError> {
+    if lane == Lane::Internal {
+        return Ok(inner.ctx.clone());
+    }
+    let budget = Budget::new(
+        inner.config.max_function_output,
+        inner.config.max_value_size,
+    );
+    let mut state = inner.ctx.state();
+    for (builtin, kind) in &inner.multiplying {
+        let bounded = Bounded::new(builtin.clone(), *kind, budget.clone());
+        state
+            .register_udf(Arc::new(ScalarUDF::new_from_impl(bounded)))
+            .map_err(SqlError::from_datafusion)?;
+    }
+    Ok(SessionContext::new_with_state(state))
+}
+
 async fn execute(
     inner: &Inner,
+    lane: Lane,
     sql: &str,
     params: Vec<ScalarValue>,
     started: Instant,
@@ -306,8 +379,8 @@ async fn execute(
         .with_allow_dml(false)
         .with_allow_statements(false);
     let df_err = SqlError::from_datafusion;
-    let mut df = inner
-        .ctx
+    let ctx = session_for(inner, lane)?;
+    let mut df = ctx
         .sql_with_options(&rewritten.sql, options)
         .await
         .map_err(df_err)?;
@@ -315,16 +388,16 @@ async fn execute(
         df = df.with_param_values(params).map_err(df_err)?;
     }
     let df = df.limit(0, Some(config.max_rows + 1)).map_err(df_err)?;
-    let plan = df.create_physical_plan().await.map_err(df_err)?;
+    let plan = yielding(df.create_physical_plan().await.map_err(df_err)?).map_err(df_err)?;
     let pool = Arc::new(QueryPool::new(
         inner.shared_pool.clone(),
         config.query_memory_bytes,
     ));
-    let runtime = RuntimeEnvBuilder::from_runtime_env(&inner.ctx.runtime_env())
+    let runtime = RuntimeEnvBuilder::from_runtime_env(&ctx.runtime_env())
         .with_memory_pool(pool.clone())
         .build_arc()
         .map_err(df_err)?;
-    let task = Arc::new(TaskContext::from(&inner.ctx.state()).with_runtime(runtime));
+    let task = Arc::new(TaskContext::from(&ctx.state()).with_runtime(runtime));
     // An error after an allocation was refused is a memory error, whatever it says.
     let df_err = |e: DataFusionError| {
         if pool.refused() {
@@ -382,6 +455,28 @@ async fn execute(
         time_used_ms: started.elapsed().as_millis() as u64,
         grain: rewritten.grain,
     })
+}
+
+/// Makes joins and unnests give the runtime back now and then. One input batch can become any
+/// number of output batches there (a cross join), and none of those polls reaches a point where
+/// the task would yield, so a timeout or a dropped request could not stop the query until it
+/// ended by itself. Wrapped, each output batch spends a unit of the task's cooperative budget.
+fn yielding(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>, DataFusionError> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::coop::CooperativeExec;
+    plan.transform_up(|node| {
+        let name = node.name();
+        if name.contains("Join") || name == "UnnestExec" {
+            let wrapped: Arc<dyn datafusion::physical_plan::ExecutionPlan> =
+                Arc::new(CooperativeExec::new(node));
+            Ok(Transformed::yes(wrapped))
+        } else {
+            Ok(Transformed::no(node))
+        }
+    })
+    .map(|t| t.data)
 }
 
 #[cfg(test)]

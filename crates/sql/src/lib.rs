@@ -62,9 +62,14 @@ pub struct SqlConfig {
     /// ... and waiting for a turn; past that a query is refused at once as "server busy"
     /// (Pinot error 211).
     pub max_queued: usize,
-    /// Most values (elements, or bytes of text) one call of `range`, `generate_series`,
-    /// `repeat`, `lpad`, `rpad`, `array_repeat` or `array_resize` may make for a batch of rows.
+    /// Most a query's functions that multiply their input (`range`, `generate_series`,
+    /// `repeat`, `lpad`, `rpad`, `array_repeat`, `array_resize`, `replace`, `regexp_replace`,
+    /// `concat`, `concat_ws`, `overlay`, `array_to_string`) may make, all calls together: bytes
+    /// of text, or elements of lists.
     pub max_function_output: usize,
+    /// Largest single value one of those functions may make (bytes of text, or elements of a
+    /// list): a join can copy one value into every row of a batch.
+    pub max_value_size: usize,
     /// Threads of the runtime queries run on (0: one per core).
     pub threads: usize,
 }
@@ -83,6 +88,7 @@ impl Default for SqlConfig {
             max_concurrent: 2,
             max_queued: 8,
             max_function_output: 4_000_000,
+            max_value_size: 65_536,
             threads: 0,
         }
     }
@@ -116,6 +122,7 @@ impl SqlConfig {
         }
         at_least("max_concurrent", self.max_concurrent, 1)?;
         at_least("max_function_output", self.max_function_output, 1)?;
+        at_least("max_value_size", self.max_value_size, 64)?;
         if self.threads > 256 {
             return Err(format!(
                 "threads must be from 0 (one per core) to 256, got {}",
@@ -193,7 +200,9 @@ impl SqlError {
                 SqlError::ResourceLimit(limits::memory_message(m))
             }
             DataFusionError::NotImplemented(m) => SqlError::Invalid(format!("not supported: {m}")),
-            DataFusionError::Execution(m) if m.contains(bounded::OVER_LIMIT) => {
+            DataFusionError::Execution(m)
+                if m.contains(bounded::OVER_LIMIT) || m.contains(bounded::OVER_VALUE) =>
+            {
                 SqlError::ResourceLimit(m.clone())
             }
             other => SqlError::Execution(other.to_string()),

@@ -193,44 +193,75 @@ impl MemoryPool for QueryPool {
 }
 
 /// Refuses a query text over the length, nesting or operator limits before anything parses it.
-/// Operators count because a long chain of them (`a + b + c + ...`) is a deep expression tree,
-/// which the planner walks recursively: 5,000 terms would overflow a thread's stack.
+/// Operators count because a long chain of them (`a + b + c + ...`, `NOT NOT NOT ...`,
+/// `x::INT::INT...`) is a deep expression tree, which the planner walks recursively: 5,000
+/// terms would overflow a thread's stack. The text is read by the same tokenizer the query is
+/// parsed with (one linear pass), so quotes, escapes and comments are seen exactly as the
+/// parser sees them.
 pub fn check_text(
     sql: &str,
     max_bytes: usize,
     max_depth: usize,
     max_operators: usize,
 ) -> Result<(), SqlError> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
     if sql.len() > max_bytes {
         return Err(SqlError::Refused(format!(
             "the query is {} bytes, over the limit of {max_bytes} bytes (sql.max_sql_bytes)",
             sql.len()
         )));
     }
-    // Parentheses and operators outside string literals and quoted names.
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| SqlError::Parse(e.to_string()))?;
     let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
-    let mut quote: Option<char> = None;
-    let mut word = String::new();
-    for c in sql.chars().chain(std::iter::once(' ')) {
-        if quote.is_none() && (c.is_ascii_alphanumeric() || c == '_') {
-            word.push(c);
-            continue;
-        }
-        if word.eq_ignore_ascii_case("and") || word.eq_ignore_ascii_case("or") {
-            operators += 1;
-        }
-        word.clear();
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '"' | '`') => quote = Some(c),
-            (None, '(' | '[') => {
+    for t in &tokens {
+        match t {
+            Token::LParen | Token::LBracket => {
                 depth += 1;
                 deepest = deepest.max(depth);
             }
-            (None, ')' | ']') => depth = depth.saturating_sub(1),
-            (None, '+' | '-' | '*' | '/' | '%' | '=' | '<' | '>' | '|' | '^') => operators += 1,
-            _ => {}
+            Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+            Token::Word(w) => match w.keyword {
+                // CASE ... END nests like parentheses.
+                Keyword::CASE => {
+                    operators += 1;
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                Keyword::END => depth = depth.saturating_sub(1),
+                Keyword::AND
+                | Keyword::OR
+                | Keyword::NOT
+                | Keyword::IS
+                | Keyword::LIKE
+                | Keyword::ILIKE
+                | Keyword::IN
+                | Keyword::BETWEEN
+                | Keyword::SIMILAR
+                | Keyword::COLLATE
+                | Keyword::AT
+                | Keyword::ESCAPE => operators += 1,
+                _ => {}
+            },
+            Token::Whitespace(_)
+            | Token::Number(..)
+            | Token::Char(_)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::Comma
+            | Token::Period
+            | Token::SemiColon
+            | Token::Placeholder(_)
+            | Token::EOF => {}
+            // Every other token is an operator of some kind (`+`, `=`, `||`, `::`, `->`, ...).
+            _ => operators += 1,
         }
     }
     if operators > max_operators {
@@ -282,6 +313,31 @@ mod tests {
             "{err}"
         );
         assert!(check_text("SELECT 'a+b+c+d+e+f+g+h+i+j+k' FROM brand", 1000, 4, 10).is_ok());
+        // Word operators, casts and CASE count too; comments and quotes hide nothing.
+        for chain in [
+            format!("SELECT {} 1", "NOT ".repeat(11)),
+            format!("SELECT 1{}", "::INT".repeat(11)),
+            format!("SELECT x {}", "IS NOT NULL = TRUE ".repeat(4)),
+            format!("SELECT -- '\n{}", ["x"; 12].join(" + ")),
+            format!("SELECT /* ' */ {}", ["x"; 12].join(" || ")),
+        ] {
+            let err = check_text(&chain, 1000, 64, 10).expect_err(&chain);
+            assert!(
+                err.to_string().contains("sql.max_operators"),
+                "{chain}: {err}"
+            );
+        }
+        let nested = format!(
+            "SELECT {} 1 {}",
+            "CASE WHEN a THEN ".repeat(6),
+            " END".repeat(6)
+        );
+        let err = check_text(&nested, 1000, 4, 100).expect_err("nested CASE");
+        assert!(err.to_string().contains("sql.max_nesting_depth"), "{err}");
+        assert!(matches!(
+            check_text("SELECT 'unterminated", 1000, 4, 10),
+            Err(SqlError::Parse(_))
+        ));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! and `rows`, `exceptions` as `{errorCode, message}`, and the query statistics Pinot clients
 //! read (`numDocsScanned`, `totalDocs`, `timeUsedMs`, ...).
 
+use std::time::Instant;
+
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use serde_json::{json, Value};
@@ -74,7 +76,30 @@ pub fn cell(v: &ScalarValue) -> Value {
     }
 }
 
-pub fn broker_response(out: &QueryOutput) -> Value {
+/// One row of a result as JSON cells.
+fn row_cells(batch: &datafusion::arrow::array::RecordBatch, r: usize) -> Value {
+    Value::Array(
+        batch
+            .columns()
+            .iter()
+            .map(|c| {
+                ScalarValue::try_from_array(c, r)
+                    .map(|s| cell(&s))
+                    .unwrap_or(Value::Null)
+            })
+            .collect(),
+    )
+}
+
+/// The broker response as JSON text. Rows are written one at a time and the result is cut once
+/// it would pass `max_bytes` of JSON (`partialResult`, naming `sql.max_response_bytes`), so
+/// what is sent is bounded whatever the cells hold; `deadline` (the query's) is checked as
+/// rows are written.
+pub fn broker_response_json(
+    out: &QueryOutput,
+    max_bytes: usize,
+    deadline: Option<(Instant, u64)>,
+) -> Result<String, SqlError> {
     let names: Vec<&String> = out.schema.fields().iter().map(|f| f.name()).collect();
     let types: Vec<String> = out
         .schema
@@ -82,37 +107,51 @@ pub fn broker_response(out: &QueryOutput) -> Value {
         .iter()
         .map(|f| pinot_type(f.data_type()))
         .collect();
-    let mut rows = Vec::with_capacity(out.num_rows());
-    for batch in &out.batches {
+    let mut rows = String::from("[");
+    let mut written = 0usize;
+    let mut reason = out.truncated_reason.clone();
+    'batches: for batch in &out.batches {
         for r in 0..batch.num_rows() {
-            let row: Vec<Value> = batch
-                .columns()
-                .iter()
-                .map(|c| {
-                    ScalarValue::try_from_array(c, r)
-                        .map(|s| cell(&s))
-                        .unwrap_or(Value::Null)
-                })
-                .collect();
-            rows.push(Value::Array(row));
+            if let Some((at, timeout_ms)) = deadline {
+                if written % 1024 == 0 && Instant::now() > at {
+                    return Err(SqlError::Timeout(timeout_ms));
+                }
+            }
+            let row = row_cells(batch, r).to_string();
+            if rows.len() + row.len() + 2 > max_bytes {
+                reason = Some(format!(
+                    "the result was cut at about {max_bytes} bytes of JSON \
+                     (sql.max_response_bytes)"
+                ));
+                break 'batches;
+            }
+            if written > 0 {
+                rows.push(',');
+            }
+            rows.push_str(&row);
+            written += 1;
         }
     }
-    json!({
-        "resultTable": {
-            "dataSchema": {"columnNames": names, "columnDataTypes": types},
-            "rows": rows,
-        },
+    rows.push(']');
+    let schema = json!({"columnNames": names, "columnDataTypes": types});
+    let stats = json!({
         "exceptions": [],
         "numServersQueried": 1,
         "numServersResponded": 1,
         "numDocsScanned": out.docs_scanned,
         "totalDocs": out.total_docs,
-        "numRowsResultSet": out.num_rows(),
-                "partialResult": out.truncated,
-        "partialResultReason": out.truncated_reason,
+        "numRowsResultSet": written,
+        "partialResult": reason.is_some(),
+        "partialResultReason": reason,
         "numGroupsLimitReached": false,
         "timeUsedMs": out.time_used_ms,
     })
+    .to_string();
+    // The statistics object without its opening brace follows the result table.
+    let stats = stats.strip_prefix('{').unwrap_or(&stats);
+    Ok(format!(
+        "{{\"resultTable\":{{\"dataSchema\":{schema},\"rows\":{rows}}},{stats}"
+    ))
 }
 
 pub fn broker_error(e: &SqlError, time_used_ms: u64) -> Value {
