@@ -49,6 +49,10 @@ pub struct HttpConfig {
     pub header_read_timeout_ms: u64,
     /// A request's body must arrive within this.
     pub body_read_timeout_ms: u64,
+    /// A write to a client that makes no progress this long closes the connection.
+    pub write_timeout_ms: u64,
+    /// A response not started within this is answered 503 (SQL has its own, shorter limit).
+    pub request_timeout_ms: u64,
     /// On stop, connections in flight get this long to finish.
     pub shutdown_grace_ms: u64,
     /// Open dashboard event streams at most.
@@ -122,6 +126,8 @@ impl Default for HttpConfig {
             max_connections: 4_096,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
+            write_timeout_ms: 30_000,
+            request_timeout_ms: 60_000,
             shutdown_grace_ms: 5_000,
             max_viewers: 1_000,
             auth_token: None,
@@ -165,11 +171,13 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("http.max_connections", "open connections per port (at most a third of the open-file limit); one more is answered 503 and closed", None),
     ("http.header_read_timeout_ms", "a request's headers must arrive within this (also the idle keep-alive timeout)", None),
     ("http.body_read_timeout_ms", "a request's body must arrive within this", None),
+    ("http.write_timeout_ms", "a write to a client that makes no progress this long (it stopped reading) closes the connection", None),
+    ("http.request_timeout_ms", "a response not started within this is answered 503 (SQL has its own sql.timeout_ms)", None),
     ("http.shutdown_grace_ms", "on stop, connections in flight get this long to finish", None),
     ("http.max_viewers", "open dashboard event streams at most; one more is answered 503", None),
     ("http.auth_token", "bearer token for /query/sql and POST /orders (all endpoints with protect_all); --auth-token, RTAP_AUTH_TOKEN (never printed by rtap config)", Some("\"a-long-random-secret\"")),
     ("http.protect_all", "every endpoint but /health and the page's files needs the token", None),
-    ("http.allowed_hosts", "host names besides localhost a loopback rtap answers (DNS rebinding protection)", None),
+    ("http.allowed_hosts", "host names besides localhost rtap answers (DNS rebinding protection; on a non-loopback bind, setting it turns the check on)", None),
     ("http.cors_origins", "origins allowed to read answers cross-site; none by default", None),
     ("generator.rate_per_sec", "orders generated per second, 0 = as fast as the store takes them; --rate, RTAP_RATE", None),
     ("generator.seed", "generator seed (default: random, saved with the checkpoint); --seed, RTAP_SEED", Some("42")),
@@ -202,7 +210,7 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("ingest.deadletter_max_file_bytes", "the dead-letter file is rotated at this size", None),
     ("ingest.deadletter_max_files", "rotated dead-letter files kept (the oldest are deleted; the count stays exact)", None),
     ("sql.timeout_ms", "a query running longer is cancelled (Pinot error 250)", None),
-        ("sql.max_rows", "results are cut at this many rows (partialResult)", None),
+    ("sql.max_rows", "results are cut at this many rows (partialResult)", None),
     ("sql.max_response_bytes", "... and at about this many bytes of result data", None),
     ("sql.max_sql_bytes", "longest SQL text accepted", None),
     ("sql.max_nesting_depth", "deepest nesting of parentheses accepted", None),
@@ -211,9 +219,10 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("sql.query_memory_bytes", "memory one query may hold (Pinot error 245 past it)", None),
     ("sql.max_concurrent", "user queries running at once", None),
     ("sql.max_queued", "user queries waiting for a turn; past it \"server busy\" (Pinot error 211)", None),
-    ("sql.max_function_output", "most values one call of range, generate_series, repeat, lpad, rpad, array_repeat or array_resize may make per batch", None),
+    ("sql.max_function_output", "most the functions of one query that can multiply data (range, generate_series, repeat, lpad, rpad, array_repeat, array_resize, array_replace*, make_array, array_concat, array_append, array_prepend, replace, regexp_replace, concat, concat_ws, overlay, array_to_string) may make together (bytes of text or list elements)", None),
+    ("sql.max_value_size", "largest single value one of those functions may make (bytes of text or list elements)", None),
     ("sql.threads", "threads of the query runtime, 0 = one per core", None),
-        ("windows.size_ms", "rolling window length (windows.* apply to a fresh data directory; a checkpoint keeps its own)", None),
+    ("windows.size_ms", "rolling window length (windows.* apply to a fresh data directory; a checkpoint keeps its own)", None),
     ("windows.advance_ms", "window hop (a multiple of it is the window length)", None),
     ("windows.grace_ms", "how late an order may be and still count in the windows", None),
 ];
@@ -271,15 +280,36 @@ impl RtapConfig {
                 h.max_viewers
             );
         }
-        if h.header_read_timeout_ms == 0 || h.body_read_timeout_ms == 0 {
+        for (key, value) in [
+            ("header_read_timeout_ms", h.header_read_timeout_ms),
+            ("body_read_timeout_ms", h.body_read_timeout_ms),
+            ("write_timeout_ms", h.write_timeout_ms),
+            ("request_timeout_ms", h.request_timeout_ms),
+        ] {
+            if value == 0 {
+                anyhow::bail!("http.{key} must be at least 1, got 0");
+            }
+        }
+        if h.request_timeout_ms <= self.sql.timeout_ms {
             anyhow::bail!(
-                "http.header_read_timeout_ms and http.body_read_timeout_ms must be at least 1"
+                "http.request_timeout_ms ({}) must be longer than sql.timeout_ms ({}): a slow \
+                 query is answered with its own timeout error",
+                h.request_timeout_ms,
+                self.sql.timeout_ms
             );
         }
-        if h.auth_token.as_deref().is_some_and(|t| t.trim().len() < 8) {
-            anyhow::bail!(
-                "http.auth_token must be at least 8 characters (use a long random secret)"
-            );
+        if let Some(t) = h.auth_token.as_deref() {
+            if t.trim().len() < 8 {
+                anyhow::bail!(
+                    "http.auth_token must be at least 8 characters (use a long random secret)"
+                );
+            }
+            if t.trim() != t || t.chars().any(|c| c.is_control()) {
+                anyhow::bail!(
+                    "http.auth_token must not start or end with spaces or hold control \
+                     characters (clients could not send it in a header)"
+                );
+            }
         }
         let s = self.table.seal_after_secs;
         if !(s.is_finite() && (0.1..=3600.0).contains(&s)) {
@@ -453,6 +483,7 @@ mod tests {
             ("[generator]\nrate_per_sec = -1.0\n", "generator.rate_per_sec must be 0 (unlimited) or a positive number, got -1"),
             ("[kafka]\npartitions = 0\n", "kafka.partitions must be from 1 to 10000, got 0"),
             ("[sql]\ntimeout_ms = 0\n", "sql.timeout_ms must be at least 1, got 0"),
+            ("[sql]\ntimeout_ms = 60000\n", "http.request_timeout_ms (60000) must be longer than sql.timeout_ms (60000): a slow query is answered with its own timeout error"),
             ("[ingest]\ndecode_threads = 300\n", "ingest.decode_threads must be from 0 (one per core) to 256, got 300"),
             ("[windows]\nsize_ms = 1500\n", "windows: window size 1500 ms must be a positive multiple of the advance 1000 ms"),
         ];

@@ -95,7 +95,10 @@ fn sql_bombs_are_refused_with_their_error_and_rtap_keeps_serving() {
     );
     wait_count(&http, 20_000, Duration::from_secs(90));
     let ceiling_mb = rss_mb(&child) + 1_000;
-    const FUNCTIONS: &[(i64, &str)] = &[(245, "sql.max_function_output")];
+    const FUNCTIONS: &[(i64, &str)] = &[
+        (245, "sql.max_function_output"),
+        (245, "sql.max_value_size"),
+    ];
     const MEMORY: &[(i64, &str)] = &[(245, "memory limit")];
     const TIME: &[(i64, &str)] = &[(250, "did not finish within 4000 ms")];
     // A grouping that can spill may spill and run out of time instead of memory.
@@ -110,6 +113,8 @@ fn sql_bombs_are_refused_with_their_error_and_rtap_keeps_serving() {
         ("SELECT repeat(customer_name, 100000000) FROM orders", FUNCTIONS),
         ("SELECT lpad('x', 2000000000)", FUNCTIONS),
         ("SELECT array_repeat(order_id, 10000000) FROM orders", FUNCTIONS),
+        ("SELECT SUM(length(repeat('x', 60000))) FROM orders", FUNCTIONS),
+        ("WITH a AS (SELECT repeat('x', 1000000) s) SELECT MAX(length(s)) FROM a, orders", FUNCTIONS),
         ("SELECT array_agg(a.order_id) FROM orders a CROSS JOIN orders b", MEMORY),
         ("SELECT a.order_id, b.order_id, COUNT(*) FROM orders a CROSS JOIN orders b GROUP BY 1, 2", MEMORY_OR_TIME),
         ("SELECT COUNT(*) FROM orders a CROSS JOIN orders b CROSS JOIN orders c WHERE a.order_total + b.order_total > c.order_total", MEMORY_OR_TIME),
@@ -458,6 +463,35 @@ fn tokens_hosts_and_cross_site_writes_are_checked() {
         ),
     );
     assert_eq!(status, 403);
+    // A query from a page of another origin (another port of this machine, a sandboxed
+    // `null` page), with the token: refused, GET too (reading is not the only harm a query does).
+    let sql_addr = http.trim_start_matches("http://");
+    for origin in ["http://127.0.0.1:9", "null"] {
+        let (status, body) = raw(
+            sql_addr,
+            &format!(
+                "GET /query/sql?sql=SELECT%201 HTTP/1.1\r\nHost: {sql_addr}\r\nOrigin: {origin}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert_eq!(status, 403, "{origin}: {body}");
+    }
+    // The page's own origin passes.
+    let (status, body) = raw(
+        sql_addr,
+        &format!(
+            "GET /query/sql?sql=SELECT%201 HTTP/1.1\r\nHost: {sql_addr}\r\nOrigin: http://{sql_addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    // The token in the query string is for the dashboard's stream only, not for SQL (it would
+    // end up in logs and browser history).
+    let (status, _) = raw(
+        sql_addr,
+        &format!(
+            "GET /query/sql?sql=SELECT%201&access_token={token} HTTP/1.1\r\nHost: {sql_addr}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 401);
     // No CORS headers unless configured.
     let (_, head) = raw(
         http.trim_start_matches("http://"),
@@ -475,7 +509,7 @@ fn tokens_hosts_and_cross_site_writes_are_checked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut child, _api, http, dash) = start(
         dir.path(),
-        "[http]\nprotect_all = true\n",
+        "[http]\nprotect_all = true\ncors_origins = [\"http://app.example\"]\n",
         &["--rate", "50", "--auth-token", token],
     );
     assert_eq!(
@@ -483,6 +517,17 @@ fn tokens_hosts_and_cross_site_writes_are_checked() {
         Some(401)
     );
     assert_eq!(get_json(&format!("{http}/health")).map(|r| r.0), Some(200));
+    // A listed origin's preflight is answered without the token (browsers never send it there).
+    let (status, head) = raw(
+        http.trim_start_matches("http://"),
+        "OPTIONS /orders/overview HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://app.example\r\nAccess-Control-Request-Method: GET\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 204, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("access-control-allow-origin: http://app.example"),
+        "{head}"
+    );
     let page = runtime().block_on(async {
         reqwest::get(format!("{dash}/"))
             .await
@@ -514,7 +559,8 @@ fn listening_beyond_loopback_without_a_token_warns_loudly() {
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 4096];
-    while !seen.contains("WARNING") && Instant::now() < deadline {
+    // The warning may arrive in pieces: read until its end (it names the flag to use).
+    while !seen.contains("--auth-token") && Instant::now() < deadline {
         match stderr.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),

@@ -29,7 +29,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, Serialize)]
 pub struct StageStatus {
     pub name: &'static str,
-    /// "running", "waiting", "stopped", "failed" or "off".
+    /// "running", "waiting", "paused", "finished" (a generator that made its `--max-orders`),
+    /// "stopped", "failed" or "off".
     pub state: String,
     /// Rates, lag, counts: whatever tells how the stage is doing.
     pub detail: Value,

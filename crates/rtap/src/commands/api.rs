@@ -17,7 +17,8 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
         .unwrap_or_else(crate::signals::random_seed);
     let feed = std::sync::Arc::new(open_feed(&config, store.clone(), seed, clock::system()).await?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (addr, server) = http::orders_api(&config, feed.clone(), stop_rx.clone()).await?;
+    let stats = std::sync::Arc::new(server::listen::ConnectionStats::default());
+    let (addr, server) = http::orders_api(&config, feed.clone(), stats, stop_rx.clone()).await?;
     println!(
         "rtap api: orders API on http://{addr}  (store: {}; generator: {}, seed {seed})",
         store.describe(),

@@ -33,6 +33,7 @@ pub async fn bind(
 pub async fn orders_api(
     config: &RtapConfig,
     feed: Arc<sources::OrderFeed>,
+    stats: Arc<ConnectionStats>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let (listener, addr) = bind(
@@ -44,7 +45,13 @@ pub async fn orders_api(
     .await?;
     Ok((
         addr,
-        serve(config, listener, server::orders_api::router(feed), stop),
+        serve(
+            config,
+            listener,
+            server::orders_api::router(feed),
+            stats,
+            stop,
+        ),
     ))
 }
 
@@ -54,11 +61,11 @@ pub fn access(config: &RtapConfig) -> Arc<Access> {
     Arc::new(Access {
         token: h.auth_token.clone(),
         protect_all: h.protect_all,
-        check_host: h.bind.is_loopback(),
+        check_host: h.bind.is_loopback() || !h.allowed_hosts.is_empty(),
         allowed_hosts: h
             .allowed_hosts
             .iter()
-            .map(|a| a.to_ascii_lowercase())
+            .map(|a| server::access::normalize_host(a))
             .collect(),
         cors_origins: h.cors_origins.clone(),
     })
@@ -70,6 +77,7 @@ pub fn serve(
     config: &RtapConfig,
     listener: TcpListener,
     app: axum::Router,
+    stats: Arc<ConnectionStats>,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     let h = &config.http;
@@ -77,16 +85,12 @@ pub fn serve(
         max_connections: h.max_connections.min(connection_budget()),
         header_read_timeout: Duration::from_millis(h.header_read_timeout_ms),
         body_read_timeout: Duration::from_millis(h.body_read_timeout_ms),
+        write_timeout: Duration::from_millis(h.write_timeout_ms),
+        request_timeout: Duration::from_millis(h.request_timeout_ms),
         shutdown_grace: Duration::from_millis(h.shutdown_grace_ms),
     };
     let app = server::access::guarded(app, access(config));
-    tokio::spawn(server::listen::serve(
-        listener,
-        app,
-        limits,
-        Arc::new(ConnectionStats::default()),
-        stop,
-    ))
+    tokio::spawn(server::listen::serve(listener, app, limits, stats, stop))
 }
 
 /// Connections one port may hold within the process's open-file limit: a third of it (three
