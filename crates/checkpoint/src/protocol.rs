@@ -31,6 +31,9 @@ pub struct CheckpointMetrics {
     pub written: Counter,
     /// How long the last one took (`rtap_checkpoint_last_duration_seconds`).
     pub last_duration_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// When the last one was written, Unix seconds of the wall clock, as Prometheus
+    /// timestamps are (`rtap_checkpoint_last_written_timestamp_seconds`; 0 before the first).
+    pub last_written_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl CheckpointMetrics {
@@ -44,6 +47,11 @@ impl CheckpointMetrics {
             "rtap_checkpoint_last_duration_seconds",
             "How long the last checkpoint took",
             self.last_duration_seconds.clone(),
+        );
+        registry.register(
+            "rtap_checkpoint_last_written_timestamp_seconds",
+            "When the last checkpoint was written (Unix time)",
+            self.last_written_seconds.clone(),
         );
     }
 }
@@ -181,6 +189,10 @@ impl CheckpointProtocol {
                 self.metrics
                     .last_duration_seconds
                     .set(duration.as_secs_f64());
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                self.metrics.last_written_seconds.set(at);
                 Ok(Written {
                     position: capture.source.next,
                     bytes,

@@ -86,7 +86,10 @@ impl WindowConfig {
 
     /// Panes kept: every pane of every window still open, plus the current one.
     fn ring_len(&self) -> usize {
-        ((self.size_ms + self.grace_ms) / self.advance_ms + 2) as usize
+        // Twice what the windows need: a record may be ahead of stream time (which stops at the
+        // wall clock, see `Windows::observe_until`) by as much again without taking the slot of
+        // a pane that is still open.
+        (2 * ((self.size_ms + self.grace_ms) / self.advance_ms) + 2) as usize
     }
 }
 
@@ -221,11 +224,32 @@ impl Windows {
 
     /// Adds one record: one pane update.
     pub fn observe(&mut self, time_ms: i64, m: Metrics) -> Outcome {
+        self.observe_until(time_ms, m, i64::MAX)
+    }
+
+    /// Adds one record, moving stream time at most to `max_stream_ms` (the wall clock): an order
+    /// a little ahead of the clock is counted in its pane, but does not make every order that
+    /// arrives a minute late count as late.
+    pub fn observe_until(&mut self, time_ms: i64, m: Metrics, max_stream_ms: i64) -> Outcome {
         if !self.is_open(time_ms) {
             self.late += 1;
             return Outcome::Late;
         }
         let index = self.pane_index(time_ms);
+        // Stream time after this record: a jump forward closes the panes it leaves behind, but
+        // a record ahead of the wall clock moves it only to the clock.
+        let stream = self.stream_time_ms.max(time_ms.min(max_stream_ms));
+        // The oldest pane still open then must keep its slot: a record further ahead of it than
+        // the ring holds is not counted (as if late) rather than evicting an open pane.
+        let oldest_open = self.pane_index(
+            stream
+                .saturating_sub(self.config.size_ms)
+                .saturating_sub(self.config.grace_ms),
+        );
+        if index.saturating_sub(oldest_open) >= self.ring.len() as i64 {
+            self.late += 1;
+            return Outcome::Late;
+        }
         let slot = self.slot(index);
         let pane = &mut self.ring[slot];
         if pane.index != index {
@@ -242,7 +266,7 @@ impl Windows {
             };
         }
         pane.metrics.add(&m);
-        self.stream_time_ms = self.stream_time_ms.max(time_ms);
+        self.stream_time_ms = stream;
         self.counted += 1;
         Outcome::Counted
     }
@@ -443,6 +467,70 @@ mod tests {
         }
         assert_eq!((back.late(), back.counted()), (1, 500));
         assert_eq!(back.snapshot(), snap);
+    }
+
+    #[test]
+    fn an_order_ahead_of_the_clock_does_not_make_late_ones_late() {
+        let mut w = Windows::new(WindowConfig::default()).expect("config");
+        let now = T0 + 600_000;
+        // Four minutes ahead of the clock: counted, but stream time stays at the clock.
+        assert_eq!(
+            w.observe_until(now + 240_000, one(1.0), now),
+            Outcome::Counted
+        );
+        assert_eq!(w.stream_time_ms(), Some(now));
+        // An order two minutes late still counts (grace is five minutes).
+        assert_eq!(
+            w.observe_until(now - 120_000, one(1.0), now),
+            Outcome::Counted
+        );
+        assert_eq!(w.late(), 0);
+    }
+
+    #[test]
+    fn an_order_ahead_of_the_clock_never_takes_the_slot_of_an_open_pane() {
+        let mut w = Windows::new(WindowConfig::default()).expect("config");
+        let now = T0 + 600_000;
+        // The minute before the current one holds an order...
+        w.observe_until(now - 62_000, one(1.0), now);
+        let (_, before) = w.current_and_previous(now);
+        assert_eq!(before.orders, 1);
+        // ... and stays whole when orders arrive up to five minutes ahead of the clock.
+        for ahead in (0..=300_000).step_by(1_000) {
+            assert_eq!(
+                w.observe_until(now + ahead, one(1.0), now),
+                Outcome::Counted
+            );
+        }
+        let (_, before) = w.current_and_previous(now);
+        assert_eq!(before.orders, 1, "the previous minute lost its pane");
+        // Further ahead than the ring holds: not counted, nothing evicted.
+        assert_eq!(
+            w.observe_until(now + 100 * 60_000, one(1.0), now),
+            Outcome::Late
+        );
+        assert_eq!(w.current_and_previous(now).1.orders, 1);
+        // A late order inside grace still counts.
+        assert_eq!(
+            w.observe_until(now - 61_500, one(1.0), now),
+            Outcome::Counted
+        );
+    }
+
+    #[test]
+    fn a_quiet_stream_that_resumes_after_an_hour_counts_every_order() {
+        let mut w = Windows::new(WindowConfig::default()).expect("config");
+        let now = T0 + 100 * 3_600_000;
+        // Orders an hour apart (history replayed in order), all behind the wall clock.
+        for k in 0..50 {
+            let t = T0 + k * 3_600_000;
+            assert_eq!(
+                w.observe_until(t, one(1.0), now),
+                Outcome::Counted,
+                "order {k}"
+            );
+        }
+        assert_eq!((w.late(), w.counted()), (0, 50));
     }
 
     #[test]

@@ -117,11 +117,23 @@ impl OrderFeed {
 
     /// Generates and stores `n` orders as one append; returns their ids.
     pub async fn create(&self, n: u64) -> Result<Vec<String>, StoreError> {
+        let now = self.clock.now_ms();
+        self.create_at(&vec![now; n as usize]).await
+    }
+
+    /// Generates and stores one order at each of `times` (event times, epoch ms) as one
+    /// append, in that order; returns their ids. `rtap backfill` makes history with it.
+    pub async fn create_at(&self, times: &[i64]) -> Result<Vec<String>, StoreError> {
+        let n = times.len() as u64;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         let mut state = self.state.lock().await;
         let first = state.next_seq;
         let batch: Vec<NewOrder> = (first..first + n)
-            .map(|seq| {
-                let order = state.generator.generate(seq, self.clock.now_ms());
+            .zip(times)
+            .map(|(seq, &time_ms)| {
+                let order = state.generator.generate(seq, time_ms);
                 NewOrder {
                     order_id: order.order_id.to_string(),
                     json: order.to_json_string(),
@@ -193,9 +205,13 @@ impl OrderFeed {
         stop: watch::Receiver<bool>,
     ) -> GeneratorJob {
         let running = Arc::new(AtomicBool::new(true));
+        let finished = Arc::new(AtomicBool::new(false));
         let restarts = Arc::new(AtomicU64::new(0));
+        // Survives a generator's panic: a restarted generator goes on towards `max_orders`.
+        let made = Arc::new(AtomicU64::new(0));
         let handle = {
             let running = running.clone();
+            let finished = finished.clone();
             let restarts = restarts.clone();
             let mut stop = stop;
             tokio::spawn(async move {
@@ -209,8 +225,14 @@ impl OrderFeed {
                 }
                 let mut backoff = Duration::from_secs(1);
                 loop {
-                    match tokio::spawn(self.clone().run(stop.clone())).await {
-                        Ok(n) => return n,
+                    match tokio::spawn(self.clone().run_counted(stop.clone(), made.clone())).await {
+                        Ok(n) => {
+                            // Ended on its own (not asked to stop): it made `max_orders`.
+                            if !*stop.borrow() {
+                                finished.store(true, Ordering::Relaxed);
+                            }
+                            return n;
+                        }
                         Err(e) if e.is_panic() && !*stop.borrow() => {
                             restarts.fetch_add(1, Ordering::Relaxed);
                             tracing::error!(
@@ -218,11 +240,11 @@ impl OrderFeed {
                                 "the generator failed; restarting it"
                             );
                             if wait_or_shutdown(&mut stop, backoff).await {
-                                return 0;
+                                return made.load(Ordering::Relaxed);
                             }
                             backoff = (backoff * 2).min(Duration::from_secs(30));
                         }
-                        Err(_) => return 0,
+                        Err(_) => return made.load(Ordering::Relaxed),
                     }
                 }
             })
@@ -230,17 +252,28 @@ impl OrderFeed {
         GeneratorJob {
             handle,
             running,
+            finished,
             restarts,
         }
     }
 
     /// The background job: adds orders at the configured rate until `shutdown` turns true or
     /// `max_orders` have been made. Returns how many it made.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> u64 {
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) -> u64 {
+        self.run_counted(shutdown, Arc::new(AtomicU64::new(0)))
+            .await
+    }
+
+    /// [`Self::run`], counting in `made` (which may hold what an earlier run made).
+    async fn run_counted(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+        counter: Arc<AtomicU64>,
+    ) -> u64 {
         let rate = self.config.rate_per_sec;
         let limit = self.config.max_orders.unwrap_or(u64::MAX);
-        let mut made = 0u64;
-        let mut paced_from = (Instant::now(), 0u64);
+        let mut made = counter.load(Ordering::Relaxed);
+        let mut paced_from = (Instant::now(), made);
         let mut backoff = Duration::from_millis(100);
         while made < limit && !*shutdown.borrow() {
             let due = if rate > 0.0 {
@@ -254,6 +287,7 @@ impl OrderFeed {
                 match self.create(n).await {
                     Ok(_) => {
                         made += n;
+                        counter.store(made, Ordering::Relaxed);
                         backoff = Duration::from_millis(100);
                     }
                     Err(e) => {
@@ -299,6 +333,7 @@ async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, d: Duration) -> 
 pub struct GeneratorJob {
     handle: tokio::task::JoinHandle<u64>,
     running: Arc<AtomicBool>,
+    finished: Arc<AtomicBool>,
     restarts: Arc<AtomicU64>,
 }
 
@@ -306,6 +341,11 @@ impl GeneratorJob {
     /// Whether the job is still generating (false once stopped or at `max_orders`).
     pub fn running(&self) -> Arc<AtomicBool> {
         self.running.clone()
+    }
+
+    /// Whether the job ended because it made its `max_orders` (not because it was stopped).
+    pub fn finished(&self) -> Arc<AtomicBool> {
+        self.finished.clone()
     }
 
     /// Times the generator failed and was restarted.

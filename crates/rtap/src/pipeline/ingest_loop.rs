@@ -46,6 +46,8 @@ pub struct IngestHealth {
     pub paused: Mutex<Option<String>>,
     /// Where the source resumes after what has been ingested (for lag).
     pub position: Mutex<Offsets>,
+    /// Dead letters in the store, including earlier runs (kept exact across rotations).
+    pub dead_letters_stored: std::sync::atomic::AtomicU64,
 }
 
 impl IngestHealth {
@@ -134,6 +136,10 @@ impl IngestLoop {
         if let Ok(mut p) = parts.health.position.lock() {
             *p = parts.source.next.clone();
         }
+        parts
+            .health
+            .dead_letters_stored
+            .store(sinks.deadletters.count(), Ordering::Relaxed);
         IngestLoop {
             ingestor,
             table: sinks.table,
@@ -205,6 +211,9 @@ impl IngestLoop {
                 tracing::warn!(position = %r.position, reason = %r.reason, "dead-lettered a message");
             }
             self.metrics.dead_letters.inc_by(rejected.len() as u64);
+            self.health
+                .dead_letters_stored
+                .store(self.deadletters.count(), Ordering::Relaxed);
         }
         if let Some(batch) = out.batch {
             let rows = batch.num_rows() as u64;
@@ -214,12 +223,14 @@ impl IngestLoop {
                 self.ingestor.dedup_mut().forget(ids);
                 return Err(format!("could not append to the table: {e}"));
             }
+            let now = self.clock.now_ms();
             let mut windows = lock(&self.windows);
             let late_before = windows.late();
             for f in facts {
-                windows.observe(
+                windows.observe_until(
                     f.time_ms,
                     Metrics::order(f.order_total, f.fraud, f.delivered, f.refunded),
+                    now,
                 );
             }
             self.metrics.late.inc_by(windows.late() - late_before);
@@ -406,6 +417,13 @@ impl IngestLoop {
             }
             let held = self.held_back();
             self.health.set_paused(held.clone());
+            if held.is_some() && self.stop.load(Ordering::Acquire) {
+                // Stopping while the disk fails us: what is held was never checkpointed and its
+                // position never moved, so the next start reads it again. Waiting here could
+                // wait forever.
+                tracing::warn!(reason = ?held, "stopping with ingest held back; the held batches are read again on the next start");
+                break;
+            }
             let mut events = Vec::new();
             if held.is_some() {
                 std::thread::sleep(Duration::from_millis(100));
@@ -469,6 +487,11 @@ impl IngestLoop {
                         for p in &partitions {
                             self.source.next.remove(p);
                             self.checkpointed.remove(p);
+                        }
+                        // A held batch's messages of those partitions are the next owner's now.
+                        for b in &mut self.retry {
+                            b.messages
+                                .retain(|m| !partitions.contains(&m.position.partition));
                         }
                         if let Ok(mut pos) = self.health.position.lock() {
                             pos.clone_from(&self.source.next);

@@ -16,6 +16,7 @@
 //! may the Kafka source commit that checkpoint's offsets and leave the group; the analytics API
 //! and dashboard go last, so they answer until the data stops moving.
 
+mod front;
 pub mod http;
 pub mod ingest_loop;
 #[cfg(test)]
@@ -31,18 +32,19 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clock::SharedClock;
 use ingest::IngestMetrics;
-use orders::GeneratorConfig;
 use prometheus_client::registry::Registry;
+use server::listen::{ConnectionCollector, ConnectionStats};
 use sources::embedded::EmbeddedSource;
 use sources::feed::GeneratorJob;
 use sources::kafka::handoff::Handoff;
 use sources::metrics::SourceMetrics;
-use sources::{FeedConfig, OrderFeed, Source};
+use sources::{OrderFeed, Source};
 use sql::SqlEngine;
-use store::{EmbeddedStore, OrderStore, PostgresStore};
+use store::OrderStore;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::RtapConfig;
+pub use front::{open_feed, open_store, rate_text};
 use ingest_loop::{IngestHealth, IngestLoop, LoopParts, Sinks};
 use status::{GeneratorFlags, Parts};
 
@@ -57,53 +59,6 @@ pub enum Mode {
     Up,
     /// Only the Kafka consumer in front (`rtap serve`).
     Serve,
-}
-
-/// Opens the order store the configuration names.
-pub async fn open_store(config: &RtapConfig) -> anyhow::Result<Arc<dyn OrderStore>> {
-    Ok(match &config.store.database_url {
-        Some(url) => Arc::new(
-            PostgresStore::connect(url)
-                .await
-                .context("cannot open the Postgres order store")?,
-        ),
-        None => {
-            let path = config.data_dir.join("orders.redb");
-            Arc::new(EmbeddedStore::open(&path).context("cannot open the embedded order store")?)
-        }
-    })
-}
-
-/// The generator job over `store` with the configured rate and limits.
-pub async fn open_feed(
-    config: &RtapConfig,
-    store: Arc<dyn OrderStore>,
-    seed: u64,
-    clock: SharedClock,
-) -> anyhow::Result<OrderFeed> {
-    OrderFeed::open(
-        store,
-        clock,
-        FeedConfig {
-            generator: GeneratorConfig {
-                seed,
-                ..GeneratorConfig::default()
-            },
-            rate_per_sec: config.generator.rate_per_sec,
-            max_orders: config.generator.max_orders,
-        },
-    )
-    .await
-    .context("cannot read the order store")
-}
-
-/// "31 orders/s" or "as fast as possible".
-pub fn rate_text(rate: f64) -> String {
-    if rate > 0.0 {
-        format!("{rate} orders/s")
-    } else {
-        "as fast as possible".to_string()
-    }
 }
 
 /// The front of `rtap up`: the orders API's feed and its generator job.
@@ -344,9 +299,18 @@ pub async fn start(
 
     let mut api_server = None;
     let mut api_addr = None;
+    let connections: Vec<(&'static str, Arc<ConnectionStats>)> = ["api", "http", "dashboard"]
+        .into_iter()
+        .map(|port| (port, Arc::new(ConnectionStats::default())))
+        .collect();
     if let Some(f) = &front {
-        let (addr, server) =
-            http::orders_api(config, f.feed.clone(), front_stop_rx.clone()).await?;
+        let (addr, server) = http::orders_api(
+            config,
+            f.feed.clone(),
+            connections[0].1.clone(),
+            front_stop_rx.clone(),
+        )
+        .await?;
         api_server = Some(server);
         api_addr = Some(addr);
     }
@@ -365,6 +329,7 @@ pub async fn start(
             .map(|h| h.producer.clone()),
         generator: front.as_ref().map(|f| GeneratorFlags {
             running: f.job.running(),
+            finished: f.job.finished(),
             restarts: f.job.restarts(),
         }),
         restarts,
@@ -392,6 +357,13 @@ pub async fn start(
         config.http.max_viewers,
     );
     board.register(&mut registry);
+    let connection_stats = |port: usize| connections[port].1.clone();
+    let (http_stats, dash_stats) = (connection_stats(1), connection_stats(2));
+    registry.register_collector(Box::new(ConnectionCollector(if front.is_some() {
+        connections.clone()
+    } else {
+        connections[1..].to_vec()
+    })));
     let telemetry = {
         let parts = parts.clone();
         server::status::Telemetry::new(move || parts.report(), registry)
@@ -409,7 +381,13 @@ pub async fn start(
             .merge(server::status::router(telemetry.clone())),
         telemetry.clone(),
     );
-    let http_server = http::serve(config, http_listener, analytics, http_stop_rx.clone());
+    let http_server = http::serve(
+        config,
+        http_listener,
+        analytics,
+        http_stats,
+        http_stop_rx.clone(),
+    );
     let (dash_listener, dashboard_addr) = http::bind(
         config.http.bind,
         config.http.dashboard_port,
@@ -422,7 +400,13 @@ pub async fn start(
         telemetry,
     );
     board.spawn_refresher();
-    let dash_server = http::serve(config, dash_listener, dashboard, http_stop_rx.clone());
+    let dash_server = http::serve(
+        config,
+        dash_listener,
+        dashboard,
+        dash_stats,
+        http_stop_rx.clone(),
+    );
     let summary = tokio::spawn(http::live_summary(parts.clone(), http_stop_rx));
     Ok(Running {
         api_addr,
@@ -472,6 +456,37 @@ impl Running {
                 return f;
             }
         }
+    }
+
+    /// Stored orders ingest has not taken yet (embedded source), or messages behind (Kafka),
+    /// when known.
+    pub fn lag(&self) -> Option<u64> {
+        self.parts.lag()
+    }
+
+    /// Orders this process's producer has had confirmed by Kafka, and whether any are still on
+    /// their way (None without a producer).
+    pub fn produced(&self) -> Option<(u64, bool)> {
+        self.parts.producer.as_ref().map(|p| {
+            let progress = p.progress();
+            (progress.confirmed, progress.in_flight > 0)
+        })
+    }
+
+    /// Rows in the table.
+    pub fn rows(&self) -> u64 {
+        self.parts.table.snapshot().rows()
+    }
+
+    /// Why the pipeline cannot go on, if it cannot (see [`Running::failure`]).
+    pub fn failed(&self) -> Option<String> {
+        self.parts
+            .health
+            .failed
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .or_else(|| self.source.failure())
     }
 
     /// Prints where everything is (the banner tests and users read).

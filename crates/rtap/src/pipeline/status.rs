@@ -20,6 +20,8 @@ use super::ingest_loop::IngestHealth;
 #[derive(Debug, Clone)]
 pub struct GeneratorFlags {
     pub running: Arc<AtomicBool>,
+    /// It made its `--max-orders`: "finished", not a failure.
+    pub finished: Arc<AtomicBool>,
     pub restarts: Arc<AtomicU64>,
 }
 
@@ -69,10 +71,16 @@ impl Parts {
             });
         }
         if let (Some(feed), Some(g)) = (&self.feed, &self.generator) {
-            let running = g.running.load(Ordering::Relaxed);
+            let state = if g.running.load(Ordering::Relaxed) {
+                "running"
+            } else if g.finished.load(Ordering::Relaxed) {
+                "finished"
+            } else {
+                "stopped"
+            };
             stages.push(StageStatus {
                 name: "generator",
-                state: if running { "running" } else { "stopped" }.into(),
+                state: state.into(),
                 detail: json!({
                     "seed": feed.seed(),
                     "ordersStored": feed.stored(),
@@ -125,10 +133,16 @@ impl Parts {
             detail: json!({
                 "rows": rows, "ratePerSecond": (rate * 10.0).round() / 10.0, "lag": lag,
                 "partitionLag": partition_lag, "paused": paused, "restarts": self.restarts,
-                "deadLettered": m.dead_letters.get(), "duplicates": m.duplicates.get(),
+                "deadLettered": m.dead_letters.get(),
+                "deadLettersStored": self.health.dead_letters_stored.load(Ordering::Relaxed),
+                "duplicates": m.duplicates.get(),
                 "late": m.late.get(),
                 "checkpoints": self.checkpoints.written.get(),
                 "lastCheckpointMs": self.checkpoints.last_duration_seconds.get() * 1000.0,
+                "lastCheckpointAtMs": match self.checkpoints.last_written_seconds.get() {
+                    t if t > 0.0 => Some((t * 1000.0).round() as i64),
+                    _ => None,
+                },
             }),
             last_error: failed,
         });

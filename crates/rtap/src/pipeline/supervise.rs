@@ -22,7 +22,22 @@ pub async fn run(config: RtapConfig, mode: Mode, clock: SharedClock) -> anyhow::
     let stop = crate::signals::stop_signal();
     tokio::pin!(stop);
     loop {
-        let running = start(&config, mode, clock.clone(), restarts).await?;
+        let running = match start(&config, mode, clock.clone(), restarts).await {
+            Ok(r) => r,
+            // The first start's errors are the user's to fix (a port in use, a bad directory).
+            Err(e) if restarts == 0 => return Err(e),
+            // A restart that fails (the disk still full, the broker still away) is tried again.
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), retry_in_s = backoff.as_secs(),
+                    "the pipeline could not restart; trying again");
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
         if restarts == 0 {
             running.print_banner();
         } else {
@@ -31,7 +46,7 @@ pub async fn run(config: RtapConfig, mode: Mode, clock: SharedClock) -> anyhow::
         // A restart binds the same ports (port 0 picked them the first time).
         config = running.bound_config();
         let reason = tokio::select! {
-                        _ = &mut stop => return running.shutdown().await.map(|_| ()),
+            _ = &mut stop => return running.shutdown().await.map(|_| ()),
             reason = running.failure() => reason,
         };
         tracing::error!(reason = %reason, retry_in_s = backoff.as_secs(),

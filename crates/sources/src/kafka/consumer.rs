@@ -11,7 +11,7 @@
 //! where this one's durable table ends. After a crash the group's committed offsets are at or
 //! before the last checkpoint, and ingest's dedup drops what is read twice.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
+pub use super::status::SourceStatus;
 use super::{KafkaConfig, KafkaError};
 use crate::{CheckpointHook, Offsets, Source, SourceReport};
 
@@ -33,64 +34,17 @@ use crate::{CheckpointHook, Offsets, Source, SourceReport};
 const MAX_BATCH: usize = 20_000;
 /// Most payload bytes handed over as one batch (so it fits the pending-bytes budget easily).
 const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
-/// How long a rebalance waits to hand the ingest loop its checkpoint request.
-const SEND_WAIT: Duration = Duration::from_secs(20);
 /// How often librdkafka reports the partitions' high watermarks and positions (for lag).
 const STATISTICS_EVERY_MS: &str = "1000";
 /// How long a rebalance waits for the ingest loop's checkpoint.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(20);
+/// A revocation's waits (hand over the request, the checkpoint, the release): together under
+/// `max.poll.interval.ms` (30 s), or the group would count this member gone mid-revocation.
+const REVOKE_SEND_WAIT: Duration = Duration::from_secs(5);
+const REVOKE_CHECKPOINT_WAIT: Duration = Duration::from_secs(15);
+const REVOKE_RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the consumer's last commit and group leave.
 const JOIN_WAIT: Duration = Duration::from_secs(10);
-
-/// What the source is doing, for status pages and logs.
-#[derive(Debug, Default)]
-pub struct SourceStatus {
-    /// Messages read (the `rtap_kafka_messages_total` counter).
-    pub messages: prometheus_client::metrics::counter::Counter,
-    pub waiting_for_topic: AtomicBool,
-    pub assigned: Mutex<Vec<i32>>,
-    pub last_error: Mutex<Option<String>>,
-    closing: AtomicBool,
-    /// Counts revocations, so the poll loop can tell that one happened while it built a batch.
-    revocations: AtomicU64,
-    /// Paused because ingest's pending-bytes budget (or its channel) is full.
-    pub paused: AtomicBool,
-    /// Per assigned partition: the high watermark and the consumer's own position, for lag.
-    pub watermarks: Mutex<std::collections::BTreeMap<i32, (i64, Option<i64>)>>,
-    /// Set when partitions went away without their progress committed: the pipeline must
-    /// restart from its last checkpoint so it neither keeps nor loses what it read from them.
-    pub needs_restart: Mutex<Option<String>>,
-}
-
-impl SourceStatus {
-    fn error(&self, e: String) {
-        if let Ok(mut l) = self.last_error.lock() {
-            *l = Some(e);
-        }
-    }
-
-    fn restart(&self, why: String) {
-        tracing::error!(reason = %why, "the pipeline must restart from its last checkpoint");
-        if let Ok(mut r) = self.needs_restart.lock() {
-            r.get_or_insert(why);
-        }
-    }
-
-    /// Lag per partition: messages up to the high watermark not ingested yet (ingest's position
-    /// when it has read the partition, else the consumer's own).
-    pub fn partition_lag(&self, ingested: &Offsets) -> Vec<(i32, u64)> {
-        let Ok(marks) = self.watermarks.lock() else {
-            return Vec::new();
-        };
-        marks
-            .iter()
-            .filter_map(|(p, (high, position))| {
-                let next = ingested.get(p).copied().or(*position)?;
-                Some((*p, high.saturating_sub(next).max(0) as u64))
-            })
-            .collect()
-    }
-}
 
 /// Sends `event` to the ingest loop within `wait`; false when it could not (full or closed).
 fn send_within(tx: &mpsc::Sender<SourceEvent>, mut event: SourceEvent, wait: Duration) -> bool {
@@ -165,8 +119,12 @@ impl ConsumerContext for SourceContext {
         let losing: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         tracing::info!(partitions = ?losing, "partitions revoked: checkpointing what was read from them before letting go");
         let (reply_tx, reply_rx) = std_mpsc::channel();
-        let answer = if send_within(&self.tx, SourceEvent::Checkpoint(reply_tx), SEND_WAIT) {
-            reply_rx.recv_timeout(CHECKPOINT_WAIT).ok().flatten()
+        let answer = if send_within(
+            &self.tx,
+            SourceEvent::Checkpoint(reply_tx),
+            REVOKE_SEND_WAIT,
+        ) {
+            reply_rx.recv_timeout(REVOKE_CHECKPOINT_WAIT).ok().flatten()
         } else {
             None
         };
@@ -176,14 +134,24 @@ impl ConsumerContext for SourceContext {
                     .into_iter()
                     .filter(|(p, _)| losing.contains(p))
                     .collect();
-                commit(consumer, &self.topic, &mine, CommitMode::Sync, &self.status);
+                if !commit(consumer, &self.topic, &mine, CommitMode::Sync, &self.status) {
+                    // The next owner would start from an older commit: rows again, which dedup
+                    // drops only within its horizon. Start over from the checkpoint instead.
+                    self.status.restart(format!(
+                        "the offsets of revoked partitions {losing:?} could not be committed"
+                    ));
+                }
             }
             None => self.status.restart(format!(
                 "partitions {losing:?} were revoked without a checkpoint of what was read from them"
             )),
         }
         // Ingest forgets their positions: a later checkpoint must not commit a stale one.
-        if !send_within(&self.tx, SourceEvent::Release(losing.clone()), SEND_WAIT) {
+        if !send_within(
+            &self.tx,
+            SourceEvent::Release(losing.clone()),
+            REVOKE_RELEASE_WAIT,
+        ) {
             self.status.restart(format!(
                 "could not tell ingest that partitions {losing:?} went away"
             ));
@@ -210,9 +178,9 @@ fn commit(
     offsets: &Offsets,
     mode: CommitMode,
     status: &SourceStatus,
-) {
+) -> bool {
     if offsets.is_empty() {
-        return;
+        return true;
     }
     let mut tpl = TopicPartitionList::new();
     for (p, next) in offsets {
@@ -224,10 +192,15 @@ fn commit(
             tracing::warn!(error = %e, partition = p, "bad offset to commit");
         }
     }
+    if tpl.count() == 0 {
+        return true;
+    }
     if let Err(e) = consumer.commit(&tpl, mode) {
         tracing::warn!(error = %e, "could not commit offsets (the next checkpoint commits again)");
         status.error(format!("commit: {e}"));
+        return false;
     }
+    true
 }
 
 /// The running source.

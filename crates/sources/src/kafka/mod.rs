@@ -15,6 +15,7 @@ pub mod admin;
 pub mod consumer;
 pub mod handoff;
 pub mod producer;
+mod status;
 
 /// Where the orders topic is.
 #[derive(Debug, Clone)]
