@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/start-postgres.sh >/dev/null
 RTAP_TANSU="$(scripts/install-tansu.sh)"
 export RTAP_TANSU
-for bench in generator orders_api windows analytics restart kafka; do
+for bench in generator orders_api windows analytics restart kafka attacks; do
   echo "== $bench"
   cargo bench --locked --workspace --bench "$bench"
 done

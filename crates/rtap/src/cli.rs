@@ -31,6 +31,10 @@ pub enum Command {
     /// Run rtap on this machine: the orders API with its generator, ingest into the realtime
     /// table, and the analytics API with SQL, all on the embedded store under --data-dir.
     Up(UpArgs),
+    /// Make history: generate --orders orders with event times spread over the past --days
+    /// days, store them and ingest them into the table under --data-dir, then exit. A later
+    /// `rtap up` on the same directory goes on from there.
+    Backfill(BackfillArgs),
     /// Run only the orders API (the original Flask service): GET/POST /orders, /health, with a
     /// background job adding generated orders at --rate.
     Api(ApiArgs),
@@ -97,6 +101,34 @@ pub struct KafkaArgs {
     /// [default: made once from the host name and data directory, kept in the data directory].
     #[arg(long, env = "RTAP_INSTANCE_ID")]
     pub instance_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Orders to add.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub orders: u64,
+    /// Spread them over this many past days (fractions allowed; at most what ingest takes,
+    /// ingest.max_age_ms, about 30 days by default).
+    #[arg(long, default_value_t = 7.0, value_parser = parse_days)]
+    pub days: f64,
+    /// Seed of the generator (default: random, printed).
+    #[arg(long, env = "RTAP_SEED")]
+    pub seed: Option<u64>,
+    /// Store the orders in this Postgres database instead of the embedded store.
+    #[arg(long, env = "RTAP_DATABASE_URL")]
+    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+fn parse_days(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(d) if d.is_finite() && d > 0.0 && d <= 3650.0 => Ok(d),
+        _ => Err(format!("days must be a number above 0, got {s:?}")),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -310,6 +342,29 @@ impl UpArgs {
         let mut c = self.api.common.load()?;
         self.api.apply(&mut c);
         self.pipeline.apply(&mut c);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl BackfillArgs {
+    /// The effective configuration of `rtap backfill`: its pipeline generates nothing live
+    /// and serves on ports picked at random, on loopback only.
+    pub fn config(&self) -> anyhow::Result<RtapConfig> {
+        let mut c = self.common.load()?;
+        if self.seed.is_some() {
+            c.generator.seed = self.seed;
+        }
+        if self.database_url.is_some() {
+            c.store.database_url = self.database_url.clone();
+        }
+        self.kafka.apply(&mut c);
+        c.generator.max_orders = Some(0);
+        // Its servers are only a side effect of running the pipeline: never open to others.
+        c.http.bind = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        c.http.api_port = 0;
+        c.http.http_port = 0;
+        c.http.dashboard_port = 0;
         c.validate()?;
         Ok(c)
     }

@@ -38,7 +38,7 @@ fn help_lists_exactly_the_implemented_commands() {
         .collect();
     assert_eq!(
         commands,
-        ["up", "api", "produce", "serve", "query", "config", "help"]
+        ["up", "backfill", "api", "produce", "serve", "query", "config", "help"]
     );
     let up = rtap().args(["up", "--help"]).output().expect("run");
     let up = String::from_utf8_lossy(&up.stdout);

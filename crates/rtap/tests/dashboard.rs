@@ -143,7 +143,13 @@ impl Drop for Browser {
 }
 
 fn start(data: &Path, ports: (u16, u16, u16), extra: &[&str]) -> Child {
+    start_env(data, ports, extra, &[])
+}
+
+/// [`start`] with environment variables set.
+fn start_env(data: &Path, ports: (u16, u16, u16), extra: &[&str], env: &[(&str, &str)]) -> Child {
     let mut cmd = rtap();
+    cmd.envs(env.iter().copied());
     cmd.args([
         "up",
         "--api-port",
@@ -473,4 +479,427 @@ fn metrics_parse_as_prometheus_text_and_counters_move() {
     assert_eq!(stages, ["store", "generator", "ingest", "table", "windows"]);
     assert_eq!(status["status"], "ok");
     assert!(terminate(&mut child).success());
+}
+
+/// For every bar chart: the tick labels uPlot drew and the values it holds, next to its table's
+/// names (shortened as the chart shortens them) and numbers, read in one go (one frame).
+const CHARTS_VS_TABLES: &str = "
+const short = (s) => s.length > 14 ? s.slice(0, 13) + '\u{2026}' : s;
+const pairs = [['chart-categories', 'table-categories', [1, 2]], ['chart-items', 'table-items', [1, 2]],
+  ['chart-cities', 'table-cities', [1]], ['chart-states', 'table-states', [1]], ['chart-coupons', 'table-coupons', [1]]];
+return {
+  updated: Number(document.getElementById('last-update').dataset.ms || 0),
+  checks: pairs.map(([c, t, cols]) => {
+    const u = (window.rtapCharts || {})[c];
+    const rows = [...document.querySelectorAll('#' + t + ' tbody tr')].filter(r => !r.querySelector('.empty'));
+    return {
+      chart: c,
+      drawn: u ? Array.from(u.axes[0]._values || []) : null,
+      data: u ? cols.map(i => Array.from(u.data[i] || [])) : null,
+      names: rows.map(r => short(r.cells[0].textContent)),
+      numbers: cols.map(i => rows.map(r => Number(r.cells[i].textContent.replace(/,/g, '')))),
+    };
+  }),
+};";
+
+#[test]
+fn every_chart_draws_its_own_tables_labels_and_values_snapshot_after_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = (free_port(), free_port(), free_port());
+    // A steady stream: the top lists change order and ties come and go between snapshots.
+    let mut rtap_up = start(
+        &dir.path().join("data"),
+        ports,
+        &["--rate", "300", "--seed", "5"],
+    );
+    let browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{}/", ports.2));
+    browser.wait_for(
+        "the page goes live",
+        TEXTS,
+        |v| v["conn"] == "live" && v["orders"].as_u64().is_some_and(|n| n > 0),
+        Duration::from_secs(15),
+    );
+    let mut last = 0.0;
+    let mut seen = 0;
+    let mut orders_changed = false;
+    let mut first_labels: Option<Value> = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // At least six snapshots, and on until the top cities have changed order at least once.
+    while seen < 6 || !orders_changed {
+        assert!(
+            Instant::now() < deadline,
+            "{seen} snapshots in 60 s; the top cities changed order: {orders_changed}"
+        );
+        let v = browser.js(CHARTS_VS_TABLES);
+        let updated = v["updated"].as_f64().unwrap_or(0.0);
+        if updated <= last {
+            std::thread::sleep(Duration::from_millis(150));
+            continue;
+        }
+        last = updated;
+        seen += 1;
+        for check in v["checks"].as_array().expect("checks") {
+            let chart = check["chart"].as_str().unwrap_or_default();
+            assert!(
+                check["names"].as_array().is_some_and(|n| !n.is_empty()),
+                "{chart}: an empty table proves nothing (snapshot {seen})"
+            );
+            assert_eq!(
+                check["drawn"], check["names"],
+                "{chart}: the drawn labels are not the table's (snapshot {seen})"
+            );
+            let data: Vec<Vec<f64>> = serde_json::from_value(check["data"].clone()).expect("data");
+            let numbers: Vec<Vec<f64>> =
+                serde_json::from_value(check["numbers"].clone()).expect("numbers");
+            assert_eq!(
+                data, numbers,
+                "{chart}: the bars are not the table's numbers"
+            );
+        }
+        let labels = v["checks"][2]["drawn"].clone();
+        match &first_labels {
+            None => first_labels = Some(labels),
+            Some(f) => orders_changed |= *f != labels,
+        }
+    }
+    assert!(terminate(&mut rtap_up).success());
+}
+
+/// Elements that stick out of their card (or of the page): none may, at any width.
+const OVERFLOW: &str = "
+const bad = [];
+for (const card of document.querySelectorAll('.kpi, .card, .stage, header')) {
+  const c = card.getBoundingClientRect();
+  for (const el of card.querySelectorAll('*')) {
+    const scroller = el.parentElement && el.parentElement.closest('.table-wrap');
+    if (scroller && card.contains(scroller)) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;
+    if (r.right > c.right + 1 || r.left < c.left - 1) {
+      bad.push((card.id || card.className) + ' > ' + el.tagName.toLowerCase() + '.' + el.className + ' ' +
+        JSON.stringify((el.textContent || '').slice(0, 30)) + ' ' + Math.round(r.left) + '..' + Math.round(r.right) +
+        ' outside ' + Math.round(c.left) + '..' + Math.round(c.right));
+    }
+  }
+}
+if (document.documentElement.scrollWidth > window.innerWidth + 1) bad.push('the page scrolls sideways: ' + document.documentElement.scrollWidth);
+return bad;";
+
+const HISTORY: &str = "
+const r = window.rtapRange || null;
+const u = (window.rtapCharts || {})['chart-minute-orders'];
+const rows = (id) => [...document.querySelectorAll('#' + id + ' tbody tr')].filter(r => !r.querySelector('.empty')).map(r => r.cells[0].textContent);
+return {
+  url: location.search,
+  loaded: document.getElementById('ranges').dataset.loaded || '',
+  pressed: [...document.querySelectorAll('#ranges button[aria-pressed=true]')].map(b => b.dataset.range),
+  title: document.getElementById('series-title').textContent,
+  labels: [...document.querySelectorAll('.range-label')].map(e => e.textContent),
+  range: r,
+  drawnOrders: u ? Array.from(u.data[1] || []) : null,
+  categories: rows('table-categories'),
+  states: rows('table-states'),
+  drillCategory: document.getElementById('drill-category').dataset.loaded || '',
+  drillCategoryRows: rows('drill-table-category'),
+  drillState: document.getElementById('drill-state').dataset.loaded || '',
+  drillStateRows: rows('drill-table-state'),
+  stages: Object.fromEntries([...document.querySelectorAll('#stages .stage')].map(s => [s.dataset.stage, s.dataset.level + ' ' + s.dataset.state])),
+};";
+
+impl Browser {
+    fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        );
+    }
+}
+
+fn number(http: &str, sql: &str) -> i64 {
+    let rows = common::sql_rows(http, sql).unwrap_or_else(|| panic!("{sql}: no rows"));
+    rows[0][0]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{sql}: {rows:?}"))
+}
+
+fn column(http: &str, sql: &str) -> Vec<String> {
+    common::sql_rows(http, sql)
+        .unwrap_or_else(|| panic!("{sql}: no rows"))
+        .iter()
+        .map(|r| r[0].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn history_over_any_range_drill_downs_and_the_pipeline_strip_fit_every_width() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // Ten days of history, made and ingested by `rtap backfill`.
+    let out = rtap()
+        .args([
+            "backfill", "--orders", "6000", "--days", "10", "--seed", "3",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("rtap backfill");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("the table holds 6000 rows"), "{text}");
+    // Nothing new: the history is all there is, so every answer can be checked exactly.
+    let ports = (free_port(), free_port(), free_port());
+    let mut rtap_up = start(&data, ports, &["--rate", "0", "--max-orders", "0"]);
+    let http = format!("http://127.0.0.1:{}", ports.1);
+    let dash = format!("http://127.0.0.1:{}", ports.2);
+    assert_eq!(number(&http, "SELECT COUNT(*) FROM orders"), 6000);
+    // History in event-time order is on time for the windows: none of it counts as late.
+    let (_, status) = get_json(&format!("{http}/api/status")).expect("status");
+    let windows = status["stages"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "windows"))
+        .cloned()
+        .expect("windows stage");
+    assert_eq!(windows["detail"]["late"], 0, "{windows}");
+    let oldest = number(&http, "SELECT MIN(time_ms) FROM orders");
+    let newest = number(&http, "SELECT MAX(time_ms) FROM orders");
+    let now = number(&http, "SELECT ago('PT0S') FROM orders LIMIT 1");
+    // The oldest was made ten days before backfill's clock read, a little before ours.
+    assert!(
+        now - oldest > 9 * 86_400_000 && now - oldest <= 10 * 86_400_000 + 300_000,
+        "oldest {oldest}, now {now}"
+    );
+    assert!(now - newest < 3_600_000, "the newest order is recent");
+
+    // The API: every range's series adds up to the table's count over its bounds.
+    for (range, bucket) in [
+        ("5m", "minute"),
+        ("1h", "minute"),
+        ("24h", "hour"),
+        ("7d", "hour"),
+        ("30d", "day"),
+    ] {
+        let (code, r) = get_json(&format!("{dash}/api/range?range={range}")).expect(range);
+        assert_eq!(code, 200, "{r}");
+        assert_eq!(r["bucket"], bucket);
+        let (from, to) = (
+            r["from"].as_i64().expect("from"),
+            r["to"].as_i64().expect("to"),
+        );
+        let want = number(
+            &http,
+            &format!("SELECT COUNT(*) FROM orders WHERE time_ms > {from} AND time_ms <= {to}"),
+        );
+        let got: i64 = r["series"]
+            .as_array()
+            .expect("series")
+            .iter()
+            .map(|b| b["orders"].as_i64().unwrap_or(0))
+            .sum();
+        assert_eq!(got, want, "{range}");
+        if range == "30d" {
+            assert_eq!(got, 6000);
+            let days = r["series"].as_array().map_or(0, Vec::len);
+            assert!((10..=12).contains(&days), "{days} New York days in ten");
+            let want = column(
+                &http,
+                "SELECT line_items.product.category AS c, SUM(line_items.quantity) AS q FROM orders \
+                 GROUP BY line_items.product.category ORDER BY q DESC, c LIMIT 5",
+            );
+            assert_eq!(names(&r["categories"], "category"), want);
+        }
+    }
+    assert_eq!(
+        get_json(&format!("{dash}/api/range?range=2h"))
+            .expect("bad")
+            .0,
+        400
+    );
+    assert_eq!(
+        get_json(&format!("{dash}/api/drill?range=1h"))
+            .expect("bad")
+            .0,
+        400
+    );
+
+    let browser = Browser::start();
+    // A link keeps its range.
+    browser.goto(&format!("{dash}/?range=7d"));
+    let v = browser.wait_for(
+        "the 7-day range loads",
+        HISTORY,
+        |v| {
+            v["loaded"].as_str().is_some_and(|l| l.starts_with("7d@"))
+                && v["drawnOrders"].is_array()
+        },
+        Duration::from_secs(15),
+    );
+    assert_eq!(v["pressed"], json!(["7d"]));
+    assert_eq!(v["title"], "Orders per hour");
+    assert!(v["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .all(|l| l == "last 7 days"));
+    let series = v["range"]["series"].as_array().expect("series").clone();
+    let asc: Vec<i64> = series
+        .iter()
+        .rev()
+        .map(|b| b["orders"].as_i64().unwrap_or(-1))
+        .collect();
+    let drawn: Vec<i64> = serde_json::from_value(v["drawnOrders"].clone()).expect("drawn");
+    assert_eq!(drawn, asc, "the chart draws the range's series");
+    assert_eq!(
+        strings(&v["categories"]),
+        names(&v["range"]["categories"], "category")
+    );
+
+    // Picking 30 days: per day, in the URL, and the drill-downs for that range.
+    browser.js("document.querySelector('#ranges [data-range=\"30d\"]').click(); return 0;");
+    let v = browser.wait_for(
+        "the 30-day range loads",
+        HISTORY,
+        |v| v["loaded"].as_str().is_some_and(|l| l.starts_with("30d@")),
+        Duration::from_secs(15),
+    );
+    assert_eq!(v["url"], "?range=30d");
+    assert_eq!(v["title"], "Orders per day");
+    let category = strings(&v["categories"])[0].clone();
+    let state = strings(&v["states"])[0].clone();
+    browser.js("document.querySelector('#table-categories tbody tr').click(); document.querySelector('#table-states tbody tr').click(); return 0;");
+    let v = browser.wait_for(
+        "both drill-downs load",
+        HISTORY,
+        |v| {
+            v["drillCategory"] == format!("30d:{category}")
+                && v["drillState"] == format!("30d:{state}")
+        },
+        Duration::from_secs(15),
+    );
+    let items = column(
+        &http,
+        &format!(
+            "SELECT line_items.product.name AS n, SUM(line_items.quantity) AS q FROM orders \
+             WHERE line_items.product.category = '{}' GROUP BY line_items.product.name \
+             ORDER BY q DESC, n LIMIT 10",
+            category.replace('\'', "''")
+        ),
+    );
+    assert_eq!(strings(&v["drillCategoryRows"]), items);
+    let cities = column(
+        &http,
+        &format!(
+            "SELECT customer_city AS c, COUNT(*) AS n FROM orders WHERE customer_state = '{}' \
+             GROUP BY customer_city ORDER BY n DESC, c LIMIT 10",
+            state.replace('\'', "''")
+        ),
+    );
+    assert_eq!(strings(&v["drillStateRows"]), cities);
+
+    // The pipeline strip: every stage, none amber or red; a generator at its limit is finished.
+    let v = browser.wait_for(
+        "the pipeline strip",
+        HISTORY,
+        |v| v["stages"]["ingest"].is_string(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(v["stages"]["generator"], "ok finished", "{}", v["stages"]);
+    for stage in ["store", "ingest", "table", "windows"] {
+        assert!(
+            v["stages"][stage]
+                .as_str()
+                .is_some_and(|s| s.starts_with("ok ")),
+            "{stage}: {}",
+            v["stages"]
+        );
+    }
+
+    // Nothing sticks out of its card from a phone to a wide screen, light and dark.
+    let shots = shots_dir();
+    for theme in ["light", "dark"] {
+        for (width, height) in [(360, 2400), (1400, 2000), (2560, 1600)] {
+            browser.resize(width, height);
+            browser.goto(&format!("{dash}/?range=30d&theme={theme}"));
+            browser.wait_for(
+                "the page renders",
+                HISTORY,
+                |v| {
+                    v["loaded"].as_str().is_some_and(|l| l.starts_with("30d@"))
+                        && v["stages"]["ingest"].is_string()
+                },
+                Duration::from_secs(15),
+            );
+            browser.js("document.querySelector('#table-categories tbody tr').click(); return 0;");
+            browser.wait_for(
+                "the drill-down",
+                HISTORY,
+                |v| v["drillCategory"].as_str().is_some_and(|d| !d.is_empty()),
+                Duration::from_secs(10),
+            );
+            let bad = browser.js(OVERFLOW);
+            browser.screenshot(&shots.join(format!("history-{theme}-{width}.png")));
+            assert_eq!(bad, json!([]), "{theme} at {width} px");
+        }
+    }
+    assert!(terminate(&mut rtap_up).success());
+}
+
+#[test]
+fn a_failed_stage_turns_the_pipeline_strip_red_with_its_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = (free_port(), free_port(), free_port());
+    let mut rtap_up = start_env(
+        &dir.path().join("data"),
+        ports,
+        &["--rate", "200", "--max-orders", "100000", "--seed", "4"],
+        &[("RTAP_FAULT", "ingest-panic-at-rows:300")],
+    );
+    let browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{}/", ports.2));
+    // The page logs every change of a stage's level: the failure shows for about a second
+    // before the supervisor restarts the pipeline, perhaps between two screenshots.
+    let log = "return window.rtapStageLog || [];";
+    let failed = |v: &Value| {
+        v.as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|s| s["stage"] == "ingest" && s["level"] == "bad")
+            })
+            .cloned()
+    };
+    let v = browser.wait_for(
+        "the ingest stage turns red",
+        log,
+        |v| failed(v).is_some(),
+        Duration::from_secs(30),
+    );
+    let ingest = failed(&v).expect("a red ingest stage");
+    assert_eq!(ingest["state"], "failed");
+    assert!(
+        ingest["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("panicked")),
+        "{ingest}"
+    );
+    // The supervisor restarts it from the checkpoint: the strip turns green again.
+    browser.wait_for(
+        "the ingest stage recovers",
+        log,
+        |v| {
+            v.as_array().is_some_and(|a| {
+                a.iter()
+                    .rev()
+                    .find(|s| s["stage"] == "ingest")
+                    .is_some_and(|s| s["level"] == "ok" && s["state"] == "running")
+            })
+        },
+        Duration::from_secs(30),
+    );
+    browser.screenshot(&shots_dir().join("strip-recovered.png"));
+    assert!(terminate(&mut rtap_up).success());
 }

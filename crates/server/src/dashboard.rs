@@ -6,14 +6,16 @@
 //! whole snapshot every second: the overview and per-second series from the rolling windows and
 //! every SQL panel computed exactly as the analytics endpoints compute them, so the page shows
 //! the API's numbers. `GET /api/snapshot` gives the same snapshot once. One snapshot is made per
-//! second for all viewers together (see [`Dashboard`]).
+//! second for all viewers together (see [`Dashboard`]). `GET /api/range` and `GET /api/drill`
+//! answer the page's range picker and drill-downs (see [`crate::history`]).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +28,8 @@ use serde_json::{json, Value};
 use sql::SqlEngine;
 use tokio::sync::watch;
 
+use crate::error::ApiError;
+use crate::history::{Drill, History, Range};
 use crate::overview::{overview_at, series_at, Live};
 
 const PUSH_EVERY: Duration = Duration::from_secs(1);
@@ -66,6 +70,7 @@ pub struct Dashboard {
     making: tokio::sync::Mutex<()>,
     snapshots: Counter,
     viewers_gauge: Gauge,
+    history: History,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -106,6 +111,7 @@ impl Dashboard {
             making: tokio::sync::Mutex::new(()),
             snapshots: Counter::default(),
             viewers_gauge: Gauge::default(),
+            history: History::default(),
         })
     }
 
@@ -203,6 +209,44 @@ async fn snapshot(State(d): State<Arc<Dashboard>>) -> Response {
         .into_response()
 }
 
+#[derive(serde::Deserialize)]
+struct RangeQuery {
+    range: String,
+    category: Option<String>,
+    state: Option<String>,
+}
+
+/// `GET /api/range?range=24h`: the series and top lists of one range.
+async fn range(
+    State(d): State<Arc<Dashboard>>,
+    q: Result<Query<RangeQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("expected ?range=...: {e}")))?;
+    let range = Range::parse(&q.range)?;
+    let v = d.history.range(&d.engine, range).await?;
+    Ok(Json(v.as_ref()).into_response())
+}
+
+/// `GET /api/drill?range=1h&category=Books` (its top items) or `&state=TX` (its top cities).
+async fn drill(
+    State(d): State<Arc<Dashboard>>,
+    q: Result<Query<RangeQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("expected ?range=...: {e}")))?;
+    let range = Range::parse(&q.range)?;
+    let drill = match (q.category, q.state) {
+        (Some(c), None) => Drill::Category(c),
+        (None, Some(s)) => Drill::State(s),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "a drill-down names one category= or one state=".into(),
+            ))
+        }
+    };
+    let v = d.history.drill(&d.engine, range, drill).await?;
+    Ok(Json(v.as_ref()).into_response())
+}
+
 async fn stream(State(d): State<Arc<Dashboard>>) -> Response {
     let viewers = d.viewers.fetch_add(1, Ordering::AcqRel);
     if viewers >= d.max_viewers {
@@ -276,5 +320,7 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         )
         .route("/api/snapshot", get(snapshot))
         .route("/api/stream", get(stream))
+        .route("/api/range", get(range))
+        .route("/api/drill", get(drill))
         .with_state(d)
 }

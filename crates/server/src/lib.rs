@@ -10,6 +10,7 @@
 //! - [`analytics`]: the analytics API of SPEC section 5 and `/query/sql` (port 8888).
 //! - [`overview`]: `/orders/overview` and its per-second series, from the rolling windows.
 //! - [`dashboard`]: the live dashboard (port 8501) and its server-sent snapshot stream.
+//! - [`history`]: the dashboard's time ranges and drill-downs, from the table.
 //! - [`status`]: `/api/status` and `/metrics` (Prometheus), request latency per endpoint.
 //! - [`error`]: the one place where errors become HTTP statuses and JSON bodies.
 //! - [`access`]: host check, cross-site writes, the bearer token, CORS.
@@ -19,6 +20,7 @@ pub mod access;
 pub mod analytics;
 pub mod dashboard;
 pub mod error;
+pub mod history;
 pub mod listen;
 pub mod orders_api;
 pub mod overview;

@@ -2,6 +2,7 @@
 //! [`crate::pipeline`] for `up` and `serve`) and stops it on Ctrl-C or SIGTERM.
 
 mod api;
+mod backfill;
 mod config;
 mod produce;
 mod query;
@@ -13,6 +14,7 @@ use crate::cli::Command;
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(args) => up::run(args).await,
+        Command::Backfill(args) => backfill::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Api(args) => api::run(args).await,
