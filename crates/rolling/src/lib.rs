@@ -215,7 +215,9 @@ impl Windows {
         if self.stream_time_ms == i64::MIN {
             return true;
         }
-        let pane_start = self.pane_index(time_ms) * self.config.advance_ms;
+        let pane_start = self
+            .pane_index(time_ms)
+            .saturating_mul(self.config.advance_ms);
         pane_start
             .saturating_add(self.config.size_ms)
             .saturating_add(self.config.grace_ms)

@@ -103,6 +103,7 @@ fn main() {
     let mut child = started.child;
     let pid = child.id();
     let http = started.http.expect("http");
+    let api = started.api.expect("orders API");
     let dash = started.dashboard.expect("dashboard");
     common::wait_count(&http, orders, Duration::from_secs(1_800));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -272,23 +273,33 @@ fn main() {
             })
             .unwrap_or(0)
     };
-    let (before, held_n) = (checkpoints(), held.len());
-    let (lat, failed) = rt.block_on(async {
+    // New orders keep arriving through the orders API meanwhile, so ingest has something to
+    // seal and checkpoint.
+    let rows = || common::count(&http).unwrap_or(0);
+    let (before, rows_before, held_n) = (checkpoints(), rows(), held.len());
+    let (lat, failed, created) = rt.block_on(async {
         let client = reqwest::Client::new();
         let t = Instant::now();
-        let mut all = (Vec::new(), 0);
+        let mut all = (Vec::new(), 0, 0u64);
         while t.elapsed() < Duration::from_secs(10) {
             let (l, f) = overview_latencies(&client, &http, 20).await;
             all.0.extend(l);
             all.1 += f;
+            let posted = client.post(format!("{api}/orders")).send().await;
+            if posted.is_ok_and(|r| r.status().is_success()) {
+                all.2 += 1;
+            }
         }
         all
     });
+    // The last of them reach the table within a checkpoint interval.
+    std::thread::sleep(Duration::from_secs(6));
     let mut lat = lat;
     println!(
-        "| {held_n} half-open connections held 10 s | {} requests ok, {failed} failed, p99 {:.2} ms | checkpoints {before} -> {} |",
+        "| {held_n} half-open connections held 10 s | {} requests ok, {failed} failed, p99 {:.2} ms | {created} orders posted, table {rows_before} -> {} rows | checkpoints {before} -> {} |",
         lat.len(),
         pct(&mut lat, 0.99),
+        rows(),
         checkpoints()
     );
     drop(held);

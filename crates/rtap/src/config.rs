@@ -221,6 +221,7 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("sql.max_queued", "user queries waiting for a turn; past it \"server busy\" (Pinot error 211)", None),
     ("sql.max_function_output", "most the functions of one query that can multiply data (range, generate_series, repeat, lpad, rpad, array_repeat, array_resize, array_replace*, make_array, array_concat, array_append, array_prepend, replace, regexp_replace, concat, concat_ws, overlay, array_to_string) may make together (bytes of text or list elements)", None),
     ("sql.max_value_size", "largest single value one of those functions may make (bytes of text or list elements)", None),
+    ("sql.max_join_pairs", "most row pairs a join without an equality key (a cross join, a join on <) may compare, from the sizes of its two sides (Pinot error 245 past it)", None),
     ("sql.threads", "threads of the query runtime, 0 = one per core", None),
     ("windows.size_ms", "rolling window length (windows.* apply to a fresh data directory; a checkpoint keeps its own)", None),
     ("windows.advance_ms", "window hop (a multiple of it is the window length)", None),
@@ -331,6 +332,16 @@ impl RtapConfig {
         self.windows
             .validate()
             .map_err(|e| anyhow::anyhow!("windows: {e}"))?;
+        // The windows keep panes this far ahead of the clock; an order further ahead would be
+        // stored but not counted in them.
+        let ahead = self.windows.size_ms.saturating_add(self.windows.grace_ms);
+        if self.ingest.max_future_ms > ahead {
+            anyhow::bail!(
+                "ingest.max_future_ms ({}) must not be over windows.size_ms + windows.grace_ms \
+                 ({ahead}): the windows could not count orders that far ahead",
+                self.ingest.max_future_ms
+            );
+        }
         Ok(())
     }
 
@@ -486,6 +497,7 @@ mod tests {
             ("[sql]\ntimeout_ms = 60000\n", "http.request_timeout_ms (60000) must be longer than sql.timeout_ms (60000): a slow query is answered with its own timeout error"),
             ("[ingest]\ndecode_threads = 300\n", "ingest.decode_threads must be from 0 (one per core) to 256, got 300"),
             ("[windows]\nsize_ms = 1500\n", "windows: window size 1500 ms must be a positive multiple of the advance 1000 ms"),
+            ("[windows]\ngrace_ms = 0\n", "ingest.max_future_ms (300000) must not be over windows.size_ms + windows.grace_ms (60000): the windows could not count orders that far ahead"),
         ];
         for (text, expected) in cases {
             let c = RtapConfig::parse(text).expect("parses");

@@ -99,13 +99,15 @@ fn sql_bombs_are_refused_with_their_error_and_rtap_keeps_serving() {
         (245, "sql.max_function_output"),
         (245, "sql.max_value_size"),
     ];
-    const MEMORY: &[(i64, &str)] = &[(245, "memory limit")];
+    // A join without a key over large sides is refused before it runs (sql.max_join_pairs).
+    const MEMORY: &[(i64, &str)] = &[(245, "memory limit"), (245, "sql.max_join_pairs")];
     const TIME: &[(i64, &str)] = &[(250, "did not finish within 4000 ms")];
     // A grouping that can spill may spill and run out of time instead of memory.
     const MEMORY_OR_TIME: &[(i64, &str)] = &[
         (245, "memory limit"),
         (245, "spill files reached their limit"),
         (250, "did not finish"),
+        (245, "sql.max_join_pairs"),
     ];
     let bombs: &[(&str, &[(i64, &str)])] = &[
         ("SELECT range(0, 100000) FROM orders", FUNCTIONS),

@@ -26,8 +26,10 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 /// goes.
 const MAX_CACHED: usize = 128;
 /// Computations at once: questions are spread over this many locks, so viewers asking the same
-/// question wait for one answer while a slow range does not hold up the others.
-const LOCKS: usize = 8;
+/// question wait for one answer, and the dashboard's history never holds more than this many
+/// of the user lane's turns (`sql.max_concurrent`, `sql.max_queued`): the top lists of one
+/// answer are made one after another.
+const LOCKS: usize = 2;
 /// Longest category or state name a drill-down accepts.
 const MAX_NAME_CHARS: usize = 200;
 
@@ -272,33 +274,12 @@ async fn range_at(engine: &SqlEngine, range: Range, now: i64) -> Result<Value, A
         series = fold_days(series);
     }
     round_money(&mut series, &["revenue"]);
-    let (items, categories, cities, states, coupons) = tokio::try_join!(
-        run(
-            engine,
-            include_str!("queries/popular_items.sql"),
-            bounds(from, now)
-        ),
-        run(
-            engine,
-            include_str!("queries/popular_categories.sql"),
-            bounds(from, now)
-        ),
-        run(
-            engine,
-            include_str!("queries/top_cities.sql"),
-            bounds(from, now)
-        ),
-        run(
-            engine,
-            include_str!("queries/top_states.sql"),
-            bounds(from, now)
-        ),
-        run(
-            engine,
-            include_str!("queries/coupons.sql"),
-            bounds(from, now)
-        ),
-    )?;
+    let list = |sql: &'static str| run(engine, sql, bounds(from, now));
+    let items = list(include_str!("queries/popular_items.sql")).await?;
+    let categories = list(include_str!("queries/popular_categories.sql")).await?;
+    let cities = list(include_str!("queries/top_cities.sql")).await?;
+    let states = list(include_str!("queries/top_states.sql")).await?;
+    let coupons = list(include_str!("queries/coupons.sql")).await?;
     let mut coupons = objects(&coupons, &["coupon_code", "times_used"]);
     coupons.truncate(10);
     Ok(json!({

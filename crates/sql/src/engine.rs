@@ -389,6 +389,9 @@ async fn execute(
     }
     let df = df.limit(0, Some(config.max_rows + 1)).map_err(df_err)?;
     let plan = yielding(df.create_physical_plan().await.map_err(df_err)?).map_err(df_err)?;
+    if lane == Lane::User {
+        check_joins(&plan, config.max_join_pairs)?;
+    }
     let pool = Arc::new(QueryPool::new(
         inner.shared_pool.clone(),
         config.query_memory_bytes,
@@ -455,6 +458,45 @@ async fn execute(
         time_used_ms: started.elapsed().as_millis() as u64,
         grain: rewritten.grain,
     })
+}
+
+/// Refuses a join without an equality key (nested loop, cross join) whose two sides, by the
+/// planner's row counts, make more than `max_pairs` pairs to compare: one batch of such a join
+/// can run for hours without a point where it yields, so its time limit could not stop it. A
+/// side of unknown size counts as too large.
+fn check_joins(
+    plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    max_pairs: u64,
+) -> Result<(), SqlError> {
+    let name = plan.name();
+    if name == "NestedLoopJoinExec" || name == "CrossJoinExec" {
+        use datafusion::physical_plan::{StatisticsArgs, StatisticsContext};
+        let stats = StatisticsContext::new();
+        let rows = |p: &Arc<dyn datafusion::physical_plan::ExecutionPlan>| {
+            stats
+                .compute(p.as_ref(), &StatisticsArgs::new())
+                .ok()
+                .and_then(|s| s.num_rows.get_value().copied())
+        };
+        let sides: Vec<Option<usize>> = plan.children().into_iter().map(rows).collect();
+        let pairs = sides
+            .iter()
+            .try_fold(1u128, |acc, r| r.map(|n| acc.saturating_mul(n as u128)));
+        if pairs.is_none_or(|p| p > u128::from(max_pairs)) {
+            let size =
+                |r: &Option<usize>| r.map_or("an unknown number of".to_string(), |n| n.to_string());
+            let described: Vec<String> = sides.iter().map(size).collect();
+            return Err(SqlError::ResourceLimit(format!(
+                "the query joins {} rows without an equality key, more than {max_pairs} pairs \
+                 to compare (sql.max_join_pairs): join on a key, or filter the sides first",
+                described.join(" x ")
+            )));
+        }
+    }
+    for child in plan.children() {
+        check_joins(child, max_pairs)?;
+    }
+    Ok(())
 }
 
 /// Makes joins and unnests give the runtime back now and then. One input batch can become any

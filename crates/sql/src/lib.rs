@@ -70,6 +70,10 @@ pub struct SqlConfig {
     /// Largest single value one of those functions may make (bytes of text, or elements of a
     /// list): a join can copy one value into every row of a batch.
     pub max_value_size: usize,
+    /// Most row pairs a join without an equality key (a cross join, a join on `<`) may
+    /// compare, from the sizes of its two sides: such a join can work for hours on one batch
+    /// without a moment where it could be stopped.
+    pub max_join_pairs: u64,
     /// Threads of the runtime queries run on (0: one per core).
     pub threads: usize,
 }
@@ -89,6 +93,7 @@ impl Default for SqlConfig {
             max_queued: 8,
             max_function_output: 4_000_000,
             max_value_size: 65_536,
+            max_join_pairs: 100_000_000,
             threads: 0,
         }
     }
@@ -123,6 +128,9 @@ impl SqlConfig {
         at_least("max_concurrent", self.max_concurrent, 1)?;
         at_least("max_function_output", self.max_function_output, 1)?;
         at_least("max_value_size", self.max_value_size, 64)?;
+        if self.max_join_pairs == 0 {
+            return Err("max_join_pairs must be at least 1, got 0".into());
+        }
         if self.threads > 256 {
             return Err(format!(
                 "threads must be from 0 (one per core) to 256, got {}",

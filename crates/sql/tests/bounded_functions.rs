@@ -15,6 +15,10 @@ const T0: i64 = 1_795_618_800_000;
 const ROWS: u64 = 10_000;
 
 async fn engine_with_orders(dir: &std::path::Path) -> SqlEngine {
+    engine_with(dir, SqlConfig::default().max_join_pairs).await
+}
+
+async fn engine_with(dir: &std::path::Path, max_join_pairs: u64) -> SqlEngine {
     let clock = clock::ManualClock::new(T0 + 3_600_000);
     let table = Arc::new(
         RealtimeTable::open(
@@ -50,6 +54,7 @@ async fn engine_with_orders(dir: &std::path::Path) -> SqlEngine {
     let config = SqlConfig {
         max_function_output: 4_000_000,
         max_value_size: 65_536,
+        max_join_pairs,
         ..SqlConfig::default()
     };
     SqlEngine::new(table, config, clock).expect("engine")
@@ -156,9 +161,9 @@ async fn multiplying_functions_answer_exactly_below_their_limits_and_refuse_abov
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_whose_caller_goes_away_stops_and_gives_back_its_turn() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = engine_with_orders(dir.path()).await;
-    // 10^12 rows to add up (not a COUNT(*), which statistics answer at once): it would run
-    // until its timeout.
+    // No join limit here: 10^12 rows to add up (not a COUNT(*), which statistics answer at
+    // once), which would run until the query's timeout.
+    let engine = engine_with(dir.path(), u64::MAX).await;
     let slow = engine.run_in(
         Lane::User,
         "SELECT SUM(a.risk_score + b.risk_score + c.risk_score) FROM orders a, orders b, orders c",
@@ -181,4 +186,38 @@ async fn a_query_whose_caller_goes_away_stops_and_gives_back_its_turn() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(engine.config().timeout_ms > 5_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_without_a_key_past_the_pair_limit_are_refused_before_they_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine_with_orders(dir.path()).await;
+    // 10,000^3 pairs, and a filter that keeps none: no output batch, no moment to yield.
+    let started = std::time::Instant::now();
+    let err = engine
+        .run_in(
+            Lane::User,
+            "SELECT COUNT(*) FROM orders a, orders b, orders c WHERE a.risk_score + b.risk_score + c.risk_score < 0",
+            Vec::new(),
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(err.pinot_code(), 245, "{err}");
+    assert!(err.to_string().contains("sql.max_join_pairs"), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("10000 x 100000000 rows") || message.contains("100000000 x 10000 rows"),
+        "{message}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A join on a key is not limited, and rtap's own queries are not either.
+    assert_eq!(
+        int(
+            &engine,
+            "SELECT COUNT(*) FROM orders a JOIN orders b ON a.order_id = b.order_id"
+        )
+        .await
+        .expect("a join on a key"),
+        10_000
+    );
 }
