@@ -354,9 +354,18 @@ fn session_for(inner: &Inner, lane: Lane) -> Result<SessionContext, SqlError> {
     );
     let mut state = inner.ctx.state();
     for (builtin, kind) in &inner.multiplying {
-        let bounded = Bounded::new(builtin.clone(), *kind, budget.clone());
+        let bounded = Arc::new(ScalarUDF::new_from_impl(Bounded::new(
+            builtin.clone(),
+            *kind,
+            budget.clone(),
+        )));
+        if bounded.name() == "concat" {
+            state.add_analyzer_rule(Arc::new(crate::concat_op::ConcatOperator {
+                concat: bounded.clone(),
+            }));
+        }
         state
-            .register_udf(Arc::new(ScalarUDF::new_from_impl(bounded)))
+            .register_udf(bounded)
             .map_err(SqlError::from_datafusion)?;
     }
     Ok(SessionContext::new_with_state(state))

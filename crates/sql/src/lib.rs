@@ -20,6 +20,7 @@
 //! - [`dialect`], [`functions`], [`response`]: Pinot's language in, Pinot's answer out.
 
 pub mod bounded;
+mod concat_op;
 pub mod dialect;
 pub mod engine;
 pub mod functions;

@@ -98,6 +98,9 @@ async fn multiplying_functions_answer_exactly_below_their_limits_and_refuse_abov
         ("SELECT CASE WHEN array_to_string(make_array(1, 2, 3), ',') = '1,2,3' THEN 1 ELSE 0 END", 1),
         ("SELECT array_length(array_repeat(make_array(1, 2), 3))", 3),
         ("SELECT cardinality(array_resize(make_array(1), 4, 7))", 4),
+        ("SELECT length('ab' || 'cd' || order_id) FROM orders LIMIT 1", 40),
+        ("SELECT CASE WHEN 'ab' || 'cd' = 'abcd' THEN 1 ELSE 0 END", 1),
+        ("SELECT CASE WHEN (NULL || 'x') IS NULL THEN 1 ELSE 0 END", 1),
         ("SELECT cardinality(array_replace_all(make_array(1, 2, 1), 1, 9))", 3),
         ("SELECT cardinality(array_append(array_concat(make_array(1), make_array(2, 3)), 4))", 4),
         // 10,000 rows x 5 bytes: well inside one query's budget.
@@ -144,6 +147,8 @@ async fn multiplying_functions_answer_exactly_below_their_limits_and_refuse_abov
         "SELECT cardinality(array_replace_all(array_repeat('a', 60000), 'a', repeat('x', 60000)))",
         "SELECT cardinality(array_concat(range(0, 40000), range(0, 40000)))",
         "SELECT cardinality(make_array(repeat('x', 40000), repeat('y', 40000)))",
+        // Text || is the bounded concat: no CTE chain or long literal grows past the cap.
+        "WITH a AS (SELECT repeat('x', 40000) s), b AS (SELECT s || s AS s FROM a) SELECT length(s) FROM b",
     ] {
         over(int(&engine, query).await, "sql.max_value_size");
     }
