@@ -37,7 +37,11 @@ impl AnalyzerRule for ConcatOperator {
             }
             // Output columns keep the names the query gave them.
             let names = NamePreserver::new(&node);
-            node.map_expressions(|e| {
+            let rewritten = node.map_expressions(|e| {
+                // Grouping sets are left as they are (an alias would hide them).
+                if matches!(e, Expr::GroupingSet(_)) {
+                    return Ok(Transformed::no(e));
+                }
                 let saved = names.save(&e);
                 let rewritten = e.transform_up(|e| match e {
                     Expr::BinaryExpr(BinaryExpr {
@@ -51,7 +55,9 @@ impl AnalyzerRule for ConcatOperator {
                             self.concat.clone(),
                             vec![(*left).clone(), (*right).clone()],
                         ));
-                        let null = Expr::Literal(ScalarValue::Utf8(None), None);
+                        // A NULL of the operands' (coerced, shared) type, so the CASE keeps it.
+                        let null =
+                            Expr::Literal(ScalarValue::try_from(&left.get_type(&schema)?)?, None);
                         let either_null = left.is_null().or(right.is_null());
                         Ok(Transformed::yes(Expr::Case(Case::new(
                             None,
@@ -66,7 +72,13 @@ impl AnalyzerRule for ConcatOperator {
                 } else {
                     rewritten
                 })
-            })
+            })?;
+            // concat may be nullable where || over NOT NULL columns was not.
+            if rewritten.transformed {
+                rewritten.map_data(|p| p.recompute_schema())
+            } else {
+                Ok(rewritten)
+            }
         })
         .map(|t| t.data)
     }

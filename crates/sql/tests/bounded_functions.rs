@@ -101,6 +101,9 @@ async fn multiplying_functions_answer_exactly_below_their_limits_and_refuse_abov
         ("SELECT length('ab' || 'cd' || order_id) FROM orders LIMIT 1", 40),
         ("SELECT CASE WHEN 'ab' || 'cd' = 'abcd' THEN 1 ELSE 0 END", 1),
         ("SELECT CASE WHEN (NULL || 'x') IS NULL THEN 1 ELSE 0 END", 1),
+        ("SELECT length(CAST(order_id AS VARCHAR) || 'a') FROM orders LIMIT 1", 37),
+        ("SELECT CASE WHEN (SELECT COUNT(*) FROM (SELECT customer_city || '!' AS c, COUNT(*) AS n FROM orders GROUP BY customer_city || '!') t WHERE c LIKE '%!') = (SELECT COUNT(DISTINCT customer_city) FROM orders) THEN 1 ELSE 0 END", 1),
+        ("SELECT SUM(n) FROM (SELECT customer_state || 'x' AS s, COUNT(*) AS n FROM orders GROUP BY ROLLUP(customer_state || 'x')) t WHERE s IS NOT NULL", ROWS as i64),
         ("SELECT cardinality(array_replace_all(make_array(1, 2, 1), 1, 9))", 3),
         ("SELECT cardinality(array_append(array_concat(make_array(1), make_array(2, 3)), 4))", 4),
         // 10,000 rows x 5 bytes: well inside one query's budget.
