@@ -171,18 +171,7 @@ async fn orders_per_minute(State(engine): State<Arc<SqlEngine>>) -> Result<Json<
         vec![now - 60 * MINUTE_MS, now],
     )
     .await?;
-    let mut rows = objects(
-        &out,
-        &[
-            "start",
-            "timestamp",
-            "orders",
-            "revenue",
-            "fraud",
-            "delivered",
-            "refunded",
-        ],
-    );
+    let mut rows = objects(&out, crate::history::SERIES_KEYS);
     // The 60 newest minutes (the hour's first may be a partial 61st), as the original had.
     rows.truncate(60);
     for row in &mut rows {

@@ -239,6 +239,17 @@ async fn run(
     Ok(engine.run_in(Lane::User, sql, params).await?)
 }
 
+/// The JSON keys of [`series_sql`]'s columns, in order.
+pub(crate) const SERIES_KEYS: &[&str] = &[
+    "start",
+    "timestamp",
+    "orders",
+    "revenue",
+    "fraud",
+    "delivered",
+    "refunded",
+];
+
 /// Orders per `unit` ("MINUTE" or "HOUR", never the caller's text) in ($1, $2], newest first,
 /// with each bucket's start and New York stamp.
 pub(crate) fn series_sql(unit: &'static str) -> String {
@@ -258,18 +269,7 @@ async fn range_at(engine: &SqlEngine, range: Range, now: i64) -> Result<Value, A
         Bucket::Hour | Bucket::Day => "HOUR",
     };
     let out = run(engine, &series_sql(unit), bounds(from, now)).await?;
-    let mut series = objects(
-        &out,
-        &[
-            "start",
-            "timestamp",
-            "orders",
-            "revenue",
-            "fraud",
-            "delivered",
-            "refunded",
-        ],
-    );
+    let mut series = objects(&out, SERIES_KEYS);
     if bucket == Bucket::Day {
         series = fold_days(series);
     }
