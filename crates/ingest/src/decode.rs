@@ -426,6 +426,31 @@ pub fn to_batch<'a>(
     columns.finish()
 }
 
+/// [`to_batch`] on up to `threads` threads: each builds the rows of one slice, then the slices
+/// are joined in order (one copy of the built columns, cheaper than building them on one core).
+pub fn to_batch_parallel(parsed: &[Parsed<'_>], threads: usize) -> RecordBatch {
+    let threads = threads.max(1);
+    if threads == 1 || parsed.len() < 2_048 {
+        return to_batch(parsed, parsed.len());
+    }
+    let chunk = parsed.len().div_ceil(threads);
+    let parts: Vec<RecordBatch> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parsed
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || to_batch(part, part.len())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let schema = parts[0].schema();
+    // Every part has the table's schema (built by the same code), so this cannot fail; should
+    // it ever, build on one thread instead of losing the batch.
+    datafusion::arrow::compute::concat_batches(&schema, &parts)
+        .unwrap_or_else(|_| to_batch(parsed, parsed.len()))
+}
+
 /// Parses a batch on up to `threads` threads, keeping message order.
 pub fn parse_all<'a>(
     messages: &[Message<'a>],

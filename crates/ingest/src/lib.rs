@@ -386,7 +386,7 @@ impl Ingestor {
                 Err(r) => rejected.push(r),
             }
         }
-        let batch = (!keep.is_empty()).then(|| decode::to_batch(&keep, keep.len()));
+        let batch = (!keep.is_empty()).then(|| decode::to_batch_parallel(&keep, threads));
         Ingested {
             batch,
             rejected,

@@ -171,3 +171,47 @@ fn good_messages_survive_bad_neighbours() {
         bad.len() as u64
     );
 }
+
+/// Rows built on several threads are the rows built on one, in message order, with duplicates
+/// and bad messages dropped in the same places.
+#[test]
+fn parallel_building_equals_one_thread() {
+    let mut g = Generator::new(GeneratorConfig::default());
+    let now = 1_795_618_800_000;
+    let mut payloads: Vec<Vec<u8>> = (1..=9_000)
+        .map(|s| g.generate(s, now - 60_000 + s as i64).to_json())
+        .collect();
+    // A duplicate and a bad message in the middle of every thread's slice.
+    payloads.insert(2_000, payloads[10].clone());
+    payloads.insert(6_000, b"{broken".to_vec());
+    let messages: Vec<Message<'_>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Message {
+            position: Position {
+                partition: 0,
+                offset: i as i64,
+            },
+            payload: p,
+            record_time_ms: None,
+        })
+        .collect();
+    let decode = |threads: usize| {
+        let mut ingestor = Ingestor::new(IngestConfig {
+            decode_threads: threads,
+            ..IngestConfig::default()
+        });
+        ingestor.ingest(&messages, now)
+    };
+    let one = decode(1);
+    for threads in [2, 3, 8] {
+        let many = decode(threads);
+        assert_eq!((many.duplicates, many.rejected.len()), (1, 1));
+        let (a, b) = (
+            one.batch.as_ref().expect("rows"),
+            many.batch.as_ref().expect("rows"),
+        );
+        assert_eq!(a.num_rows(), 9_000);
+        assert_eq!(a, b, "{threads} threads");
+    }
+}

@@ -35,6 +35,7 @@ impl RealtimeTable {
     pub(crate) fn start_seal(&self, w: &mut Writer) {
         let batches = std::mem::take(&mut w.mutable);
         w.mutable_rows = 0;
+        w.mutable_bytes = 0;
         w.mutable_since = None;
         let id = w.manifest.next_segment_id;
         w.manifest.next_segment_id += 1;
@@ -233,9 +234,11 @@ impl RealtimeTable {
         e: TableError,
     ) -> Result<bool, TableError> {
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let bytes: u64 = batches.iter().map(crate::table::batch_bytes).sum();
         batches.append(&mut w.mutable);
         w.mutable = batches;
         w.mutable_rows += rows;
+        w.mutable_bytes += bytes;
         // These rows are overdue: seal them as soon as the backoff allows.
         w.mutable_since = Some(i64::MIN);
         self.failed(w, &e);

@@ -34,14 +34,18 @@ pub use table::{Maintenance, RealtimeTable, Snapshot};
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TableConfig {
-    /// Seal the mutable segment once it holds this many rows (memory bound: about 1 KB a row).
+    /// Seal the mutable segment once it holds this many rows ...
     pub max_memory_rows: usize,
+    /// ... or this many bytes of Arrow buffers (whichever comes first).
+    pub max_memory_bytes: usize,
     /// ... or once its oldest row is this old: rtap checkpoints with every seal, so this is also
     /// the checkpoint interval.
     pub seal_after_secs: f64,
     /// Ingest stops taking new rows (the source waits) while this many rows are not sealed yet,
     /// e.g. while seals fail on a full disk: memory stays bounded, nothing is dropped.
     pub max_unsealed_rows: usize,
+    /// ... or while rows of this many bytes are not sealed yet.
+    pub max_unsealed_bytes: usize,
     /// Rows are dropped once their whole segment is older than this (event time vs wall clock).
     pub retention_ms: i64,
     /// Small segments are merged into segments of up to this many rows.
@@ -57,8 +61,10 @@ impl Default for TableConfig {
     fn default() -> Self {
         TableConfig {
             max_memory_rows: 100_000,
+            max_memory_bytes: 48 * 1024 * 1024,
             seal_after_secs: 5.0,
             max_unsealed_rows: 200_000,
+            max_unsealed_bytes: 128 * 1024 * 1024,
             retention_ms: 30 * 24 * 3_600_000,
             merge_target_rows: 1_000_000,
             merge_min_segments: 8,
@@ -78,6 +84,19 @@ impl TableConfig {
             return bad(format!(
                 "max_unsealed_rows must be at least max_memory_rows ({}), got {}",
                 self.max_memory_rows, self.max_unsealed_rows
+            ));
+        }
+        if self.max_memory_bytes < 1024 * 1024 {
+            return bad(format!(
+                "max_memory_bytes must be at least 1048576 (1 MiB), got {}",
+                self.max_memory_bytes
+            ));
+        }
+        if self.max_unsealed_bytes < 2 * self.max_memory_bytes {
+            return bad(format!(
+                "max_unsealed_bytes must be at least twice max_memory_bytes ({}), got {}",
+                2 * self.max_memory_bytes,
+                self.max_unsealed_bytes
             ));
         }
         if !(self.seal_after_secs.is_finite() && self.seal_after_secs > 0.0) {

@@ -1,5 +1,6 @@
 //! The table's gauges for `/metrics`, read from the current snapshot at scrape time (no lock on
-//! the writer): `rtap_table_rows`, `rtap_table_segments`, `rtap_table_memory_rows`.
+//! the writer): `rtap_table_rows`, `rtap_table_segments`, `rtap_table_memory_rows`,
+//! `rtap_table_memory_bytes`.
 
 use std::sync::Arc;
 
@@ -26,6 +27,11 @@ impl Collector for TableCollector {
                 "rtap_table_memory_rows",
                 "Rows of the table not yet in a sealed segment",
                 snap.memory_rows,
+            ),
+            (
+                "rtap_table_memory_bytes",
+                "Bytes of Arrow buffers of the rows not yet in a sealed segment",
+                snap.memory_bytes,
             ),
         ] {
             let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));

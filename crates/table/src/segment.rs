@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
-use datafusion::arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
+use datafusion::arrow::compute::interleave_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
@@ -163,25 +163,39 @@ pub fn write_sorted(
     time_column: usize,
     layout: &FileLayout,
 ) -> Result<(Written, i64, i64), TableError> {
-    let all = concat_batches(schema, batches).map_err(TableError::arrow)?;
-    let order = sort_to_indices(all.column(time_column), None, None).map_err(TableError::arrow)?;
-    let sorted = take_record_batch(&all, &order).map_err(TableError::arrow)?;
-    drop(all);
-    let times = sorted
-        .column(time_column)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(|| TableError::Schema("the time column is not Int64".into()))?;
-    let (min, max) = if times.is_empty() {
-        (0, 0)
-    } else {
-        (times.value(0), times.value(times.len() - 1))
+    // Sorted by (time, arrival) without concatenating the batches: only the time column is
+    // read for the order, then each row group is gathered from the batches on its own, so a
+    // seal holds one row group more than the batches themselves (not two copies of them).
+    let mut order: Vec<(i64, u32, u32)> =
+        Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+    for (b, batch) in batches.iter().enumerate() {
+        let times = batch
+            .column(time_column)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| TableError::Schema("the time column is not Int64".into()))?;
+        for (r, t) in times.iter().enumerate() {
+            order.push((t.unwrap_or(i64::MIN), b as u32, r as u32));
+        }
+    }
+    order.sort_unstable();
+    let (min, max) = match (order.first(), order.last()) {
+        (Some(first), Some(last)) => (first.0, last.0),
+        _ => (0, 0),
     };
-    let written = write_batches(path, schema, std::iter::once(Ok(sorted)), layout)?;
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let step = layout.row_group_rows.max(1);
+    let groups = order.chunks(step).map(|chunk| {
+        let indices: Vec<(usize, usize)> = chunk
+            .iter()
+            .map(|&(_, b, r)| (b as usize, r as usize))
+            .collect();
+        interleave_record_batch(&refs, &indices).map_err(TableError::arrow)
+    });
+    let written = write_batches(path, schema, groups, layout)?;
     Ok((written, min, max))
 }
 
-/// A file writer that hashes what passes through it (Parquet files are written front to back).
 struct HashingWriter {
     file: std::fs::File,
     hasher: Xxh3,

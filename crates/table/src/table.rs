@@ -33,6 +33,8 @@ pub struct Snapshot {
     /// Batches not yet in a durable segment (sealing or mutable), oldest first.
     pub memory: Vec<RecordBatch>,
     pub memory_rows: u64,
+    /// Bytes of Arrow buffers of [`Snapshot::memory`].
+    pub memory_bytes: u64,
 }
 
 impl Snapshot {
@@ -101,6 +103,7 @@ pub(crate) struct Writer {
     pub(crate) segments: Vec<SegmentRef>,
     pub(crate) mutable: Vec<RecordBatch>,
     pub(crate) mutable_rows: u64,
+    pub(crate) mutable_bytes: u64,
     /// When (monotonic clock ms) the oldest row still in memory was appended.
     pub(crate) mutable_since: Option<i64>,
     /// The background seal in flight (at most one).
@@ -125,6 +128,11 @@ pub struct RealtimeTable {
     /// The last background failure, for status pages: its own lock, so reading it never waits
     /// for the writer.
     last_error: Mutex<Option<String>>,
+}
+
+/// Memory a batch holds (its Arrow buffers).
+pub(crate) fn batch_bytes(batch: &RecordBatch) -> u64 {
+    batch.get_array_memory_size() as u64
 }
 
 /// How long a retired segment file stays on disk after its last snapshot is gone: longer than
@@ -296,6 +304,7 @@ impl RealtimeTable {
                 segments,
                 mutable: Vec::new(),
                 mutable_rows: 0,
+                mutable_bytes: 0,
                 mutable_since: None,
                 seal_job: None,
                 merge_job: None,
@@ -356,20 +365,24 @@ impl RealtimeTable {
     pub(crate) fn publish(&self, w: &Writer) {
         let mut memory = Vec::new();
         let mut memory_rows = 0;
+        let mut memory_bytes = 0;
         if let Some(Job {
             kind: JobKind::Seal { batches },
             ..
         }) = &w.seal_job
         {
             memory_rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            memory_bytes += batches.iter().map(batch_bytes).sum::<u64>();
             memory.extend(batches.iter().cloned());
         }
         memory.extend(w.mutable.iter().cloned());
         memory_rows += w.mutable_rows;
+        memory_bytes += w.mutable_bytes;
         let snap = Arc::new(Snapshot {
             segments: w.segments.clone(),
             memory,
             memory_rows,
+            memory_bytes,
         });
         match self.snapshot.write() {
             Ok(mut s) => *s = snap,
@@ -390,6 +403,7 @@ impl RealtimeTable {
         }
         let mut w = self.lock_writer();
         w.mutable_rows += batch.num_rows() as u64;
+        w.mutable_bytes += batch_bytes(&batch);
         w.mutable.push(batch);
         let now = self.clock.monotonic_ms();
         w.mutable_since.get_or_insert(now);
@@ -426,11 +440,15 @@ impl RealtimeTable {
         let backing_off = mono_ms < w.retry_at_ms;
         let due = !backing_off
             && (w.mutable_rows >= self.config.max_memory_rows as u64
+                || w.mutable_bytes >= self.config.max_memory_bytes as u64
                 || w.mutable_since
                     .is_some_and(|t| mono_ms.saturating_sub(t) >= seal_after_ms));
         // Backpressure: when rows arrive faster than a seal writes them, the writer waits for
         // the seal in flight rather than letting memory grow without bound.
-        if w.seal_job.is_some() && w.mutable_rows >= 2 * self.config.max_memory_rows as u64 {
+        if w.seal_job.is_some()
+            && (w.mutable_rows >= 2 * self.config.max_memory_rows as u64
+                || w.mutable_bytes >= 2 * self.config.max_memory_bytes as u64)
+        {
             let waited = self.finish_job(&mut w, Slot::Seal, true);
             note(waited, &mut report, &w);
         }

@@ -164,3 +164,87 @@ fn seals_and_retention_follow_the_tables_clock() {
     assert_eq!(t.snapshot().segments.len(), 0, "past retention: dropped");
     assert_eq!(t.snapshot().rows(), 0);
 }
+
+/// Batches of about 0.4 MiB each (long ids): the in-memory rows seal at `max_memory_bytes`
+/// (1 MiB) long before `max_memory_rows`, and the seal writes rows from several batches,
+/// arriving out of time order, sorted into small row groups.
+#[test]
+fn the_in_memory_rows_seal_at_their_byte_bound_sorted_across_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = RealtimeTable::open(
+        dir.path(),
+        schema(),
+        "time_ms",
+        &["id"],
+        TableConfig {
+            max_memory_bytes: 1024 * 1024,
+            max_unsealed_bytes: 2 * 1024 * 1024,
+            row_group_rows: 300,
+            ..config()
+        },
+        clock::ManualClock::new(0),
+    )
+    .expect("open");
+    let wide = |from: i64, n: i64| {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values((from..from + n).rev())),
+                Arc::new(StringArray::from_iter_values(
+                    (from..from + n).rev().map(|i| format!("{i:0>400}")),
+                )),
+            ],
+        )
+        .expect("batch")
+    };
+    let mut appended = Vec::new();
+    let mut sealed = false;
+    for from in [3_000, 0, 2_000, 1_000] {
+        t.append(wide(from, 1_000)).expect("append");
+        appended.push(from);
+        let bytes = t.snapshot().memory_bytes;
+        sealed = t.maintain().seal_started;
+        assert_eq!(sealed, bytes >= 1024 * 1024, "{bytes} bytes in memory");
+        if sealed {
+            break;
+        }
+    }
+    assert!(
+        sealed && appended.len() >= 2,
+        "sealed by bytes, far below 100,000 rows"
+    );
+    t.flush().expect("flush");
+    let snap = t.snapshot();
+    assert_eq!((snap.segments.len(), snap.memory_bytes), (1, 0));
+    let seg = &snap.segments[0];
+    let mut want: Vec<i64> = appended.iter().flat_map(|&f| f..f + 1_000).collect();
+    want.sort_unstable();
+    assert_eq!(
+        (seg.entry.rows, seg.entry.min_time_ms, seg.entry.max_time_ms),
+        (want.len() as u64, want[0], want[want.len() - 1])
+    );
+    let file = std::fs::File::open(&seg.path).expect("segment");
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet");
+    assert_eq!(
+        reader.metadata().num_row_groups(),
+        want.len().div_ceil(300),
+        "rows in groups of 300"
+    );
+    let times: Vec<i64> = reader
+        .build()
+        .expect("reader")
+        .flat_map(|b| {
+            let b = b.expect("batch");
+            let t = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("times")
+                .clone();
+            t.values().to_vec()
+        })
+        .collect();
+    assert_eq!(times, want, "sorted by time across the batches");
+}
