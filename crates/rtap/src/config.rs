@@ -80,11 +80,30 @@ pub struct GeneratorSettings {
 }
 
 /// Where the orders API stores orders.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    /// Orders older than this (event time) are removed; default: the table's retention.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
+    /// The embedded store's page cache.
+    pub cache_bytes: usize,
+    /// zstd level of the embedded store's orders.
+    pub zstd_level: i32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let embedded = store::EmbeddedOptions::default();
+        StoreConfig {
+            database_url: None,
+            retention_ms: None,
+            cache_bytes: embedded.cache_bytes,
+            zstd_level: embedded.zstd_level,
+        }
+    }
 }
 
 /// The Kafka topic between the generator and ingest.
@@ -183,13 +202,18 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("generator.seed", "generator seed (default: random, saved with the checkpoint); --seed, RTAP_SEED", Some("42")),
     ("generator.max_orders", "stop generating after this many orders; --max-orders, RTAP_MAX_ORDERS", Some("100000")),
     ("store.database_url", "store orders in Postgres instead of the embedded store; --database-url, RTAP_DATABASE_URL", Some("\"postgres://postgres@127.0.0.1:5432/test\"")),
+    ("store.retention_ms", "stored orders older than this (event time) are removed, oldest first (default: table.retention_ms)", Some("604800000")),
+    ("store.cache_bytes", "page cache of the embedded store", None),
+    ("store.zstd_level", "zstd level of the embedded store's orders (1..22)", None),
     ("kafka.brokers", "Kafka bootstrap servers: puts a topic between generator and ingest; --kafka, RTAP_KAFKA", Some("\"127.0.0.1:9092\"")),
     ("kafka.topic", "the orders topic; --topic, RTAP_TOPIC", None),
     ("kafka.partitions", "partitions when rtap creates the topic (1..10000); --partitions, RTAP_PARTITIONS", None),
     ("kafka.group", "consumer group of ingest; --group, RTAP_GROUP", None),
     ("kafka.instance_id", "static group member id (default: made once from the host name and data directory, kept in <data_dir>/instance-id; \"\" = dynamic membership: the member leaves the group when it stops); --instance-id, RTAP_INSTANCE_ID", Some("\"rtap-a\"")),
     ("table.max_memory_rows", "seal the in-memory rows into a Parquet segment at this many rows", None),
+    ("table.max_memory_bytes", "... or at this many bytes of Arrow buffers, whichever comes first", None),
     ("table.max_unsealed_rows", "ingest stops taking rows (the source waits) while this many are not sealed, e.g. on a full disk", None),
+    ("table.max_unsealed_bytes", "... or while rows of this many bytes are not sealed (at least twice table.max_memory_bytes)", None),
     ("table.seal_after_secs", "... or when the oldest is this old: also the checkpoint interval; --checkpoint-interval, RTAP_CHECKPOINT_INTERVAL", None),
     ("table.retention_ms", "segments whose newest row is older than this are dropped (30 days)", None),
     ("table.merge_target_rows", "small segments are merged into segments of up to this many rows", None),
@@ -197,8 +221,8 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("table.row_group_rows", "rows per Parquet row group (the unit of time pruning)", None),
     ("table.zstd_level", "zstd level of the segment files (1..22)", None),
     ("ingest.max_message_bytes", "messages larger than this are dead-lettered unparsed", None),
-    ("ingest.dedup_horizon_ms", "how far back in event time a re-delivered order is recognised", None),
-    ("ingest.dedup_max_entries", "hard cap on remembered order ids", None),
+    ("ingest.dedup_horizon_ms", "how far back in event time a re-delivered order is recognised (memory: 15-30 MB per million ids inside it)", None),
+    ("ingest.dedup_max_entries", "hard cap on remembered order ids (the oldest eighth of the horizon goes first)", None),
     ("ingest.decode_threads", "threads that parse a batch in parallel, 0 = one per core", None),
     ("ingest.max_future_ms", "an order more than this ahead of the wall clock is dead-lettered", None),
     ("ingest.max_age_ms", "an order older than this is dead-lettered (default: table.retention_ms)", Some("2592000000")),
@@ -312,6 +336,30 @@ impl RtapConfig {
                 );
             }
         }
+        let st = &self.store;
+        if st.retention_ms.is_some_and(|r| r <= 0) {
+            anyhow::bail!(
+                "store.retention_ms must be positive, got {}",
+                st.retention_ms.unwrap_or(0)
+            );
+        }
+        let max_age = self.ingest.max_age_ms.unwrap_or(self.table.retention_ms);
+        if self.store_retention_ms() < max_age {
+            anyhow::bail!(
+                "store.retention_ms ({}) must not be shorter than ingest.max_age_ms ({max_age}): \
+                 stored orders that ingest still takes would be removed before it replays them",
+                self.store_retention_ms()
+            );
+        }
+        if !(1..=22).contains(&st.zstd_level) {
+            anyhow::bail!("store.zstd_level must be 1..=22, got {}", st.zstd_level);
+        }
+        if st.cache_bytes < 1024 * 1024 {
+            anyhow::bail!(
+                "store.cache_bytes must be at least 1048576 (1 MiB), got {}",
+                st.cache_bytes
+            );
+        }
         let s = self.table.seal_after_secs;
         if !(s.is_finite() && (0.1..=3600.0).contains(&s)) {
             anyhow::bail!("table.seal_after_secs (the checkpoint interval) must be from 0.1 to 3600 seconds, got {s}");
@@ -343,6 +391,11 @@ impl RtapConfig {
             );
         }
         Ok(())
+    }
+
+    /// How long stored orders are kept (event time).
+    pub fn store_retention_ms(&self) -> i64 {
+        self.store.retention_ms.unwrap_or(self.table.retention_ms)
     }
 
     /// The Kafka configuration, when Kafka is on.

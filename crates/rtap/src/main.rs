@@ -28,6 +28,11 @@ mod signals;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: with glibc, a process that had ingested 1 M orders held
+/// over twice its heap (arenas per thread that are not given back); see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()

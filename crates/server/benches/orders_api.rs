@@ -23,9 +23,11 @@ async fn fill(store: &dyn OrderStore) {
     while seq < STORED {
         let batch: Vec<NewOrder> = (seq + 1..=(seq + 5_000).min(STORED))
             .map(|s| {
-                let o = generator.generate(s, 1_793_491_200_000 + s as i64 * 32);
+                let time_ms = 1_793_491_200_000 + s as i64 * 32;
+                let o = generator.generate(s, time_ms);
                 NewOrder {
                     order_id: o.order_id.to_string(),
+                    time_ms,
                     json: o.to_json_string(),
                 }
             })

@@ -121,9 +121,32 @@ async fn list_orders(
     let total_pages = slice.total.div_ceil(paging.limit);
     let _ = write!(
         body,
-        "],\"limit\":{},\"page\":{},\"total_orders\":{},\"total_pages\":{}}}",
+        "],\"limit\":{},\"page\":{},\"total_orders\":{},\"total_pages\":{}",
         paging.limit, paging.page, slice.total, total_pages
     );
+    if slice.expired > offset {
+        // Some or all of this page passed the store's retention: say so, and where the kept
+        // orders start (the original's fields keep their meaning: positions never move).
+        let _ = write!(body, ",\"expired_orders\":{}", slice.expired);
+        if slice.expired < slice.total {
+            let first_page = slice.expired / paging.limit + 1;
+            let _ = write!(
+                body,
+                ",\"first_kept_page\":{first_page},\"message\":\"orders 1 to {} passed the \
+                 store's retention and were removed; page {first_page} is the first that holds \
+                 kept orders\"",
+                slice.expired
+            );
+        } else {
+            let _ = write!(
+                body,
+                ",\"message\":\"all {} orders passed the store's retention and were removed; \
+                 new orders will follow them\"",
+                slice.expired
+            );
+        }
+    }
+    body.push('}');
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

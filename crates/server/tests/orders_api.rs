@@ -69,7 +69,7 @@ async fn wait_for_total(base: &str, at_least: u64) -> Value {
 
 async fn api_scenario(store: Arc<dyn OrderStore>) {
     // 23 orders from the background job, then it stops: totals are exact.
-    let app = start(store, 1000.0, Some(23)).await;
+    let app = start(store.clone(), 1000.0, Some(23)).await;
     assert_eq!(app.feed_job.await.expect("feed job"), 23);
     let base = &app.base;
 
@@ -135,6 +135,7 @@ async fn api_scenario(store: Arc<dyn OrderStore>) {
     let (_, last) = get(&format!("{base}/orders?page=24&limit=1")).await;
     assert_eq!(last["total_orders"], 24);
     assert_eq!(last["data"][0]["order_id"], new_id.as_str());
+    let original_page_two = get(&format!("{base}/orders?page=2&limit=5")).await.1;
 
     // Every bad parameter is a 400 with a JSON error naming it.
     for (query, message) in [
@@ -200,6 +201,43 @@ async fn api_scenario(store: Arc<dyn OrderStore>) {
         // Either refused as too large or created without reading the body: never a 5xx.
         assert!(resp.status().as_u16() < 500, "{}", resp.status());
     }
+
+    // Retention removes the 7 oldest: their page says so, positions do not move.
+    let total = store.count().await.expect("count");
+    assert_eq!(store.expire(i64::MAX, 7).await.expect("expire"), 7);
+    let (status, gone) = get(&format!("{base}/orders?page=1&limit=5")).await;
+    assert_eq!(status, 200);
+    assert_eq!(gone["data"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        (
+            &gone["total_orders"],
+            &gone["expired_orders"],
+            &gone["first_kept_page"]
+        ),
+        (&Value::from(total), &Value::from(7), &Value::from(2))
+    );
+    assert!(gone["message"]
+        .as_str()
+        .expect("message")
+        .starts_with("orders 1 to 7 passed the store's retention"));
+    let (_, partly) = get(&format!("{base}/orders?page=2&limit=5")).await;
+    assert_eq!(
+        partly["data"].as_array().expect("data")[..],
+        original_page_two["data"].as_array().expect("data")[2..]
+    );
+    assert_eq!(partly["expired_orders"], 7);
+    let (_, kept) = get(&format!("{base}/orders?page=3&limit=5")).await;
+    assert!(kept.get("expired_orders").is_none(), "{kept}");
+    assert_eq!(kept["data"].as_array().map(Vec::len), Some(5));
+    // Everything gone: no page to point at.
+    store.expire(i64::MAX, 1_000).await.expect("expire");
+    let (_, none) = get(&format!("{base}/orders?page=1&limit=5")).await;
+    assert_eq!(none["expired_orders"], total);
+    assert!(none.get("first_kept_page").is_none(), "{none}");
+    assert!(none["message"]
+        .as_str()
+        .expect("message")
+        .starts_with(&format!("all {total} orders passed")));
     let _ = app.stop.send(true);
 }
 

@@ -4,7 +4,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::cli::ApiArgs;
-use crate::pipeline::{http, open_feed, open_store, rate_text};
+use crate::pipeline::{http, open_feed, open_store, rate_text, start_retention};
 
 pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let config = args.config()?;
@@ -26,11 +26,13 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     );
     println!("  try: curl 'http://{addr}/orders?page=1&limit=5'");
     println!("  stop with Ctrl-C");
+    let retention = start_retention(&config, store.clone(), clock::system(), stop_rx.clone());
     let generator = tokio::spawn(feed.run(stop_rx));
     stop.await;
     tracing::info!("stopping: generator first, then HTTP");
     let _ = stop_tx.send(true);
     let made = generator.await.context("generator task failed")?;
+    let _ = retention.await;
     server
         .await
         .context("HTTP task failed")?

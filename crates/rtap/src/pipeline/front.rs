@@ -6,7 +6,7 @@ use anyhow::Context;
 use clock::SharedClock;
 use orders::GeneratorConfig;
 use sources::{FeedConfig, OrderFeed};
-use store::{EmbeddedStore, OrderStore, PostgresStore};
+use store::{EmbeddedOptions, EmbeddedStore, OrderStore, PostgresStore};
 
 use crate::config::RtapConfig;
 
@@ -20,9 +20,35 @@ pub async fn open_store(config: &RtapConfig) -> anyhow::Result<Arc<dyn OrderStor
         ),
         None => {
             let path = config.data_dir.join("orders.redb");
-            Arc::new(EmbeddedStore::open(&path).context("cannot open the embedded order store")?)
+            let options = EmbeddedOptions {
+                cache_bytes: config.store.cache_bytes,
+                zstd_level: config.store.zstd_level,
+            };
+            Arc::new(
+                EmbeddedStore::open_with(&path, options)
+                    .context("cannot open the embedded order store")?,
+            )
         }
     })
+}
+
+/// How often the order store's retention runs.
+pub const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Applies the store's retention in the background until `stop`.
+pub fn start_retention(
+    config: &RtapConfig,
+    store: Arc<dyn OrderStore>,
+    clock: SharedClock,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<u64> {
+    sources::feed::spawn_retention(
+        store,
+        clock,
+        config.store_retention_ms(),
+        RETENTION_EVERY,
+        stop,
+    )
 }
 
 /// The generator job over `store` with the configured rate and limits.

@@ -394,12 +394,23 @@ impl IngestLoop {
         if !self.retry.is_empty() {
             return Some("retrying a batch whose dead letters could not be written".into());
         }
-        let unsealed = self.table.snapshot().memory_rows;
-        let ceiling = self.table.config().max_unsealed_rows as u64;
-        (unsealed >= ceiling).then(|| {
-            format!(
+        let snapshot = self.table.snapshot();
+        let (unsealed, bytes) = (snapshot.memory_rows, snapshot.memory_bytes);
+        let config = self.table.config();
+        let (ceiling, byte_ceiling) = (
+            config.max_unsealed_rows as u64,
+            config.max_unsealed_bytes as u64,
+        );
+        if unsealed >= ceiling {
+            return Some(format!(
                 "{unsealed} rows wait to be sealed (table.max_unsealed_rows = {ceiling}); \
                  the source waits until seals succeed"
+            ));
+        }
+        (bytes >= byte_ceiling).then(|| {
+            format!(
+                "{bytes} bytes of rows wait to be sealed (table.max_unsealed_bytes = \
+                 {byte_ceiling}); the source waits until seals succeed"
             )
         })
     }

@@ -44,7 +44,7 @@ use store::OrderStore;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::RtapConfig;
-pub use front::{open_feed, open_store, rate_text};
+pub use front::{open_feed, open_store, rate_text, start_retention};
 use ingest_loop::{IngestHealth, IngestLoop, LoopParts, Sinks};
 use status::{GeneratorFlags, Parts};
 
@@ -66,6 +66,8 @@ struct Front {
     feed: Arc<OrderFeed>,
     store: Arc<dyn OrderStore>,
     job: GeneratorJob,
+    /// The order store's retention task (ends on the same stop signal as the job).
+    retention: tokio::task::JoinHandle<u64>,
     handoff: Option<Handoff>,
 }
 
@@ -236,10 +238,13 @@ pub async fn start(
             ));
         }
         let job = feed.clone().start_job(resume_seq, front_stop_rx.clone());
+        let retention =
+            start_retention(config, store.clone(), clock.clone(), front_stop_rx.clone());
         front = Some(Front {
             feed,
             store: store.clone(),
             job,
+            retention,
             handoff,
         });
     }
@@ -542,6 +547,8 @@ impl Running {
         let mut handoff = None;
         if let Some(f) = self.front {
             made = f.job.join().await;
+            // Its store handle must be gone before a restart in this process opens the file.
+            let _ = f.retention.await;
             handoff = f.handoff;
         }
         // The orders API finishes its requests now, so nothing new is stored after this.
