@@ -8,7 +8,7 @@
 //! Memory is what limits this structure (a day at 31 orders/s is 2.7 M ids), so ids are kept in
 //! generations: one hash set per eighth of the horizon of event time, holding bare 12-byte keys
 //! (13 bytes a slot with the set's control byte; 15-30 MB per million ids with the set's load
-//! between 7/8 and 7/16). An id is looked up in every live generation (at most 10); a
+//! between 7/8 and 7/16). An id is looked up in every live generation (about 10); a
 //! generation is dropped whole once all its ids are past the horizon, so ids are remembered
 //! for the horizon and at most an eighth more, and expiry costs nothing per id. A hard cap on
 //! entries drops the oldest generations early.
@@ -114,7 +114,8 @@ fn seconds(time_ms: i64) -> u32 {
 
 impl Dedup {
     pub fn new(horizon_ms: i64, max_entries: usize) -> Self {
-        let horizon_s = seconds(horizon_ms).max(1);
+        // Rounded up: an id is never remembered for less than the horizon.
+        let horizon_s = seconds(horizon_ms.saturating_add(999)).max(1);
         Dedup {
             horizon_s,
             width_s: (horizon_s / 8).max(1),

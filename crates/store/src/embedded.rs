@@ -159,8 +159,11 @@ impl EmbeddedStore {
         } = store;
         let mut db = Arc::into_inner(db)
             .ok_or_else(|| StoreError::Failed("the store is in use while converting".into()))?;
-        db.compact()
-            .map_err(|e| StoreError::Failed(format!("cannot compact {}: {e}", path.display())))?;
+        if let Err(e) = db.compact() {
+            // The orders are converted; only space is not given back yet.
+            tracing::warn!(file = %path.display(), error = %e,
+                "could not compact the converted order store; it keeps its size");
+        }
         Ok(EmbeddedStore {
             db: Arc::new(db),
             path,

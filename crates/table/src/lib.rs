@@ -92,10 +92,10 @@ impl TableConfig {
                 self.max_memory_bytes
             ));
         }
-        if self.max_unsealed_bytes < 2 * self.max_memory_bytes {
+        if self.max_unsealed_bytes < self.max_memory_bytes.saturating_mul(2) {
             return bad(format!(
                 "max_unsealed_bytes must be at least twice max_memory_bytes ({}), got {}",
-                2 * self.max_memory_bytes,
+                self.max_memory_bytes.saturating_mul(2),
                 self.max_unsealed_bytes
             ));
         }

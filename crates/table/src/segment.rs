@@ -164,8 +164,7 @@ pub fn write_sorted(
     layout: &FileLayout,
 ) -> Result<(Written, i64, i64), TableError> {
     // Sorted by (time, arrival) without concatenating the batches: only the time column is
-    // read for the order, then each row group is gathered from the batches on its own, so a
-    // seal holds one row group more than the batches themselves (not two copies of them).
+    // read for the order, then rows are gathered from the batches in small slices.
     let mut order: Vec<(i64, u32, u32)> =
         Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
     for (b, batch) in batches.iter().enumerate() {
@@ -184,7 +183,9 @@ pub fn write_sorted(
         _ => (0, 0),
     };
     let refs: Vec<&RecordBatch> = batches.iter().collect();
-    let step = layout.row_group_rows.max(1);
+    // Gathered 4,096 rows at a time: the writer encodes each into the open row group (closed
+    // at `row_group_rows`), so a seal holds the segment plus a few MB, not a second copy.
+    let step = layout.row_group_rows.clamp(1, 4_096);
     let groups = order.chunks(step).map(|chunk| {
         let indices: Vec<(usize, usize)> = chunk
             .iter()

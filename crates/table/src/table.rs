@@ -450,7 +450,12 @@ impl RealtimeTable {
                 || w.mutable_bytes >= 2 * self.config.max_memory_bytes as u64)
         {
             let waited = self.finish_job(&mut w, Slot::Seal, true);
+            let failed = waited.is_err();
             note(waited, &mut report, &w);
+            if failed {
+                // Its rows are back in memory and a backoff is set: no new seal at once.
+                return report;
+            }
         }
         if w.seal_job.is_none() && due {
             self.start_seal(&mut w);
