@@ -15,8 +15,14 @@ use crate::table::{segment_file, Writer};
 use crate::{RealtimeTable, TableError};
 
 pub(crate) enum JobKind {
-    Seal { batches: Vec<RecordBatch> },
-    Merge { inputs: Vec<SegmentRef> },
+    /// The batches being sealed and their bytes (counted once, not at every snapshot).
+    Seal {
+        batches: Vec<RecordBatch>,
+        bytes: u64,
+    },
+    Merge {
+        inputs: Vec<SegmentRef>,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +40,8 @@ pub(crate) struct Job {
 impl RealtimeTable {
     pub(crate) fn start_seal(&self, w: &mut Writer) {
         let batches = std::mem::take(&mut w.mutable);
+        let bytes = std::mem::take(&mut w.mutable_bytes);
         w.mutable_rows = 0;
-        w.mutable_bytes = 0;
         w.mutable_since = None;
         let id = w.manifest.next_segment_id;
         w.manifest.next_segment_id += 1;
@@ -58,7 +64,7 @@ impl RealtimeTable {
             })
         });
         w.seal_job = Some(Job {
-            kind: JobKind::Seal { batches },
+            kind: JobKind::Seal { batches, bytes },
             id,
             handle,
         });
@@ -160,14 +166,14 @@ impl RealtimeTable {
             ))
         });
         match (job.kind, result) {
-            (JobKind::Seal { batches }, Ok(entry)) => {
+            (JobKind::Seal { batches, bytes }, Ok(entry)) => {
                 let mut manifest = w.manifest.clone();
                 manifest.segments.push(entry.clone());
                 manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
                 if let Err(e) = manifest.store(&self.dir) {
                     // The file is in no manifest: remove it now rather than leave it behind.
                     let _ = std::fs::remove_file(self.dir.join(&entry.file));
-                    return self.seal_failed(w, batches, e);
+                    return self.seal_failed(w, batches, bytes, e);
                 }
                 w.manifest = manifest;
                 w.segments
@@ -180,9 +186,9 @@ impl RealtimeTable {
                 self.publish(w);
                 Ok(true)
             }
-            (JobKind::Seal { batches }, Err(e)) => {
+            (JobKind::Seal { batches, bytes }, Err(e)) => {
                 let _ = std::fs::remove_file(self.dir.join(segment_file(job.id)));
-                self.seal_failed(w, batches, e)
+                self.seal_failed(w, batches, bytes, e)
             }
             (JobKind::Merge { inputs }, Ok(entry)) => {
                 let gone: std::collections::HashSet<u64> =
@@ -231,10 +237,10 @@ impl RealtimeTable {
         &self,
         w: &mut Writer,
         mut batches: Vec<RecordBatch>,
+        bytes: u64,
         e: TableError,
     ) -> Result<bool, TableError> {
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let bytes: u64 = batches.iter().map(crate::table::batch_bytes).sum();
         batches.append(&mut w.mutable);
         w.mutable = batches;
         w.mutable_rows += rows;

@@ -367,12 +367,12 @@ impl RealtimeTable {
         let mut memory_rows = 0;
         let mut memory_bytes = 0;
         if let Some(Job {
-            kind: JobKind::Seal { batches },
+            kind: JobKind::Seal { batches, bytes },
             ..
         }) = &w.seal_job
         {
             memory_rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-            memory_bytes += batches.iter().map(batch_bytes).sum::<u64>();
+            memory_bytes += bytes;
             memory.extend(batches.iter().cloned());
         }
         memory.extend(w.mutable.iter().cloned());
