@@ -1,0 +1,297 @@
+//! Ingest at the machine's limit (issue 12), beside DuckDB loading the same orders.
+//!
+//! `RTAP_BENCH_ORDERS` orders (default 1,000,000, event times 32 ms apart ending now) are
+//! generated once and written as JSON lines to a temporary file. Then, in one run:
+//!
+//! - **rtap**: the file is read in chunks of 16,384 lines and each chunk goes through the real
+//!   ingest path (parse and Arrow building on every core, dedup, the rolling windows, the
+//!   table's append with its background seals and merges) until everything is flushed to
+//!   Parquet; the time is split into reading the file, decode + dedup + Arrow, windows, and
+//!   append + housekeeping + the final flush.
+//! - **DuckDB** (when `RTAP_PYTHON` names a python with duckdb, as `scripts/install-peers.sh`
+//!   prints; `scripts/bench.sh` sets it): `CREATE TABLE orders AS SELECT * FROM
+//!   read_json('orders.jsonl')` into a database file, then `CHECKPOINT`.
+//!
+//! Both report orders/s and bytes on disk, and rtap's rate is given as a ratio to DuckDB's.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use ingest::{schema, IngestConfig, Ingestor, Message, Position};
+use orders::{Generator, GeneratorConfig};
+use table::{RealtimeTable, TableConfig};
+
+/// The allocator the rtap binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const STEP_MS: i64 = 32;
+const CHUNK: usize = 16_384;
+
+/// Reads up to `CHUNK` lines.
+fn read_chunk(lines: &mut impl BufRead) -> Vec<Vec<u8>> {
+    let mut docs: Vec<Vec<u8>> = Vec::with_capacity(CHUNK);
+    for _ in 0..CHUNK {
+        let mut line = Vec::with_capacity(4096);
+        if lines.read_until(b'\n', &mut line).expect("read") == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        docs.push(line);
+    }
+    docs
+}
+
+fn messages(docs: &[Vec<u8>], first_offset: i64) -> Vec<Message<'_>> {
+    docs.iter()
+        .enumerate()
+        .map(|(i, d)| Message {
+            position: Position {
+                partition: 0,
+                offset: first_offset + i as i64,
+            },
+            payload: d,
+            record_time_ms: None,
+        })
+        .collect()
+}
+
+/// Decode + dedup + Arrow alone (nothing appended, no seals beside it) over the file's first
+/// `limit` orders, read into memory first: orders/s.
+fn decode_only(src: &Path, limit: usize) -> f64 {
+    let mut lines = BufReader::with_capacity(1 << 20, std::fs::File::open(src).expect("open"));
+    let mut chunks = Vec::new();
+    let mut n = 0;
+    while n < limit {
+        let docs = read_chunk(&mut lines);
+        if docs.is_empty() {
+            break;
+        }
+        n += docs.len();
+        chunks.push(docs);
+    }
+    let mut ingestor = Ingestor::new(IngestConfig::default());
+    let started = Instant::now();
+    let mut offset = 0;
+    for docs in &chunks {
+        let out = ingestor.ingest(&messages(docs, offset), now_ms());
+        assert!(out.rejected.is_empty());
+        offset += docs.len() as i64;
+        std::hint::black_box(out.batch);
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// DuckDB's side of the comparison: loads the JSON lines into a native table and prints
+/// `rows seconds bytes`.
+const DUCKDB_LOAD: &str = r#"
+import os, sys, time, duckdb
+src, db = sys.argv[1], sys.argv[2]
+t = time.perf_counter()
+con = duckdb.connect(db)
+con.execute("SET enable_progress_bar = false")
+con.execute("CREATE TABLE orders AS SELECT * FROM read_json(?, format = 'newline_delimited')", [src])
+con.execute("CHECKPOINT")
+secs = time.perf_counter() - t
+rows = con.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
+con.close()
+size = sum(os.path.getsize(os.path.join(os.path.dirname(db), f)) for f in os.listdir(os.path.dirname(db)))
+print(rows, secs, size)
+"#;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Writes `n` generated orders as JSON lines; returns the file's bytes.
+fn write_orders(path: &Path, n: u64) -> u64 {
+    let mut g = Generator::new(GeneratorConfig {
+        seed: 77,
+        ..GeneratorConfig::default()
+    });
+    let start = now_ms() - n as i64 * STEP_MS;
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("create"));
+    for seq in 1..=n {
+        out.write_all(&g.generate(seq, start + seq as i64 * STEP_MS).to_json())
+            .expect("write");
+        out.write_all(b"\n").expect("write");
+    }
+    out.flush().expect("flush");
+    std::fs::metadata(path).expect("stat").len()
+}
+
+struct RtapRun {
+    rows: u64,
+    secs: f64,
+    read_secs: f64,
+    decode_secs: f64,
+    windows_secs: f64,
+    append_secs: f64,
+    table_bytes: u64,
+}
+
+fn rtap_load(src: &Path, dir: &Path) -> RtapRun {
+    let table = RealtimeTable::open(
+        dir,
+        schema::order_schema(),
+        schema::TIME_MS,
+        &[schema::ORDER_ID, "customer_id"],
+        TableConfig::default(),
+        clock::system(),
+    )
+    .expect("open table");
+    let mut windows = rolling::Windows::new(rolling::WindowConfig::default()).expect("windows");
+    let mut ingestor = Ingestor::new(IngestConfig::default());
+    let mut lines = BufReader::with_capacity(1 << 20, std::fs::File::open(src).expect("open"));
+    let (mut read_secs, mut decode_secs, mut windows_secs, mut append_secs) = (0.0, 0.0, 0.0, 0.0);
+    let mut offset = 0i64;
+    let started = Instant::now();
+    loop {
+        let t = Instant::now();
+        let docs = read_chunk(&mut lines);
+        read_secs += t.elapsed().as_secs_f64();
+        if docs.is_empty() {
+            break;
+        }
+        let t = Instant::now();
+        let messages = messages(&docs, offset);
+        offset += docs.len() as i64;
+        let out = ingestor.ingest(&messages, now_ms());
+        assert!(
+            out.rejected.is_empty(),
+            "rejected: {:?}",
+            out.rejected.first()
+        );
+        decode_secs += t.elapsed().as_secs_f64();
+        let Some(batch) = out.batch else { continue };
+        let t = Instant::now();
+        for f in ingest::order_facts(&batch) {
+            windows.observe(
+                f.time_ms,
+                rolling::Metrics::order(f.order_total, f.fraud, f.delivered, f.refunded),
+            );
+        }
+        windows_secs += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        table.append(batch).expect("append");
+        if let Some(e) = table.maintain().error {
+            panic!("maintain: {e}");
+        }
+        append_secs += t.elapsed().as_secs_f64();
+    }
+    let t = Instant::now();
+    table.flush().expect("flush");
+    append_secs += t.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
+    let snap = table.snapshot();
+    let rows = snap.rows();
+    // The live segments (files a merge replaced wait out a grace period before deletion).
+    let table_bytes = snap.segments.iter().map(|s| s.entry.bytes).sum();
+    RtapRun {
+        rows,
+        secs,
+        read_secs,
+        decode_secs,
+        windows_secs,
+        append_secs,
+        table_bytes,
+    }
+}
+
+/// DuckDB loading the same file: (rows, seconds, bytes on disk), or why it did not run.
+fn duckdb_load(python: &str, src: &Path, dir: &Path) -> Result<(u64, f64, u64), String> {
+    let db = dir.join("orders.duckdb");
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(DUCKDB_LOAD)
+        .arg(src)
+        .arg(&db)
+        .output()
+        .map_err(|e| format!("{python}: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The last line is the answer (DuckDB may print progress before it).
+    let text = stdout.lines().last().unwrap_or_default().to_string();
+    let mut fields = text.split_whitespace();
+    let mut next = || {
+        fields
+            .next()
+            .ok_or_else(|| format!("unexpected output: {text}"))
+    };
+    let rows = next()?.parse().map_err(|e| format!("rows: {e}"))?;
+    let secs = next()?.parse().map_err(|e| format!("seconds: {e}"))?;
+    let bytes = next()?.parse().map_err(|e| format!("bytes: {e}"))?;
+    Ok((rows, secs, bytes))
+}
+
+fn main() {
+    let n: u64 = std::env::var("RTAP_BENCH_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("orders.jsonl");
+    let t = Instant::now();
+    let json_bytes = write_orders(&src, n);
+    println!(
+        "{n} orders as JSON lines: {:.0} MB ({:.0} B/order), written in {:.1} s",
+        json_bytes as f64 / 1e6,
+        json_bytes as f64 / n as f64,
+        t.elapsed().as_secs_f64()
+    );
+
+    for run in 1..=3 {
+        println!(
+            "rtap decode + dedup + Arrow alone (first 200,000 orders, in memory), run {run}: {:.0} orders/s",
+            decode_only(&src, 200_000)
+        );
+    }
+
+    let rtap_dir = work.path().join("rtap");
+    std::fs::create_dir_all(&rtap_dir).expect("mkdir");
+    let r = rtap_load(&src, &rtap_dir);
+    assert_eq!(r.rows, n, "every order in the table");
+    let rtap_rate = n as f64 / r.secs;
+    println!(
+        "rtap: {rtap_rate:.0} orders/s ({:.1} s: read file {:.1} s, decode + dedup + Arrow {:.1} s ({:.0} orders/s), windows {:.2} s, append + seals + flush {:.1} s); table {:.0} MB ({:.0} B/order)",
+        r.secs,
+        r.read_secs,
+        r.decode_secs,
+        n as f64 / r.decode_secs,
+        r.windows_secs,
+        r.append_secs,
+        r.table_bytes as f64 / 1e6,
+        r.table_bytes as f64 / n as f64
+    );
+    std::fs::remove_dir_all(&rtap_dir).ok();
+
+    let Ok(python) = std::env::var("RTAP_PYTHON") else {
+        println!("duckdb: skipped (set RTAP_PYTHON to scripts/install-peers.sh's python)");
+        return;
+    };
+    let duck_dir = work.path().join("duckdb");
+    std::fs::create_dir_all(&duck_dir).expect("mkdir");
+    match duckdb_load(&python, &src, &duck_dir) {
+        Ok((rows, secs, bytes)) => {
+            assert_eq!(rows, n, "every order in DuckDB's table");
+            let rate = n as f64 / secs;
+            println!(
+                "duckdb read_json: {rate:.0} orders/s ({secs:.1} s); database {:.0} MB ({:.0} B/order)",
+                bytes as f64 / 1e6,
+                bytes as f64 / n as f64
+            );
+            println!(
+                "ratio rtap / duckdb: {:.2}x the rate, {:.2}x the bytes on disk",
+                rtap_rate / rate,
+                r.table_bytes as f64 / bytes as f64
+            );
+        }
+        Err(e) => println!("duckdb: failed: {e}"),
+    }
+}
