@@ -340,12 +340,14 @@ pub fn parse<'a>(msg: &Message<'a>, limits: &Limits, now_ms: i64) -> Result<Pars
             limit: limits.max_bytes,
         }));
     }
-    // UTF-8 is checked once for the whole payload (a fast pass over ASCII): serde_json's
-    // `from_slice` would check every string again on its own, a third slower in all.
-    let text = std::str::from_utf8(msg.payload)
-        .map_err(|e| reject(RejectReason::Malformed(format!("not UTF-8: {e}"))))?;
-    let mut order: RawOrder<'a> =
-        serde_json::from_str(text).map_err(|e| reject(RejectReason::Malformed(e.to_string())))?;
+    // UTF-8 is checked once for the whole payload (a fast pass over ASCII) so the parser need
+    // not check every string again. A payload that is not all UTF-8 goes through `from_slice`,
+    // which accepts invalid bytes in fields the table skips, as before.
+    let parsed: Result<RawOrder<'a>, _> = match std::str::from_utf8(msg.payload) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(msg.payload),
+    };
+    let mut order = parsed.map_err(|e| reject(RejectReason::Malformed(e.to_string())))?;
     let order_id = match order.order_id.as_deref() {
         Some(id) if !id.trim().is_empty() => id,
         _ => return Err(reject(RejectReason::MissingOrderId)),
@@ -545,10 +547,49 @@ mod tests {
             !borrowed(&order.pet_name),
             "an escaped string is decoded into its own copy"
         );
-        let err = serde_json::from_slice::<RawOrder<'_>>(br#"{"currency":5}"#)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+    }
+
+    fn parse_one(payload: &[u8]) -> Result<Parsed<'_>, Rejected> {
+        let message = Message {
+            position: Position {
+                partition: 0,
+                offset: 1,
+            },
+            payload,
+            record_time_ms: None,
+        };
+        parse(&message, &Limits::default(), 1_700_000_000_000)
+    }
+
+    fn reason(r: Result<Parsed<'_>, Rejected>) -> String {
+        r.err().map(|e| e.reason.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn text_fields_through_parse_null_missing_wrong_type_and_bad_utf8() {
+        let p = parse_one(br#"{"order_id":"a-1","time_ms":1700000000000,"currency":null}"#)
+            .expect("null is no value");
+        assert_eq!(p.order.currency.as_deref(), None);
+        assert_eq!(
+            p.order.payment_method.as_deref(),
+            None,
+            "missing is no value"
+        );
+        assert_eq!(p.order.order_id.as_deref(), Some("a-1"));
+        let err = reason(parse_one(
+            br#"{"order_id":"a-1","time_ms":1700000000000,"currency":5}"#,
+        ));
         assert!(err.contains("expected a string"), "{err}");
+        // Invalid UTF-8 inside a field the table skips is accepted (as serde_json always did);
+        // inside a kept string it is rejected.
+        let mut skipped = br#"{"order_id":"a-1","time_ms":1700000000000,"shipments":"x"}"#.to_vec();
+        let at = skipped.len() - 3;
+        skipped[at] = 0xff;
+        assert!(parse_one(&skipped).is_ok());
+        let mut kept = br#"{"order_id":"a-1","time_ms":1700000000000,"currency":"x"}"#.to_vec();
+        let at = kept.len() - 3;
+        kept[at] = 0xff;
+        let err = reason(parse_one(&kept));
+        assert!(err.starts_with("not a valid order"), "{err}");
     }
 }

@@ -12,7 +12,11 @@
 //!   prints; `scripts/bench.sh` sets it): `CREATE TABLE orders AS SELECT * FROM
 //!   read_json('orders.jsonl')` into a database file, then `CHECKPOINT`.
 //!
-//! Both report orders/s and bytes on disk, and rtap's rate is given as a ratio to DuckDB's.
+//! Both report orders/s and bytes on disk, and rtap's rate is given as a ratio to DuckDB's. The
+//! work is not the same: DuckDB parses, types and stores every field of the JSON (shipments
+//! included); rtap keeps the table's columns (flattened, derived) and skips the rest (which
+//! `rtap up` keeps in its order store, not measured here). Event times are 32 ms apart, so more
+//! than about 80 M orders would reach past the default retention.
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
@@ -62,7 +66,7 @@ fn messages(docs: &[Vec<u8>], first_offset: i64) -> Vec<Message<'_>> {
 
 /// Decode + dedup + Arrow alone (nothing appended, no seals beside it) over the file's first
 /// `limit` orders, read into memory first: orders/s.
-fn decode_only(src: &Path, limit: usize) -> f64 {
+fn decode_only(src: &Path, limit: usize) -> (usize, f64) {
     let mut lines = BufReader::with_capacity(1 << 20, std::fs::File::open(src).expect("open"));
     let mut chunks = Vec::new();
     let mut n = 0;
@@ -83,7 +87,7 @@ fn decode_only(src: &Path, limit: usize) -> f64 {
         offset += docs.len() as i64;
         std::hint::black_box(out.batch);
     }
-    n as f64 / started.elapsed().as_secs_f64()
+    (n, n as f64 / started.elapsed().as_secs_f64())
 }
 
 /// DuckDB's side of the comparison: loads the JSON lines into a native table and prints
@@ -102,6 +106,20 @@ con.close()
 size = sum(os.path.getsize(os.path.join(os.path.dirname(db), f)) for f in os.listdir(os.path.dirname(db)))
 print(rows, secs, size)
 "#;
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -132,6 +150,7 @@ struct RtapRun {
     windows_secs: f64,
     append_secs: f64,
     table_bytes: u64,
+    dir_bytes: u64,
 }
 
 fn rtap_load(src: &Path, dir: &Path) -> RtapRun {
@@ -199,6 +218,7 @@ fn rtap_load(src: &Path, dir: &Path) -> RtapRun {
         windows_secs,
         append_secs,
         table_bytes,
+        dir_bytes: dir_bytes(dir),
     }
 }
 
@@ -234,7 +254,8 @@ fn main() {
     let n: u64 = std::env::var("RTAP_BENCH_ORDERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(1_000_000)
+        .max(1);
     let work = tempfile::tempdir().expect("tempdir");
     let src = work.path().join("orders.jsonl");
     let t = Instant::now();
@@ -247,9 +268,9 @@ fn main() {
     );
 
     for run in 1..=3 {
+        let (orders, rate) = decode_only(&src, 200_000);
         println!(
-            "rtap decode + dedup + Arrow alone (first 200,000 orders, in memory), run {run}: {:.0} orders/s",
-            decode_only(&src, 200_000)
+            "rtap decode + dedup + Arrow alone (first {orders} orders, in memory), run {run}: {rate:.0} orders/s"
         );
     }
 
@@ -259,7 +280,7 @@ fn main() {
     assert_eq!(r.rows, n, "every order in the table");
     let rtap_rate = n as f64 / r.secs;
     println!(
-        "rtap: {rtap_rate:.0} orders/s ({:.1} s: read file {:.1} s, decode + dedup + Arrow {:.1} s ({:.0} orders/s), windows {:.2} s, append + seals + flush {:.1} s); table {:.0} MB ({:.0} B/order)",
+        "rtap: {rtap_rate:.0} orders/s ({:.1} s: read file {:.1} s, decode + dedup + Arrow {:.1} s ({:.0} orders/s), windows {:.2} s, append + seals + flush {:.1} s); table {:.0} MB ({:.0} B/order; the directory with merged files waiting out their grace period {:.0} MB)",
         r.secs,
         r.read_secs,
         r.decode_secs,
@@ -267,19 +288,22 @@ fn main() {
         r.windows_secs,
         r.append_secs,
         r.table_bytes as f64 / 1e6,
-        r.table_bytes as f64 / n as f64
+        r.table_bytes as f64 / n as f64,
+        r.dir_bytes as f64 / 1e6
     );
     std::fs::remove_dir_all(&rtap_dir).ok();
 
-    let Ok(python) = std::env::var("RTAP_PYTHON") else {
+    let Some(python) = std::env::var("RTAP_PYTHON").ok().filter(|p| !p.is_empty()) else {
         println!("duckdb: skipped (set RTAP_PYTHON to scripts/install-peers.sh's python)");
         return;
     };
     let duck_dir = work.path().join("duckdb");
     std::fs::create_dir_all(&duck_dir).expect("mkdir");
     match duckdb_load(&python, &src, &duck_dir) {
-        Ok((rows, secs, bytes)) => {
-            assert_eq!(rows, n, "every order in DuckDB's table");
+        Ok((rows, _, _)) if rows != n => {
+            println!("duckdb: failed: {rows} rows loaded, not {n}");
+        }
+        Ok((_, secs, bytes)) => {
             let rate = n as f64 / secs;
             println!(
                 "duckdb read_json: {rate:.0} orders/s ({secs:.1} s); database {:.0} MB ({:.0} B/order)",
@@ -287,7 +311,7 @@ fn main() {
                 bytes as f64 / n as f64
             );
             println!(
-                "ratio rtap / duckdb: {:.2}x the rate, {:.2}x the bytes on disk",
+                "ratio rtap / duckdb: {:.2}x the rate, {:.2}x the bytes on disk (DuckDB keeps every field, rtap the table's columns)",
                 rtap_rate / rate,
                 r.table_bytes as f64 / bytes as f64
             );
