@@ -12,10 +12,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ingest::{schema, IngestConfig, Ingestor, Message, Position};
+use ingest::{IngestConfig, Ingestor, Message, Position};
 use orders::{Generator, GeneratorConfig};
 use sql::{SqlConfig, SqlEngine};
-use table::{RealtimeTable, TableConfig};
+use table::RealtimeTable;
 
 const STEP_MS: i64 = 32;
 const CHUNK: usize = 16_384;
@@ -38,18 +38,10 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+mod common;
+
 fn open(dir: &std::path::Path) -> Arc<RealtimeTable> {
-    Arc::new(
-        RealtimeTable::open(
-            dir,
-            schema::order_schema(),
-            schema::TIME_MS,
-            &[schema::ORDER_ID, "customer_id"],
-            TableConfig::default(),
-            clock::system(),
-        )
-        .expect("open table"),
-    )
+    Arc::new(common::open_orders_table(dir))
 }
 
 /// Generates `n` orders ending now and ingests them; returns (ingest seconds, generate seconds).

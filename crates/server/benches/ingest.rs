@@ -23,9 +23,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use ingest::{schema, IngestConfig, Ingestor, Message, Position};
+use ingest::{IngestConfig, Ingestor, Message, Position};
 use orders::{Generator, GeneratorConfig};
-use table::{RealtimeTable, TableConfig};
+
+mod common;
 
 /// The allocator the rtap binary uses.
 #[global_allocator]
@@ -154,15 +155,7 @@ struct RtapRun {
 }
 
 fn rtap_load(src: &Path, dir: &Path) -> RtapRun {
-    let table = RealtimeTable::open(
-        dir,
-        schema::order_schema(),
-        schema::TIME_MS,
-        &[schema::ORDER_ID, "customer_id"],
-        TableConfig::default(),
-        clock::system(),
-    )
-    .expect("open table");
+    let table = common::open_orders_table(dir);
     let mut windows = rolling::Windows::new(rolling::WindowConfig::default()).expect("windows");
     let mut ingestor = Ingestor::new(IngestConfig::default());
     let mut lines = BufReader::with_capacity(1 << 20, std::fs::File::open(src).expect("open"));
