@@ -21,6 +21,8 @@ pub struct IngestMetrics {
     pub late: Counter,
     /// Orders per second over the last few seconds (`rtap_ingest_rate`).
     pub rate: Gauge<f64, AtomicU64>,
+    /// Order ids dedup remembers, inside its horizon (`rtap_dedup_ids`; 8 bytes each).
+    pub dedup_ids: Gauge,
 }
 
 impl IngestMetrics {
@@ -49,6 +51,11 @@ impl IngestMetrics {
             "rtap_ingest_rate",
             "Orders ingested per second, over the last seconds",
             self.rate.clone(),
+        );
+        registry.register(
+            "rtap_dedup_ids",
+            "Order ids remembered by dedup (inside ingest.dedup_horizon_ms; 8 bytes each)",
+            self.dedup_ids.clone(),
         );
     }
 }

@@ -27,6 +27,26 @@ pub const ITEM_GRAIN: [(&str, &str); 7] = [
 /// The coupon-grain column of SPEC 4 and the list column it unnests.
 pub const COUPON_GRAIN: (&str, &str) = ("coupon_codes.name", "coupon");
 
+/// Leaf columns whose values are (nearly) unique per order, or per customer with customers
+/// rarely repeating inside one row group: segments store them without a Parquet dictionary,
+/// which would cost time to build and be abandoned at its size limit anyway (BENCHMARKS.md).
+pub const PLAIN_COLUMNS: [&str; 14] = [
+    ORDER_ID,
+    "timestamp",
+    "customer_id",
+    "customer_name",
+    "customer_email",
+    "customer_phone",
+    "customer_address",
+    "billing_address_street",
+    "shipping_address_street",
+    "subscription_id",
+    "tracking_number",
+    "payment_info",
+    "status_id.list.item",
+    "status_timestamp.list.item",
+];
+
 fn list(name: &str, item: DataType) -> Field {
     Field::new(
         name,

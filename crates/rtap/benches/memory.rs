@@ -4,14 +4,18 @@
 //!    sampled every 0.5 s; printed at each tenth of N, with the peak (VmHWM) and the end-to-end
 //!    rate; then RSS after 30 s idle, and the bytes on disk of each part per order.
 //! 2. Restart on the same directory: RSS once all N rows answer SQL, and after 30 s idle.
-//! 3. Soak: `rtap up --rate R` for S seconds on a fresh directory with a short retention (table
+//! 3. History: `rtap backfill --orders N --days D` on a fresh directory (event times spread over
+//!    D days, as a shop's history is: the dedup horizon then holds a day of ids, not all N), then
+//!    `rtap up` on it: RSS once all N rows answer SQL and after 30 s idle.
+//! 4. Soak: `rtap up --rate R` for S seconds on a fresh directory with a short retention (table
 //!    and order store), so retention runs many times: every minute RSS, disk of the table, the
 //!    order store, the dedup log and the dead letters, open files and segments. Once the
 //!    retention is reached, memory and disk must stay flat.
 //!
 //! `cargo bench --workspace --bench memory`; RTAP_BENCH_ORDERS (default 1,000,000),
 //! RTAP_SOAK_SECS (default 1800), RTAP_SOAK_RATE (orders/s, default 5000),
-//! RTAP_SOAK_RETENTION_S (default 300). RTAP_SOAK_SECS=0 skips the soak.
+//! RTAP_SOAK_RETENTION_S (default 300), RTAP_BENCH_HISTORY_DAYS (default 30; 0 skips the
+//! history). RTAP_SOAK_SECS=0 skips the soak.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -191,6 +195,57 @@ fn fill(n: u64) {
     stop(&mut child);
 }
 
+fn history(n: u64, days: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    println!("== history: rtap backfill --orders {n} --days {days}, then rtap up on it");
+    let started = Instant::now();
+    let status = common::rtap()
+        .args([
+            "backfill",
+            "--orders",
+            &n.to_string(),
+            "--days",
+            &days.to_string(),
+        ])
+        .args(["--seed", "3", "--data-dir"])
+        .arg(&data)
+        .env("RTAP_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("run rtap backfill");
+    assert!(status.success(), "rtap backfill failed: {status}");
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "  backfilled in {took:.1} s ({:.0} orders/s); {}",
+        n as f64 / took,
+        disk_line(&data, n)
+    );
+    let started = Instant::now();
+    let (mut child, http) = start(&data, &["--rate", "0", "--seed", "3", "--max-orders", "0"]);
+    let pid = child.id();
+    while common::count(&http) != Some(n) {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "start took over 10 min"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "  all rows answer SQL after {:.2} s, RSS {:.1} MB",
+        started.elapsed().as_secs_f64(),
+        status_mb(pid, "VmRSS:")
+    );
+    std::thread::sleep(Duration::from_secs(30));
+    println!(
+        "  idle 30 s later: RSS {:.1} MB, ids in the dedup horizon {:.0}",
+        status_mb(pid, "VmRSS:"),
+        metric(&http, "rtap_dedup_ids").unwrap_or(f64::NAN)
+    );
+    stop(&mut child);
+}
+
 fn soak(secs: u64, rate: u64, retention_s: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
@@ -241,6 +296,10 @@ fn main() {
     let n = env_u64("RTAP_BENCH_ORDERS", 1_000_000);
     if n > 0 {
         fill(n);
+        let days = env_u64("RTAP_BENCH_HISTORY_DAYS", 30);
+        if days > 0 {
+            history(n, days);
+        }
     }
     let secs = env_u64("RTAP_SOAK_SECS", 1800);
     if secs > 0 {

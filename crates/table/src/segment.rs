@@ -128,6 +128,10 @@ pub struct FileLayout {
     pub zstd_level: i32,
     /// Columns that get a bloom filter (point lookups: order id, customer id).
     pub bloom_columns: Vec<String>,
+    /// Leaf columns written without a dictionary (`name`, or `name.list.item` for a list's
+    /// values): values (nearly) unique per row, where a dictionary only costs time to build
+    /// and is abandoned at its size limit anyway.
+    pub plain_columns: Vec<String>,
 }
 
 fn writer_properties(layout: &FileLayout) -> WriterProperties {
@@ -141,6 +145,11 @@ fn writer_properties(layout: &FileLayout) -> WriterProperties {
         props = props
             .set_column_bloom_filter_enabled(ColumnPath::from(column.as_str()), true)
             .set_column_bloom_filter_fpp(ColumnPath::from(column.as_str()), 0.01);
+    }
+    for column in &layout.plain_columns {
+        // A list column's values are its leaf `name.list.item`.
+        let path = ColumnPath::new(column.split('.').map(str::to_string).collect());
+        props = props.set_column_dictionary_enabled(path, false);
     }
     props.build()
 }
@@ -276,3 +285,67 @@ pub fn read_batches(
 }
 
 pub type SegmentRef = Arc<Segment>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{ListBuilder, StringArray, StringBuilder};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::parquet::basic::Encoding;
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+
+    #[test]
+    fn plain_columns_are_written_without_a_dictionary() {
+        let item = Arc::new(Field::new("item", DataType::Utf8, true));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("tag", DataType::Utf8, false),
+            Field::new("ids", DataType::List(item), true),
+        ]));
+        let ids: Vec<String> = (0..1_000).map(|i| format!("order-{i}")).collect();
+        let tags: Vec<&str> = (0..1_000).map(|i| ["a", "b"][i % 2]).collect();
+        let mut lists = ListBuilder::new(StringBuilder::new());
+        for id in &ids {
+            lists.values().append_value(id);
+            lists.append(true);
+        }
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(ids.clone())),
+                Arc::new(StringArray::from(tags)),
+                Arc::new(lists.finish()),
+            ],
+        )
+        .expect("batch");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.parquet");
+        let layout = FileLayout {
+            row_group_rows: 32_768,
+            zstd_level: 1,
+            bloom_columns: vec![],
+            plain_columns: vec!["id".into(), "ids.list.item".into()],
+        };
+        write_batches(&path, &schema, std::iter::once(Ok(batch)), &layout).expect("write");
+        let reader =
+            SerializedFileReader::new(std::fs::File::open(&path).expect("open")).expect("read");
+        let group = reader.metadata().row_group(0);
+        let dictionary = |name: &str| {
+            let column = group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .unwrap_or_else(|| panic!("no column {name}"));
+            column.dictionary_page_offset().is_some()
+                || column.encodings().any(|e| e == Encoding::RLE_DICTIONARY)
+        };
+        assert!(!dictionary("id"));
+        assert!(!dictionary("ids.list.item"));
+        assert!(dictionary("tag"), "the other columns keep theirs");
+        let rows: usize = read_batches(&path)
+            .expect("read back")
+            .map(|b| b.expect("batch").num_rows())
+            .sum();
+        assert_eq!(rows, 1_000);
+    }
+}

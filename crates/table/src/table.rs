@@ -174,6 +174,13 @@ impl RealtimeTable {
         )
     }
 
+    /// Writes these leaf columns without a Parquet dictionary from now on (see
+    /// [`FileLayout::plain_columns`]).
+    pub fn with_plain_columns(mut self, columns: &[&str]) -> Self {
+        self.layout.plain_columns = columns.iter().map(|c| c.to_string()).collect();
+        self
+    }
+
     /// Opens the table as of a checkpoint: exactly the segments `manifest` lists (every file
     /// checked against its checksum), whatever the stored manifest says; later segment files
     /// are removed and the stored manifest is replaced. A table opened this way keeps retired
@@ -291,6 +298,7 @@ impl RealtimeTable {
             row_group_rows: config.row_group_rows,
             zstd_level: config.zstd_level,
             bloom_columns: bloom_columns.iter().map(|c| c.to_string()).collect(),
+            plain_columns: Vec::new(),
         };
         let table = RealtimeTable {
             dir: dir.to_path_buf(),

@@ -379,6 +379,9 @@ impl IngestLoop {
             let rate = rows.saturating_sub(self.rate_sample.1) as f64 / elapsed.as_secs_f64();
             self.metrics.rate.set(rate);
             self.rate_sample = (Instant::now(), rows);
+            self.metrics
+                .dedup_ids
+                .set(self.ingestor.dedup().len() as i64);
         }
     }
 

@@ -122,6 +122,7 @@ pub fn resume(
         manifest,
         clock,
     )
+    .map(|t| t.with_plain_columns(&schema::PLAIN_COLUMNS))
     .map_err(|e| {
         anyhow::anyhow!(
             "cannot open the realtime table under {}: {e}\n{}",

@@ -3,8 +3,13 @@
 use table::{RealtimeTable, TableConfig};
 
 /// The orders table under `dir` with default settings, as rtap opens it (bloom filters on the
-/// order and customer ids).
+/// order and customer ids, no dictionary on the nearly unique columns; with
+/// `RTAP_BENCH_DICTIONARY=all` every column gets a dictionary, to compare).
 pub fn open_orders_table(dir: &std::path::Path) -> RealtimeTable {
+    let plain: &[&str] = match std::env::var("RTAP_BENCH_DICTIONARY").as_deref() {
+        Ok("all") => &[],
+        _ => &ingest::schema::PLAIN_COLUMNS,
+    };
     RealtimeTable::open(
         dir,
         ingest::schema::order_schema(),
@@ -14,4 +19,5 @@ pub fn open_orders_table(dir: &std::path::Path) -> RealtimeTable {
         clock::system(),
     )
     .expect("open table")
+    .with_plain_columns(plain)
 }
