@@ -175,13 +175,19 @@ fn fill(n: u64) {
     stop(&mut child);
 
     println!("== restart on the same {n} orders");
+    serve_idle(&data, n, "1");
+}
+
+/// `rtap up` on a directory holding `n` orders, generating none: RSS once all of them answer
+/// SQL, and after 30 s idle.
+fn serve_idle(data: &Path, n: u64, seed: &str) {
     let started = Instant::now();
-    let (mut child, http) = start(&data, &["--rate", "0", "--seed", "1", "--max-orders", "0"]);
+    let (mut child, http) = start(data, &["--rate", "0", "--seed", seed, "--max-orders", "0"]);
     let pid = child.id();
     while common::count(&http) != Some(n) {
         assert!(
             started.elapsed() < Duration::from_secs(600),
-            "restart took over 10 min"
+            "start took over 10 min"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -191,7 +197,11 @@ fn fill(n: u64) {
         status_mb(pid, "VmRSS:")
     );
     std::thread::sleep(Duration::from_secs(30));
-    println!("  idle 30 s later: RSS {:.1} MB", status_mb(pid, "VmRSS:"));
+    println!(
+        "  idle 30 s later: RSS {:.1} MB, ids in the dedup horizon {:.0}",
+        status_mb(pid, "VmRSS:"),
+        metric(&http, "rtap_dedup_ids").unwrap_or(f64::NAN)
+    );
     stop(&mut child);
 }
 
@@ -222,28 +232,7 @@ fn history(n: u64, days: u64) {
         n as f64 / took,
         disk_line(&data, n)
     );
-    let started = Instant::now();
-    let (mut child, http) = start(&data, &["--rate", "0", "--seed", "3", "--max-orders", "0"]);
-    let pid = child.id();
-    while common::count(&http) != Some(n) {
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "start took over 10 min"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    println!(
-        "  all rows answer SQL after {:.2} s, RSS {:.1} MB",
-        started.elapsed().as_secs_f64(),
-        status_mb(pid, "VmRSS:")
-    );
-    std::thread::sleep(Duration::from_secs(30));
-    println!(
-        "  idle 30 s later: RSS {:.1} MB, ids in the dedup horizon {:.0}",
-        status_mb(pid, "VmRSS:"),
-        metric(&http, "rtap_dedup_ids").unwrap_or(f64::NAN)
-    );
-    stop(&mut child);
+    serve_idle(&data, n, "3");
 }
 
 fn soak(secs: u64, rate: u64, retention_s: u64) {
