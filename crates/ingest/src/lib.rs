@@ -161,8 +161,8 @@ impl Default for IngestConfig {
             max_amount: 1_000_000.0,
             max_line_items: 1_000,
             max_item_quantity: 100_000,
-            max_batch_bytes: 64 * 1024 * 1024,
-            max_pending_bytes: 256 * 1024 * 1024,
+            max_batch_bytes: 32 * 1024 * 1024,
+            max_pending_bytes: 64 * 1024 * 1024,
             deadletter_max_file_bytes: 64 * 1024 * 1024,
             deadletter_max_files: 8,
         }
@@ -222,7 +222,8 @@ impl IngestConfig {
                 self.max_item_quantity
             ));
         }
-        // Two batches must fit in the pending budget, and one batch far below Arrow's 2 GiB.
+        // The pending budget holds at least one batch (by default two), and one batch stays far
+        // below Arrow's 2 GiB.
         const MAX_BATCH: usize = 512 * 1024 * 1024;
         if !(self.max_message_bytes..=MAX_BATCH).contains(&self.max_batch_bytes) {
             return Err(format!(

@@ -21,7 +21,7 @@ pub struct IngestMetrics {
     pub late: Counter,
     /// Orders per second over the last few seconds (`rtap_ingest_rate`).
     pub rate: Gauge<f64, AtomicU64>,
-    /// Order ids dedup remembers, inside its horizon (`rtap_dedup_ids`; 8 bytes each).
+    /// Order ids dedup remembers (`rtap_dedup_ids`; about 10 bytes each).
     pub dedup_ids: Gauge,
 }
 
@@ -54,7 +54,7 @@ impl IngestMetrics {
         );
         registry.register(
             "rtap_dedup_ids",
-            "Order ids remembered by dedup (inside ingest.dedup_horizon_ms; 8 bytes each)",
+            "Order ids remembered by dedup (the last ingest.dedup_horizon_ms of event time and up to an eighth more; about 10 bytes each)",
             self.dedup_ids.clone(),
         );
     }

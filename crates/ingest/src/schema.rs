@@ -130,3 +130,29 @@ pub fn order_schema() -> SchemaRef {
         })
         .clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::parquet::arrow::ArrowSchemaConverter;
+
+    #[test]
+    fn every_plain_column_is_a_leaf_of_the_parquet_schema() {
+        // The Parquet writer ignores settings for paths it does not have: a renamed column
+        // would silently get its dictionary back.
+        let parquet = ArrowSchemaConverter::new()
+            .convert(&order_schema())
+            .expect("convert");
+        let leaves: Vec<String> = parquet
+            .columns()
+            .iter()
+            .map(|c| c.path().string())
+            .collect();
+        for name in PLAIN_COLUMNS {
+            assert!(
+                leaves.iter().any(|l| l == name),
+                "{name} is not in {leaves:?}"
+            );
+        }
+    }
+}

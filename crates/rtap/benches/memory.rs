@@ -14,7 +14,7 @@
 //!
 //! `cargo bench --workspace --bench memory`; RTAP_BENCH_ORDERS (default 1,000,000),
 //! RTAP_SOAK_SECS (default 1800), RTAP_SOAK_RATE (orders/s, default 5000),
-//! RTAP_SOAK_RETENTION_S (default 300), RTAP_BENCH_HISTORY_DAYS (default 30; 0 skips the
+//! RTAP_SOAK_RETENTION_S (default 300), RTAP_BENCH_HISTORY_DAYS (default 29; below 30, the retention; 0 skips the
 //! history). RTAP_SOAK_SECS=0 skips the soak.
 
 use std::path::Path;
@@ -285,7 +285,7 @@ fn main() {
     let n = env_u64("RTAP_BENCH_ORDERS", 1_000_000);
     if n > 0 {
         fill(n);
-        let days = env_u64("RTAP_BENCH_HISTORY_DAYS", 30);
+        let days = env_u64("RTAP_BENCH_HISTORY_DAYS", 29);
         if days > 0 {
             history(n, days);
         }

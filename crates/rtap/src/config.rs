@@ -221,7 +221,7 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("table.row_group_rows", "rows per Parquet row group (the unit of time pruning)", None),
     ("table.zstd_level", "zstd level of the segment files (1..22)", None),
     ("ingest.max_message_bytes", "messages larger than this are dead-lettered unparsed", None),
-    ("ingest.dedup_horizon_ms", "how far back in event time a re-delivered order is recognised (memory: 8 MB per million ids inside it)", None),
+    ("ingest.dedup_horizon_ms", "how far back in event time a re-delivered order is recognised (memory: about 10 MB per million ids inside it)", None),
     ("ingest.dedup_max_entries", "hard cap on remembered order ids (the oldest eighth of the horizon goes first)", None),
     ("ingest.decode_threads", "threads that parse a batch in parallel, 0 = one per core", None),
     ("ingest.max_future_ms", "an order more than this ahead of the wall clock is dead-lettered", None),

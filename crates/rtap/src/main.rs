@@ -29,7 +29,9 @@ mod signals;
 use clap::Parser;
 
 /// mimalloc instead of glibc's malloc: with glibc, a process that had ingested 1 M orders held
-/// over twice its heap (arenas per thread that are not given back); see BENCHMARKS.md.
+/// over twice its heap (arenas per thread that are not given back); see BENCHMARKS.md. The
+/// `system-allocator` feature keeps glibc's, for heap profilers that intercept malloc.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -12,6 +12,9 @@
 //!   prints; `scripts/bench.sh` sets it): `CREATE TABLE orders AS SELECT * FROM
 //!   read_json('orders.jsonl')` into a database file, then `CHECKPOINT`.
 //!
+//! Before those, dedup alone: `RTAP_BENCH_DEDUP_IDS` (default 10,000,000) random ids over 24 h
+//! of event time inserted and looked up again, with the memory they hold (0 skips it).
+//!
 //! Both report orders/s and bytes on disk, and rtap's rate is given as a ratio to DuckDB's. The
 //! work is not the same: DuckDB parses, types and stores every field of the JSON (shipments
 //! included); rtap keeps the table's columns (flattened, derived) and skips the rest (which
@@ -243,12 +246,93 @@ fn duckdb_load(python: &str, src: &Path, dir: &Path) -> Result<(u64, f64, u64), 
     Ok((rows, secs, bytes))
 }
 
+/// This process's resident memory in bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Dedup alone: `ids` random ids with event times spread evenly over the default 24 h horizon
+/// (so every generation is in use), inserted, then all looked up again as re-deliveries.
+fn dedup_only(ids: u64) {
+    if ids == 0 {
+        return;
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let config = IngestConfig::default();
+    let start_ms = now_ms() - config.dedup_horizon_ms;
+    let step = config.dedup_horizon_ms as f64 / ids as f64;
+    let keys: Vec<(u128, i64)> = (0..ids)
+        .map(|i| {
+            let id = (u128::from(next()) << 64) | u128::from(next());
+            (id, start_ms + (i as f64 * step) as i64)
+        })
+        .collect();
+    let before = rss_bytes();
+    // A cap above the ids, so every one is still there for the re-delivery pass.
+    let cap = config.dedup_max_entries.max(ids as usize);
+    let mut dedup = ingest::Dedup::new(config.dedup_horizon_ms, cap);
+    let t = Instant::now();
+    for &(id, time_ms) in &keys {
+        assert!(dedup.insert(id, time_ms));
+    }
+    let insert_secs = t.elapsed().as_secs_f64();
+    let held = rss_bytes().saturating_sub(before);
+    let t = Instant::now();
+    for &(id, time_ms) in &keys {
+        assert!(!dedup.insert(id, time_ms), "a re-delivery is a duplicate");
+    }
+    let lookup_secs = t.elapsed().as_secs_f64();
+    println!(
+        "dedup alone, {ids} ids over 24 h of event time: insert {:.0} ns/id, re-delivery {:.0} ns/id, {} ids held in {:.1} MB of RSS ({:.1} B/id)",
+        insert_secs * 1e9 / ids as f64,
+        lookup_secs * 1e9 / ids as f64,
+        dedup.len(),
+        held as f64 / 1e6,
+        held as f64 / ids as f64
+    );
+    // What a start does with the checkpoint's records.
+    let records = dedup.all_records();
+    drop(dedup);
+    let t = Instant::now();
+    let mut restored = ingest::Dedup::new(config.dedup_horizon_ms, cap);
+    restored.restore(&records, i64::MAX);
+    let restore_secs = t.elapsed().as_secs_f64();
+    drop(records);
+    println!(
+        "dedup restored from {} checkpoint records in {:.2} s; RSS of the process then {:.1} MB",
+        restored.len(),
+        restore_secs,
+        rss_bytes() as f64 / 1e6
+    );
+}
+
 fn main() {
     let n: u64 = std::env::var("RTAP_BENCH_ORDERS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000)
         .max(1);
+    // First, while the process is small, so its RSS growth is dedup's.
+    dedup_only(
+        std::env::var("RTAP_BENCH_DEDUP_IDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000_000),
+    );
     let work = tempfile::tempdir().expect("tempdir");
     let src = work.path().join("orders.jsonl");
     let t = Instant::now();

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use sources::OrderFeed;
+use store::StoreError;
 
 /// Largest page the API serves (SPEC 2).
 pub const MAX_LIMIT: u64 = 1000;
@@ -151,7 +152,12 @@ async fn list_orders(
 }
 
 async fn create_order(State(feed): State<Arc<OrderFeed>>) -> Result<Response, ApiError> {
-    let ids = feed.create(1).await?;
+    // On a task of its own: a request that times out or whose client goes away must not cancel
+    // the create between the store's commit and the hand-over to ingest (the order would be
+    // stored but never reach the table).
+    let ids = tokio::spawn(async move { feed.create(1).await })
+        .await
+        .map_err(|e| StoreError::Failed(format!("creating the order failed: {e}")))??;
     let order_id = ids.into_iter().next().unwrap_or_default();
     Ok((
         StatusCode::CREATED,

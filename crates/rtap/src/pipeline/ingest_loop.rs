@@ -133,6 +133,7 @@ impl IngestLoop {
     pub fn new(sinks: Sinks, parts: LoopParts) -> Self {
         let mut ingestor = parts.ingestor;
         ingestor.dedup_mut().start_journal();
+        parts.metrics.dedup_ids.set(ingestor.dedup().len() as i64);
         if let Ok(mut p) = parts.health.position.lock() {
             *p = parts.source.next.clone();
         }
@@ -444,12 +445,18 @@ impl IngestLoop {
             } else {
                 let first =
                     runtime.block_on(async { tokio::time::timeout(HOUSEKEEPING, rx.recv()).await });
+                let (mut n, mut bytes) = (0, 0);
                 match first {
-                    Ok(Some(e)) => events.push(e),
+                    Ok(Some(e)) => {
+                        if let SourceEvent::Batch(b) = &e {
+                            n += b.messages.len();
+                            bytes += b.bytes();
+                        }
+                        events.push(e);
+                    }
                     Ok(None) => closed = true,
                     Err(_) => {}
                 }
-                let (mut n, mut bytes) = (0, 0);
                 while n < MAX_BATCH_MESSAGES && bytes < self.max_batch_bytes {
                     match rx.try_recv() {
                         Ok(e) => {

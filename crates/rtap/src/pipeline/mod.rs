@@ -48,8 +48,14 @@ pub use front::{open_feed, open_store, rate_text, start_retention};
 use ingest_loop::{IngestHealth, IngestLoop, LoopParts, Sinks};
 use status::{GeneratorFlags, Parts};
 
-/// Batches of stored orders waiting for ingest before the generator is made to wait.
-const TAP_CAPACITY: usize = 256;
+/// Batches of stored orders (2,000 from the generator, 5,000 when replaying the store at start)
+/// that may wait for the hand-over to ingest (or to the Kafka producer) before the generator
+/// waits. Kept small: this channel is bounded by count only; what ingest has been handed is
+/// bounded by bytes (`ingest.max_pending_bytes`), what the producer holds by its queue.
+const TAP_CAPACITY: usize = 4;
+/// Source events waiting for the ingest loop (their payload bytes hold a share of
+/// `ingest.max_pending_bytes`, so the count only bounds small batches).
+const SOURCE_CAPACITY: usize = 256;
 
 /// Which command's pipeline to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +183,7 @@ pub async fn start(
         windows: windows.clone(),
         clock: clock.clone(),
     });
-    let (source_tx, source_rx) = mpsc::channel(TAP_CAPACITY);
+    let (source_tx, source_rx) = mpsc::channel(SOURCE_CAPACITY);
     let (front_stop, front_stop_rx) = watch::channel(false);
     let (http_stop, http_stop_rx) = watch::channel(false);
     let source_metrics = SourceMetrics::default();

@@ -148,7 +148,8 @@ pub fn resume(
         .max_age_ms
         .get_or_insert(config.table.retention_ms);
     let mut ingestor = Ingestor::new(ingest_config);
-    ingestor.dedup_mut().restore(dedup, max_event_ms);
+    ingestor.dedup_mut().restore(&dedup, max_event_ms);
+    drop(dedup);
     let dir = data_dir.join("deadletter");
     let limits = config.ingest.deadletter_limits();
     let deadletters = match deadletters {
