@@ -13,8 +13,8 @@
 //! and up to 32 spare slots a bucket (at most 1.1 MiB), plus the allocator's rounding of each
 //! bucket's size: 9.7 bytes per id measured with 10 M ids (about 10 MB per million ids in the
 //! horizon, and at most about 10 MiB for the slack of ten generations); a hash set took 15-30
-//! bytes per id. An id is looked up in every live generation (about 10):
-//! one binary search in a bucket of a few thousand values and a scan of at most 32.
+//! bytes per id. An id is looked up in every live generation (about 10): a search in one bucket
+//! that starts where the value's size puts it (see [`find_sorted`]) and a scan of at most 32.
 //!
 //! The bucket is picked by the id's low 12 bits mixed with a hash of the other 64 under a key
 //! drawn at start: the ids are unkeyed hashes of `order_id`s a producer chooses, and a producer
@@ -324,8 +324,7 @@ impl Dedup {
             self.expire();
         }
         let generation = t / self.width_s;
-        let cutoff = self.watermark_s.saturating_sub(self.horizon_s);
-        if generation.saturating_add(1).saturating_mul(self.width_s) <= cutoff {
+        if generation < self.first_live_generation() {
             // Already past the horizon: its generation would be dropped at once.
             return true;
         }
@@ -340,24 +339,33 @@ impl Dedup {
             .or_insert_with(Generation::new)
             .insert(k);
         self.entries += 1;
-        // The cap: drop whole generations, oldest first. Should the newest alone exceed it
-        // (the default 20 M ids in an eighth of the horizon), it goes too: memory stays bounded
-        // and re-deliveries of those ids are not recognised.
+        self.enforce_cap();
+        true
+    }
+
+    /// The cap: drops whole generations, oldest first. Should the newest alone exceed it (the
+    /// default 20 M ids in an eighth of the horizon), it goes too: memory stays bounded and
+    /// re-deliveries of those ids are not recognised.
+    fn enforce_cap(&mut self) {
         while self.entries > self.max_entries {
             match self.generations.pop_first() {
                 Some((_, oldest)) => self.entries -= oldest.len,
                 None => break,
             }
         }
-        true
+    }
+
+    /// The oldest generation with an id inside the horizon (every id of an older one, which
+    /// ends at or before the horizon's start, is past it).
+    fn first_live_generation(&self) -> u32 {
+        self.watermark_s.saturating_sub(self.horizon_s) / self.width_s
     }
 
     /// Drops the generations whose every id is past the horizon.
     fn expire(&mut self) {
-        let cutoff = self.watermark_s.saturating_sub(self.horizon_s);
+        let first_live = self.first_live_generation();
         while let Some(entry) = self.generations.first_entry() {
-            let end = entry.key().saturating_add(1).saturating_mul(self.width_s);
-            if end > cutoff {
+            if *entry.key() >= first_live {
                 break;
             }
             self.entries -= entry.remove().len;
@@ -422,13 +430,8 @@ impl Dedup {
             return;
         };
         self.watermark_s = self.watermark_s.max(newest);
-        let cutoff = self.watermark_s.saturating_sub(self.horizon_s);
-        let live = |t: u32| {
-            (t / self.width_s)
-                .saturating_add(1)
-                .saturating_mul(self.width_s)
-                > cutoff
-        };
+        let (width, first_live) = (self.width_s, self.first_live_generation());
+        let live = |t: u32| t / width >= first_live;
         let mut counts: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (t, r) in records.clone() {
             if live(t) {
@@ -464,12 +467,7 @@ impl Dedup {
             g.len = g.buckets.iter().map(|b| b.values.len()).sum();
         }
         self.entries = self.generations.values().map(|g| g.len).sum();
-        while self.entries > self.max_entries {
-            match self.generations.pop_first() {
-                Some((_, oldest)) => self.entries -= oldest.len,
-                None => break,
-            }
-        }
+        self.enforce_cap();
     }
 
     /// Forgets ids that were inserted but whose rows never reached the table (so a re-delivery
