@@ -21,6 +21,7 @@ pub mod deadletter;
 pub mod decode;
 pub mod dedup;
 pub mod metrics;
+pub mod recent_rows;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ pub use deadletter::{DeadLetterLimits, DeadLetterMark, DeadLetterStore};
 pub use decode::{Message, Position, RejectReason, Rejected};
 pub use dedup::{Dedup, DedupRecord};
 pub use metrics::IngestMetrics;
+pub use recent_rows::{for_each_recent_row, RECENT_COLUMNS};
 
 /// Next position to read, per partition (the generator's next sequence number is partition
 /// 0's).

@@ -18,6 +18,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod recent;
+
+pub use recent::Recent;
+
 /// Window settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -2,7 +2,9 @@
 //!
 //! - decode + append throughput (generated JSON -> ingest -> table), orders/s;
 //! - p50 / p99 latency of every analytics endpoint over HTTP with 1 M and 10 M stored orders
-//!   (event times 32 ms apart ending now, so "the last minute" holds ~1,900 orders);
+//!   (event times 32 ms apart, the clock of the endpoints stopped where they end, so "the last
+//!   minute" holds ~1,900 orders), the fixed endpoints both from the state kept at ingest (rebuilt
+//!   from the table, as at a restart) and from SQL (`?source=sql`);
 //! - RSS of the process with the table loaded and after the queries;
 //! - freshness: from handing one order to ingest until SQL sees it, at 1,000 orders/s.
 //!
@@ -44,8 +46,9 @@ fn open(dir: &std::path::Path) -> Arc<RealtimeTable> {
     Arc::new(common::open_orders_table(dir))
 }
 
-/// Generates `n` orders ending now and ingests them; returns (ingest seconds, generate seconds).
-fn load(table: &RealtimeTable, windows: &mut rolling::Windows, n: u64) -> (f64, f64) {
+/// Generates `n` orders ending now and ingests them; returns (ingest seconds, generate seconds,
+/// the last order's time).
+fn load(table: &RealtimeTable, windows: &mut rolling::Windows, n: u64) -> (f64, f64, i64) {
     let mut g = Generator::new(GeneratorConfig {
         seed: 77,
         ..GeneratorConfig::default()
@@ -90,7 +93,7 @@ fn load(table: &RealtimeTable, windows: &mut rolling::Windows, n: u64) -> (f64, 
         ingest_secs += t.elapsed().as_secs_f64();
         seq += docs.len() as u64;
     }
-    (ingest_secs, gen_secs)
+    (ingest_secs, gen_secs, start + n as i64 * STEP_MS)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -100,10 +103,21 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn endpoints(
     table: Arc<RealtimeTable>,
     windows: Arc<std::sync::Mutex<rolling::Windows>>,
+    last_ms: i64,
     label: &str,
 ) {
+    let clock = clock::ManualClock::new(last_ms + 1);
     let engine = Arc::new(
-        SqlEngine::new(table.clone(), SqlConfig::default(), clock::system()).expect("engine"),
+        SqlEngine::new(table.clone(), SqlConfig::default(), clock.clone()).expect("engine"),
+    );
+    let recent = Arc::new(server::recent::RecentAnswers::default());
+    let t = Instant::now();
+    server::recent::rebuild(&engine, &recent, last_ms + 1)
+        .await
+        .expect("rebuild the recent answers");
+    println!(
+        "{label}: recent answers rebuilt from the table in {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -111,9 +125,10 @@ async fn endpoints(
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let live = Arc::new(server::overview::Live {
         windows,
-        clock: clock::system(),
+        clock,
+        recent: Some(recent.clone()),
     });
-    let app = server::analytics::router(engine).merge(server::overview::router(live));
+    let app = server::analytics::router(engine, Some(recent)).merge(server::overview::router(live));
     tokio::spawn(async move { axum::serve(listener, app).await });
     let client = reqwest::Client::new();
     let latest: serde_json::Value = client
@@ -133,13 +148,41 @@ async fn endpoints(
         "/orders/overview/series".to_string(),
         "/orders/overview2".to_string(),
         "/orders/ordersperminute".to_string(),
+        "/orders/ordersperminute?source=sql".to_string(),
         "/orders/popular".to_string(),
+        "/orders/popular?source=sql".to_string(),
         "/orders/latestorders".to_string(),
+        "/orders/latestorders?source=sql".to_string(),
         "/orders/couponslastminute".to_string(),
+        "/orders/couponslastminute?source=sql".to_string(),
         "/orders/toplocations".to_string(),
+        "/orders/toplocations?source=sql".to_string(),
         "/users/".to_string(),
+        "/users/?source=sql".to_string(),
         format!("/users/{customer}/orders"),
     ];
+    // Both sources must agree before their speeds mean anything.
+    for path in paths.iter().filter(|p| p.ends_with("?source=sql")) {
+        let get = |url: String| {
+            let client = client.clone();
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .expect("get")
+                    .json::<serde_json::Value>()
+                    .await
+                    .expect("json")
+            }
+        };
+        let kept = path.trim_end_matches("?source=sql");
+        assert_eq!(
+            get(format!("{base}{kept}")).await,
+            get(format!("{base}{path}")).await,
+            "{kept}: the recent answer differs from SQL's"
+        );
+    }
     println!("{label}: endpoint latency over HTTP ({REQUESTS} requests each after 10 warm-up)");
     for path in &paths {
         let mut lat = Vec::with_capacity(REQUESTS);
@@ -158,7 +201,7 @@ async fn endpoints(
         }
         lat.sort();
         println!(
-            "  {path:<32} p50 {:>7.2} ms   p99 {:>7.2} ms",
+            "  {path:<40} p50 {:>7.2} ms   p99 {:>7.2} ms",
             percentile(&lat, 0.5),
             percentile(&lat, 0.99)
         );
@@ -231,7 +274,7 @@ async fn main() {
         let table = open(dir.path());
         let mut windows =
             rolling::Windows::new(rolling::WindowConfig::default()).expect("window config");
-        let (ingest_secs, gen_secs) = load(&table, &mut windows, n);
+        let (ingest_secs, gen_secs, last_ms) = load(&table, &mut windows, n);
         let windows = Arc::new(std::sync::Mutex::new(windows));
         println!(
             "{n} orders: decode+append {:.0} orders/s ({ingest_secs:.1} s; generating them took {gen_secs:.1} s more)",
@@ -266,7 +309,7 @@ async fn main() {
             rss_mb()
         );
         drop(snap);
-        endpoints(table.clone(), windows, &format!("{n} orders")).await;
+        endpoints(table.clone(), windows, last_ms, &format!("{n} orders")).await;
         println!("  RSS after queries: {:.0} MB", rss_mb());
         if n == 1_000_000 {
             freshness(table.clone()).await;

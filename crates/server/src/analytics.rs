@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{header, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,12 +19,31 @@ use sql::response::cell;
 use sql::{QueryOutput, SqlEngine};
 
 use crate::error::ApiError;
+use crate::recent::{self, SharedRecent};
 
 const MINUTE_MS: i64 = 60_000;
 /// Largest SQL text `/query/sql` accepts.
 const MAX_SQL_BODY_BYTES: usize = 1024 * 1024;
 
-pub fn router(engine: Arc<SqlEngine>) -> Router {
+/// What the endpoints answer from: the SQL engine, and the recent answers kept at ingest (the
+/// fixed endpoints use them when they are trusted; `?source=sql` asks SQL regardless).
+#[derive(Clone)]
+pub struct Analytics {
+    pub engine: Arc<SqlEngine>,
+    pub recent: Option<SharedRecent>,
+}
+
+impl Analytics {
+    /// The recent answers, unless the request asked for SQL (`source=sql` in its query string).
+    fn recent(&self, query: &Option<String>) -> Option<&recent::RecentAnswers> {
+        let sql = query
+            .as_deref()
+            .is_some_and(|q| q.split('&').any(|p| p == "source=sql"));
+        (!sql).then_some(self.recent.as_deref()).flatten()
+    }
+}
+
+pub fn router(engine: Arc<SqlEngine>, recent: Option<SharedRecent>) -> Router {
     Router::new()
         .route("/query/sql", get(query_get).post(query_post))
         .route("/orders/overview2", get(overview2))
@@ -38,22 +57,26 @@ pub fn router(engine: Arc<SqlEngine>) -> Router {
         .route("/users/{customer_id}/orders", get(user_orders))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_SQL_BODY_BYTES))
-        .with_state(engine)
+        .with_state(Analytics { engine, recent })
 }
 
 /// Every SQL panel of the dashboard, computed exactly as the endpoints compute them (so the page
 /// shows the API's numbers). A panel that fails carries `{"error": ...}` instead.
-pub async fn panels(engine: Arc<SqlEngine>) -> Value {
+pub async fn panels(engine: Arc<SqlEngine>, recent: Option<SharedRecent>) -> Value {
     fn value(r: Result<Json<Value>, ApiError>) -> Value {
         r.map(|j| j.0)
             .unwrap_or_else(|e| json!({"error": e.to_string()}))
     }
+    let a = Analytics {
+        engine: engine.clone(),
+        recent,
+    };
     let (per_minute, popular, latest, coupons, locations) = tokio::join!(
-        orders_per_minute(State(engine.clone())),
-        popular(State(engine.clone())),
-        latest_orders(State(engine.clone())),
-        coupons(State(engine.clone())),
-        top_locations(State(engine.clone())),
+        orders_per_minute(State(a.clone()), RawQuery(None)),
+        popular(State(a.clone()), RawQuery(None)),
+        latest_orders(State(a.clone()), RawQuery(None)),
+        coupons(State(a.clone()), RawQuery(None)),
+        top_locations(State(a.clone()), RawQuery(None)),
     );
     json!({
         "ordersPerMinute": value(per_minute),
@@ -131,7 +154,9 @@ fn period(row: &Value, suffix: &str) -> Value {
     })
 }
 
-async fn overview2(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
+async fn overview2(
+    State(Analytics { engine, .. }): State<Analytics>,
+) -> Result<Json<Value>, ApiError> {
     // The same bounds as the rolling windows: the window covering the last minute ends at the
     // end of the current second.
     let end = (engine.now_ms().div_euclid(1000) + 1) * 1000;
@@ -163,17 +188,23 @@ async fn overview2(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, 
     })))
 }
 
-async fn orders_per_minute(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
-    let now = engine.now_ms();
+async fn orders_per_minute(
+    State(a): State<Analytics>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let now = a.engine.now_ms();
+    if let Some(v) = a.recent(&q).and_then(|r| recent::orders_per_minute(r, now)) {
+        return Ok(Json(v));
+    }
+    // The current minute and the 59 before it (as the recent answers count them).
+    let (start, end) = rolling::recent::hour_window(now);
     let out = run(
-        &engine,
+        &a.engine,
         &crate::history::series_sql("MINUTE"),
-        vec![now - 60 * MINUTE_MS, now],
+        vec![start - 1, end - 1],
     )
     .await?;
     let mut rows = objects(&out, crate::history::SERIES_KEYS);
-    // The 60 newest minutes (the hour's first may be a partial 61st), as the original had.
-    rows.truncate(60);
     for row in &mut rows {
         if let Value::Object(o) = row {
             o.remove("start");
@@ -183,9 +214,23 @@ async fn orders_per_minute(State(engine): State<Arc<SqlEngine>>) -> Result<Json<
     Ok(Json(Value::Array(rows)))
 }
 
-async fn popular(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
-    let now = engine.now_ms();
-    let bounds = vec![now - MINUTE_MS, now];
+/// The last minute as SQL bounds `($1, $2]`: `[end - 60 s, end)`, `end` the end of the current
+/// second (the window `/orders/overview` and the recent answers use).
+fn last_minute(now_ms: i64) -> Vec<i64> {
+    let (start, end) = rolling::recent::minute_window(now_ms);
+    vec![start - 1, end - 1]
+}
+
+async fn popular(
+    State(a): State<Analytics>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let now = a.engine.now_ms();
+    if let Some(v) = a.recent(&q).and_then(|r| recent::popular(r, now)) {
+        return Ok(Json(v));
+    }
+    let engine = a.engine;
+    let bounds = last_minute(now);
     let items = run(
         &engine,
         include_str!("queries/popular_items.sql"),
@@ -214,7 +259,14 @@ async fn newest(engine: &SqlEngine, sql: &str, want: usize) -> Result<QueryOutpu
     run(engine, sql, vec![i64::MIN]).await
 }
 
-async fn latest_orders(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
+async fn latest_orders(
+    State(a): State<Analytics>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(v) = a.recent(&q).and_then(recent::latest_orders) {
+        return Ok(Json(v));
+    }
+    let engine = a.engine;
     let out = newest(&engine, include_str!("queries/latest_orders.sql"), 10).await?;
     let mut rows = objects(
         &out,
@@ -231,12 +283,18 @@ async fn latest_orders(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Valu
     Ok(Json(Value::Array(rows)))
 }
 
-async fn coupons(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
-    let now = engine.now_ms();
+async fn coupons(
+    State(a): State<Analytics>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let now = a.engine.now_ms();
+    if let Some(v) = a.recent(&q).and_then(|r| recent::coupons(r, now)) {
+        return Ok(Json(v));
+    }
     let out = run(
-        &engine,
+        &a.engine,
         include_str!("queries/coupons.sql"),
-        vec![now - MINUTE_MS, now],
+        last_minute(now),
     )
     .await?;
     Ok(Json(Value::Array(objects(
@@ -245,9 +303,16 @@ async fn coupons(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, Ap
     ))))
 }
 
-async fn top_locations(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
-    let now = engine.now_ms();
-    let bounds = vec![now - MINUTE_MS, now];
+async fn top_locations(
+    State(a): State<Analytics>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let now = a.engine.now_ms();
+    if let Some(v) = a.recent(&q).and_then(|r| recent::top_locations(r, now)) {
+        return Ok(Json(v));
+    }
+    let engine = a.engine;
+    let bounds = last_minute(now);
     let cities = run(
         &engine,
         include_str!("queries/top_cities.sql"),
@@ -261,7 +326,14 @@ async fn top_locations(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Valu
     })))
 }
 
-async fn recent_users(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value>, ApiError> {
+async fn recent_users(
+    State(a): State<Analytics>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(v) = a.recent(&q).and_then(recent::users) {
+        return Ok(Json(v));
+    }
+    let engine = a.engine;
     let out = newest(&engine, include_str!("queries/recent_users.sql"), 50).await?;
     Ok(Json(Value::Array(objects(
         &out,
@@ -273,7 +345,7 @@ async fn recent_users(State(engine): State<Arc<SqlEngine>>) -> Result<Json<Value
 const MAX_CUSTOMER_ID_CHARS: usize = 128;
 
 async fn user_orders(
-    State(engine): State<Arc<SqlEngine>>,
+    State(Analytics { engine, .. }): State<Analytics>,
     Path(customer_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     if customer_id.is_empty()
@@ -301,7 +373,7 @@ struct SqlRequest {
 }
 
 async fn query_get(
-    State(engine): State<Arc<SqlEngine>>,
+    State(Analytics { engine, .. }): State<Analytics>,
     query: Result<Query<SqlRequest>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(req) =
@@ -310,7 +382,7 @@ async fn query_get(
 }
 
 async fn query_post(
-    State(engine): State<Arc<SqlEngine>>,
+    State(Analytics { engine, .. }): State<Analytics>,
     body: Result<Json<SqlRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| {

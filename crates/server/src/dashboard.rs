@@ -136,7 +136,8 @@ impl Dashboard {
         // SQL run after this read sees at least what the windows saw.
         let overview = overview_at(&self.live, now);
         let series = series_at(&self.live, now, SERIES_SECONDS);
-        let mut panels = crate::analytics::panels(self.engine.clone()).await;
+        let mut panels =
+            crate::analytics::panels(self.engine.clone(), self.live.recent.clone()).await;
         if let Value::Object(map) = &mut panels {
             map.insert("generatedAt".into(), json!(now));
             map.insert("overview".into(), overview);

@@ -9,6 +9,8 @@
 //! - [`orders_api`]: the orders API of SPEC section 2 (the original Flask service, port 5001).
 //! - [`analytics`]: the analytics API of SPEC section 5 and `/query/sql` (port 8888).
 //! - [`overview`]: `/orders/overview` and its per-second series, from the rolling windows.
+//! - [`recent`]: the fixed analytics endpoints answered from state kept at ingest (SQL as the
+//!   cross-check and the fallback).
 //! - [`dashboard`]: the live dashboard (port 8501) and its server-sent snapshot stream.
 //! - [`history`]: the dashboard's time ranges and drill-downs, from the table.
 //! - [`status`]: `/api/status` and `/metrics` (Prometheus), request latency per endpoint.
@@ -24,4 +26,5 @@ pub mod history;
 pub mod listen;
 pub mod orders_api;
 pub mod overview;
+pub mod recent;
 pub mod status;

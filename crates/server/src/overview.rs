@@ -22,6 +22,8 @@ const MAX_SERIES_SECONDS: usize = 360;
 pub struct Live {
     pub windows: Arc<Mutex<Windows>>,
     pub clock: clock::SharedClock,
+    /// The fixed endpoints' answers kept at ingest (the dashboard's panels read them too).
+    pub recent: Option<crate::recent::SharedRecent>,
 }
 
 impl std::fmt::Debug for Live {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use chrono::TimeZone;
 use ingest::{schema, IngestConfig, Ingestor, Message, Position};
 use orders::{Generator, GeneratorConfig, Order};
-use rolling::{Metrics, WindowConfig, Windows};
+use rolling::{Metrics, Recent, WindowConfig, Windows};
 use serde_json::{json, Value};
 use sql::{SqlConfig, SqlEngine};
 use table::{RealtimeTable, TableConfig};
@@ -73,9 +73,12 @@ fn open_table(dir: &std::path::Path) -> Arc<RealtimeTable> {
 }
 
 /// Ingests the JSON of `orders` (each `copies` times, interleaved) in batches of 500, into the
-/// table and the rolling windows.
-fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) -> Windows {
+/// table, the rolling windows and two recent answer states: the default one, and one whose
+/// panes hold a single key per list (so its top lists overflow and must be asked of SQL).
+fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) -> (Windows, Recent, Recent) {
     let mut windows = Windows::new(WindowConfig::default()).expect("windows");
+    let mut recent = Recent::default();
+    let mut tiny = Recent::new(1);
     let docs: Vec<Vec<u8>> = orders.iter().map(|o| o.to_json()).collect();
     let mut ingestor = Ingestor::new(IngestConfig::default());
     let mut messages = Vec::new();
@@ -93,6 +96,8 @@ fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) -> Windows {
     }
     // The newest 300 orders (and their copies) stay in memory; the rest is sealed and merged.
     let (sealed, fresh) = messages.split_at(messages.len() - 300 * copies);
+    // The newest arrive newest first: every one of them late, within the grace period.
+    let fresh: Vec<Message<'_>> = fresh.iter().rev().cloned().collect();
     let mut append = |chunk: &[Message<'_>]| {
         let out = ingestor.ingest(chunk, NOW);
         assert!(out.rejected.is_empty(), "{:?}", out.rejected);
@@ -103,6 +108,11 @@ fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) -> Windows {
                     Metrics::order(f.order_total, f.fraud, f.delivered, f.refunded),
                 );
             }
+            ingest::for_each_recent_row(&b, |row| {
+                recent.observe(row, NOW);
+                tiny.observe(row, NOW);
+            })
+            .expect("recent");
             table.append(b).expect("append");
         }
     };
@@ -119,24 +129,51 @@ fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) -> Windows {
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    append(fresh);
+    append(&fresh);
     assert_eq!(windows.late(), 0);
-    windows
+    (windows, recent, tiny)
 }
 
-async fn serve(table: Arc<RealtimeTable>, windows: Windows) -> String {
+/// Where the fixed endpoints answer from.
+enum Answers {
+    /// SQL only.
+    Sql,
+    /// State kept while ingesting.
+    Kept(Recent),
+    /// State rebuilt from the table, as at a restart.
+    Rebuilt,
+}
+
+async fn serve(table: Arc<RealtimeTable>, windows: Windows, answers: Answers) -> String {
     let engine = Arc::new(
         SqlEngine::new(table, SqlConfig::default(), clock::ManualClock::new(NOW)).expect("engine"),
     );
+    let recent = match answers {
+        Answers::Sql => None,
+        Answers::Kept(r) => {
+            let a = server::recent::RecentAnswers::new(r);
+            a.set_trusted(true);
+            Some(Arc::new(a))
+        }
+        Answers::Rebuilt => {
+            let a = server::recent::RecentAnswers::default();
+            server::recent::rebuild(&engine, &a, NOW)
+                .await
+                .expect("rebuild");
+            assert!(a.trusted());
+            Some(Arc::new(a))
+        }
+    };
     let live = Arc::new(server::overview::Live {
         windows: Arc::new(Mutex::new(windows)),
         clock: clock::ManualClock::new(NOW),
+        recent: recent.clone(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = server::analytics::router(engine).merge(server::overview::router(live));
+    let app = server::analytics::router(engine, recent).merge(server::overview::router(live));
     tokio::spawn(async move { axum::serve(listener, app).await });
     base
 }
@@ -167,10 +204,6 @@ fn rows(v: &Value) -> Vec<Vec<Value>> {
         .iter()
         .map(|r| r.as_array().expect("row").clone())
         .collect()
-}
-
-fn in_range(o: &Order, lo: i64, hi: i64) -> bool {
-    o.time_ms > lo && o.time_ms <= hi
 }
 
 /// Metrics of the orders with `lo <= time_ms < hi` (the windows' half-open bounds).
@@ -208,10 +241,11 @@ fn expected_endpoints(orders: &[Order]) -> BTreeMap<&'static str, Value> {
         }),
     );
 
+    // The current minute and the 59 before it (NOW is a whole minute).
     let mut minutes: BTreeMap<i64, Vec<&Order>> = BTreeMap::new();
     for o in orders
         .iter()
-        .filter(|o| in_range(o, NOW - 60 * MINUTE, NOW))
+        .filter(|o| o.time_ms >= NOW - 59 * MINUTE && o.time_ms < NOW + MINUTE)
     {
         minutes
             .entry(o.time_ms.div_euclid(MINUTE) * MINUTE)
@@ -235,9 +269,10 @@ fn expected_endpoints(orders: &[Order]) -> BTreeMap<&'static str, Value> {
         .collect();
     out.insert("/orders/ordersperminute", Value::Array(per_minute));
 
+    // [end - 60 s, end), end the end of the current second (as /orders/overview).
     let last_minute: Vec<&Order> = orders
         .iter()
-        .filter(|o| in_range(o, NOW - MINUTE, NOW))
+        .filter(|o| o.time_ms >= NOW + 1000 - MINUTE && o.time_ms < NOW + 1000)
         .collect();
     let top = |key: &dyn Fn(&orders::model::LineItem) -> String, label: &str| -> Vec<Value> {
         let mut by: HashMap<String, (HashSet<uuid_like::Id>, i64)> = HashMap::new();
@@ -364,6 +399,9 @@ async fn check_endpoints(base: &str, orders: &[Order]) -> BTreeMap<&'static str,
     for (path, want) in &expected {
         let v = get(&format!("{base}{path}")).await;
         assert_eq!(&v, want, "{path}");
+        // SQL asked explicitly gives the same answer as the state kept at ingest.
+        let sql = get(&format!("{base}{path}?source=sql")).await;
+        assert_eq!(&sql, want, "{path}?source=sql");
         got.insert(*path, v);
     }
     // The streaming path agrees with SQL to the cent (the original's two paths did not).
@@ -584,7 +622,7 @@ async fn every_endpoint_and_seed_query_is_exact_and_stable() {
     let orders = generate();
     let dir = tempfile::tempdir().expect("tempdir");
     let table = open_table(&dir.path().join("once"));
-    let windows = ingest(&table, &orders, 1);
+    let (windows, recent, tiny) = ingest(&table, &orders, 1);
     let snap = table.snapshot();
     assert_eq!(snap.rows(), N);
     assert!(
@@ -593,15 +631,24 @@ async fn every_endpoint_and_seed_query_is_exact_and_stable() {
         snap.segments.len()
     );
     assert!(snap.memory_rows > 0, "some rows still in memory");
-    let base = serve(table.clone(), windows.clone()).await;
+    let base = serve(table.clone(), windows.clone(), Answers::Kept(recent)).await;
     let first = check_endpoints(&base, &orders).await;
     check_seed_queries(&base, &orders).await;
+    let sql_only = serve(table.clone(), windows.clone(), Answers::Sql).await;
+    assert_eq!(check_endpoints(&sql_only, &orders).await, first);
+    // A state whose panes ran out of keys sends its top lists to SQL: still exact.
+    assert_eq!(
+        tiny.top_items(rolling::recent::ItemList::Items, NOW, 5),
+        None
+    );
+    let overflowed = serve(table.clone(), windows.clone(), Answers::Kept(tiny)).await;
+    assert_eq!(check_endpoints(&overflowed, &orders).await, first);
 
     // Every order delivered twice: the same answers.
     let twice = open_table(&dir.path().join("twice"));
-    let windows_twice = ingest(&twice, &orders, 2);
+    let (windows_twice, recent_twice, _) = ingest(&twice, &orders, 2);
     assert_eq!(twice.snapshot().rows(), N);
-    let base2 = serve(twice, windows_twice).await;
+    let base2 = serve(twice, windows_twice, Answers::Kept(recent_twice)).await;
     assert_eq!(check_endpoints(&base2, &orders).await, first);
 
     // Restart: seal, reopen the directory, same answers.
@@ -610,7 +657,7 @@ async fn every_endpoint_and_seed_query_is_exact_and_stable() {
     let reopened = open_table(&dir.path().join("once"));
     assert_eq!(reopened.snapshot().rows(), N);
     assert_eq!(reopened.snapshot().memory_rows, 0);
-    let base3 = serve(reopened, windows).await;
+    let base3 = serve(reopened, windows, Answers::Rebuilt).await;
     assert_eq!(check_endpoints(&base3, &orders).await, first);
     check_seed_queries(&base3, &orders).await;
 }
@@ -620,8 +667,8 @@ async fn bad_sql_dml_and_injection_get_clear_errors_and_change_nothing() {
     let orders: Vec<Order> = generate().into_iter().take(500).collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let table = open_table(dir.path());
-    let windows = ingest(&table, &orders, 1);
-    let base = serve(table.clone(), windows).await;
+    let (windows, _, _) = ingest(&table, &orders, 1);
+    let base = serve(table.clone(), windows, Answers::Sql).await;
     let client = reqwest::Client::new();
     let count = || async { rows(&sql(&base, "SELECT COUNT(*) FROM orders").await)[0][0].clone() };
     assert_eq!(count().await, json!(500));

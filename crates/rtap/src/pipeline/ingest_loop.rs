@@ -23,6 +23,7 @@ use checkpoint::{Capture, CheckpointProtocol, DedupDelta, SourcePosition};
 use clock::SharedClock;
 use ingest::{Batch, DeadLetterStore, IngestMetrics, Ingestor, Message, Offsets, SourceEvent};
 use rolling::{Metrics, Windows};
+use server::recent::RecentAnswers;
 use sources::CheckpointHook;
 use table::RealtimeTable;
 use tokio::sync::mpsc;
@@ -62,6 +63,8 @@ impl IngestHealth {
 pub struct Sinks {
     pub table: Arc<RealtimeTable>,
     pub windows: Arc<Mutex<Windows>>,
+    /// The fixed endpoints' answers, fed the same rows as the windows.
+    pub recent: Arc<RecentAnswers>,
     pub deadletters: DeadLetterStore,
     pub protocol: CheckpointProtocol,
 }
@@ -87,6 +90,7 @@ pub struct IngestLoop {
     ingestor: Ingestor,
     table: Arc<RealtimeTable>,
     windows: Arc<Mutex<Windows>>,
+    recent: Arc<RecentAnswers>,
     deadletters: DeadLetterStore,
     protocol: CheckpointProtocol,
     metrics: IngestMetrics,
@@ -111,8 +115,8 @@ pub struct IngestLoop {
     panic_at_rows: Option<u64>,
 }
 
-fn lock(windows: &Mutex<Windows>) -> std::sync::MutexGuard<'_, Windows> {
-    match windows.lock() {
+fn lock<T>(state: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match state.lock() {
         Ok(w) => w,
         Err(poisoned) => poisoned.into_inner(),
     }
@@ -145,6 +149,7 @@ impl IngestLoop {
             ingestor,
             table: sinks.table,
             windows: sinks.windows,
+            recent: sinks.recent,
             deadletters: sinks.deadletters,
             protocol: sinks.protocol,
             metrics: parts.metrics,
@@ -219,6 +224,7 @@ impl IngestLoop {
         if let Some(batch) = out.batch {
             let rows = batch.num_rows() as u64;
             let facts = ingest::order_facts(&batch);
+            let rows_view = batch.clone();
             // The table first: only a batch the table took reaches the windows.
             if let Err(e) = self.table.append(batch) {
                 self.ingestor.dedup_mut().forget(ids);
@@ -236,6 +242,15 @@ impl IngestLoop {
             }
             self.metrics.late.inc_by(windows.late() - late_before);
             drop(windows);
+            let mut recent = self.recent.lock();
+            // The decoder's own batch: every column is there with the table's types; were one
+            // ever not, the endpoints go back to SQL rather than answer from a partial count.
+            let fed = ingest::for_each_recent_row(&rows_view, |row| recent.observe(row, now));
+            drop(recent);
+            if let Err(e) = fed {
+                self.recent.set_trusted(false);
+                tracing::error!(error = %e, "the recent answers could not read a batch; the fixed endpoints answer from SQL");
+            }
             self.metrics.rows.inc_by(rows);
         }
         self.metrics.duplicates.inc_by(out.duplicates as u64);

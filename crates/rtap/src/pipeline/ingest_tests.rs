@@ -85,6 +85,7 @@ fn run_events(
         Sinks {
             table: table.clone(),
             windows: windows.clone(),
+            recent: Arc::new(server::recent::RecentAnswers::default()),
             deadletters,
             protocol,
         },

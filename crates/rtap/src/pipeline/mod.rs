@@ -179,9 +179,23 @@ pub async fn start(
             .context("cannot start the SQL engine")?,
     );
     let windows = Arc::new(Mutex::new(windows));
+    let recent = Arc::new(server::recent::RecentAnswers::default());
+    // Before ingest starts, so the rebuild and the rows ingest adds do not overlap.
+    let rebuild_started = std::time::Instant::now();
+    match server::recent::rebuild(&engine, &recent, clock.now_ms()).await {
+        Ok(()) => tracing::info!(
+            ms = rebuild_started.elapsed().as_millis() as u64,
+            "rebuilt the recent answers from the table"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot rebuild the recent answers from the table; the fixed endpoints answer from SQL"
+        ),
+    }
     let live = Arc::new(server::overview::Live {
         windows: windows.clone(),
         clock: clock.clone(),
+        recent: Some(recent.clone()),
     });
     let (source_tx, source_rx) = mpsc::channel(SOURCE_CAPACITY);
     let (front_stop, front_stop_rx) = watch::channel(false);
@@ -271,6 +285,7 @@ pub async fn start(
         Sinks {
             table: table.clone(),
             windows: windows.clone(),
+            recent,
             deadletters,
             protocol,
         },
@@ -387,7 +402,7 @@ pub async fn start(
     )
     .await?;
     let analytics = server::status::measured(
-        server::analytics::router(engine.clone())
+        server::analytics::router(engine.clone(), live.recent.clone())
             .merge(server::overview::router(live.clone()))
             .merge(server::status::router(telemetry.clone())),
         telemetry.clone(),

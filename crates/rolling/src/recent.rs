@@ -1,0 +1,857 @@
+//! # Recent answers: the fixed endpoints' results, maintained as orders arrive
+//!
+//! `/orders/ordersperminute`, `/orders/popular`, `/orders/couponslastminute`,
+//! `/orders/toplocations`, `/orders/latestorders` and `/users/` ask the same questions of the
+//! newest data every second, for every viewer. Answering them with SQL over the table costs
+//! planning and a scan each time (8-16 ms at 10 M orders); this keeps, at ingest, just enough to
+//! answer each one exactly:
+//!
+//! - **minutes**: per minute of event time, the five metrics (orders, revenue, fraud, delivered,
+//!   refunded) for the last hour;
+//! - **seconds**: per second of event time, for the last minute, per item name and per category
+//!   (orders holding it, quantity), per customer city and state (orders), per coupon code (uses);
+//!   the last minute's top lists merge 60 of them;
+//! - **latest**: the 10 newest orders (time descending, then order id);
+//! - **users**: the 50 most recently active customers (latest order time descending, then id).
+//!
+//! Each answer equals the SQL query it replaces on the same rows, NULLs included (a missing name is
+//! its own group, sorted as SQL sorts it: last in ascending order, first in descending). The
+//! windows are aligned: the last minute is `[end - 60 s, end)` with `end` the end of the current
+//! second (the same window as `/orders/overview`), the last hour the current minute and the 59
+//! before it. An order of any age still updates the panes it falls in, so late orders are exact
+//! too; panes older than any window a query can ask for are dropped as time moves on, so memory
+//! is fixed by the rate, not by the history.
+//!
+//! A pane can only hold `max_keys` distinct keys per list; an order beyond that (a producer
+//! sending a new city with every order) marks the pane as overflowed and the answers whose window
+//! holds it are `None`, which tells the caller to ask SQL instead: exact always, bounded always.
+//!
+//! Like [`crate::Windows`] it has no clock: time comes in with the rows and the reads. It is not
+//! checkpointed; after a restart it is rebuilt from the table (which is what it summarises) with
+//! the `add_*` and `observe_*` parts below.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+const SECOND_MS: i64 = 1_000;
+const MINUTE_MS: i64 = 60_000;
+/// Seconds in the last-minute window; minutes in the last-hour window.
+const WINDOW_SECONDS: i64 = 60;
+const WINDOW_MINUTES: i64 = 60;
+/// Orders `/orders/latestorders` shows; customers `/users/` shows.
+pub const LATEST: usize = 10;
+pub const USERS: usize = 50;
+/// Distinct keys a pane holds per list by default (see the module doc).
+pub const DEFAULT_MAX_KEYS: usize = 50_000;
+
+/// One line item of a row.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecentItem<'a> {
+    pub name: Option<&'a str>,
+    pub category: Option<&'a str>,
+    pub quantity: Option<i32>,
+}
+
+/// What the answers need of one stored order (borrowed from the batch it came in).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecentRow<'a> {
+    pub order_id: &'a str,
+    pub time_ms: i64,
+    pub order_total: Option<f64>,
+    pub customer_id: Option<&'a str>,
+    pub products_ordered: Option<i32>,
+    pub total_quantity: Option<i32>,
+    pub fraud: bool,
+    pub delivered: bool,
+    pub refunded: bool,
+    pub city: Option<&'a str>,
+    pub state: Option<&'a str>,
+    pub items: &'a [RecentItem<'a>],
+    pub coupons: &'a [Option<&'a str>],
+}
+
+/// One minute's metrics, as `ordersperminute` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MinuteMetrics {
+    pub orders: u64,
+    /// Sum of `order_total` (as SQL sums it: doubles, rounded to the cent only when shown).
+    pub revenue: f64,
+    pub fraud: u64,
+    pub delivered: u64,
+    pub refunded: u64,
+}
+
+impl MinuteMetrics {
+    fn add(&mut self, o: &MinuteMetrics) {
+        self.orders += o.orders;
+        self.revenue += o.revenue;
+        self.fraud += o.fraud;
+        self.delivered += o.delivered;
+        self.refunded += o.refunded;
+    }
+}
+
+/// An item or category of the last minute: orders holding it and the quantity ordered (`None`
+/// when every quantity was missing, as SQL's SUM of NULLs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ItemCount {
+    pub orders: u64,
+    quantity: i64,
+    quantities: u64,
+}
+
+impl ItemCount {
+    pub fn quantity(&self) -> Option<i64> {
+        (self.quantities > 0).then_some(self.quantity)
+    }
+
+    fn add(&mut self, o: &ItemCount) {
+        self.orders += o.orders;
+        self.quantity = self.quantity.saturating_add(o.quantity);
+        self.quantities += o.quantities;
+    }
+}
+
+/// A ranked key: `None` is SQL's NULL group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ranked<V> {
+    pub key: Option<String>,
+    pub value: V,
+}
+
+/// The newest orders' columns `latestorders` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatestOrder {
+    pub order_id: String,
+    pub time_ms: i64,
+    pub order_total: Option<f64>,
+    pub customer_id: Option<String>,
+    pub products_ordered: Option<i32>,
+    pub total_quantity: Option<i32>,
+}
+
+/// Counts per key, NULL apart (a `HashMap<Option<Box<str>>, _>` cannot be probed with a `&str`).
+#[derive(Debug, Clone)]
+struct Counts<V> {
+    named: HashMap<Box<str>, V>,
+    null: Option<V>,
+}
+
+impl<V> Default for Counts<V> {
+    fn default() -> Self {
+        Counts {
+            named: HashMap::new(),
+            null: None,
+        }
+    }
+}
+
+impl<V: Default> Counts<V> {
+    fn len(&self) -> usize {
+        self.named.len() + usize::from(self.null.is_some())
+    }
+
+    /// The entry of `key`, or `None` when it is new and the pane is full.
+    fn entry(&mut self, key: Option<&str>, max_keys: usize) -> Option<&mut V> {
+        let full = self.len() >= max_keys;
+        match key {
+            None => {
+                if self.null.is_none() && full {
+                    return None;
+                }
+                Some(self.null.get_or_insert_with(V::default))
+            }
+            Some(k) => {
+                if !self.named.contains_key(k) {
+                    if full {
+                        return None;
+                    }
+                    self.named.insert(k.into(), V::default());
+                }
+                self.named.get_mut(k)
+            }
+        }
+    }
+}
+
+/// One second of event time.
+#[derive(Debug, Clone, Default)]
+struct SecondPane {
+    items: Counts<ItemCount>,
+    categories: Counts<ItemCount>,
+    cities: Counts<u64>,
+    states: Counts<u64>,
+    coupons: Counts<u64>,
+    /// Some list ran out of keys: answers over this pane must come from SQL.
+    overflowed: bool,
+}
+
+/// The item-grain lists of the last minute (orders holding a key, quantity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemList {
+    Items,
+    Categories,
+}
+
+/// The counted lists of the last minute (orders per city or state, uses per coupon).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountList {
+    Cities,
+    States,
+    Coupons,
+}
+
+/// What a pane counts per key, added up over the panes of a window.
+trait Tally: Default + Copy {
+    fn tally(&mut self, other: &Self);
+}
+
+impl Tally for ItemCount {
+    fn tally(&mut self, other: &Self) {
+        self.add(other);
+    }
+}
+
+impl Tally for u64 {
+    fn tally(&mut self, other: &Self) {
+        *self += other;
+    }
+}
+
+/// One list added up over `panes`.
+fn merge<'a, V: Tally + 'a>(
+    panes: &[&'a SecondPane],
+    pick: impl Fn(&'a SecondPane) -> &'a Counts<V>,
+) -> HashMap<Option<&'a str>, V> {
+    let mut merged: HashMap<Option<&str>, V> = HashMap::new();
+    for p in panes {
+        let counts = pick(p);
+        for (k, c) in &counts.named {
+            merged.entry(Some(k)).or_default().tally(c);
+        }
+        if let Some(c) = &counts.null {
+            merged.entry(None).or_default().tally(c);
+        }
+    }
+    merged
+}
+
+/// The first `limit` of `merged` by `by`, then key (NULL last), as SQL's ORDER BY puts them.
+fn ranked<V>(
+    merged: HashMap<Option<&str>, V>,
+    limit: usize,
+    by: impl Fn(&V, &V) -> Ordering,
+) -> Vec<Ranked<V>> {
+    let mut v: Vec<(Option<&str>, V)> = merged.into_iter().collect();
+    v.sort_by(|a, b| by(&a.1, &b.1).then_with(|| nulls_last(a.0, b.0)));
+    v.truncate(limit);
+    v.into_iter()
+        .map(|(k, value)| Ranked {
+            key: k.map(str::to_string),
+            value,
+        })
+        .collect()
+}
+
+/// A customer id ordered as SQL orders `customer_id ASC`: NULL last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NullsLast(Option<String>);
+
+impl Ord for NullsLast {
+    fn cmp(&self, other: &Self) -> Ordering {
+        nulls_last(self.0.as_deref(), other.0.as_deref())
+    }
+}
+
+impl PartialOrd for NullsLast {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The state; see the module doc.
+#[derive(Debug, Clone)]
+pub struct Recent {
+    max_keys: usize,
+    seconds: BTreeMap<i64, SecondPane>,
+    minutes: BTreeMap<i64, MinuteMetrics>,
+    /// Keyed (newest first, then order id): the first [`LATEST`] are the answer.
+    latest: BTreeMap<(Reverse<i64>, String), LatestOrder>,
+    /// Latest order time per customer, and the same ranked (newest first, then id).
+    users: HashMap<Option<String>, i64>,
+    users_ranked: BTreeSet<(Reverse<i64>, NullsLast)>,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent::new(DEFAULT_MAX_KEYS)
+    }
+}
+
+/// The last-minute window at `now_ms`: `[end - 60 s, end)`, `end` the end of the current second.
+pub fn minute_window(now_ms: i64) -> (i64, i64) {
+    let end = (now_ms.div_euclid(SECOND_MS) + 1) * SECOND_MS;
+    (end - WINDOW_SECONDS * SECOND_MS, end)
+}
+
+/// The last-hour window at `now_ms`: the current minute and the 59 before it.
+pub fn hour_window(now_ms: i64) -> (i64, i64) {
+    let end = (now_ms.div_euclid(MINUTE_MS) + 1) * MINUTE_MS;
+    (end - WINDOW_MINUTES * MINUTE_MS, end)
+}
+
+impl Recent {
+    /// `max_keys`: distinct keys a second's pane holds per list (at least 1).
+    pub fn new(max_keys: usize) -> Self {
+        Recent {
+            max_keys: max_keys.max(1),
+            seconds: BTreeMap::new(),
+            minutes: BTreeMap::new(),
+            latest: BTreeMap::new(),
+            users: HashMap::new(),
+            users_ranked: BTreeSet::new(),
+        }
+    }
+
+    /// Distinct keys a second's pane holds per list.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// Adds one order everywhere, then drops what no query at `now_ms` or later can ask for.
+    pub fn observe(&mut self, row: &RecentRow<'_>, now_ms: i64) {
+        let m = MinuteMetrics {
+            orders: 1,
+            revenue: row.order_total.unwrap_or(0.0),
+            fraud: u64::from(row.fraud),
+            delivered: u64::from(row.delivered),
+            refunded: u64::from(row.refunded),
+        };
+        if row.time_ms >= hour_window(now_ms).0 {
+            self.add_minute(row.time_ms, m);
+        }
+        if row.time_ms >= minute_window(now_ms).0 {
+            self.observe_second(row);
+        }
+        self.observe_latest(row);
+        self.observe_user(row.customer_id, row.time_ms);
+        self.prune(now_ms);
+    }
+
+    /// Adds metrics to the minute holding `time_ms` (rebuilding from SQL's per-minute rollup).
+    pub fn add_minute(&mut self, time_ms: i64, m: MinuteMetrics) {
+        self.minutes
+            .entry(time_ms.div_euclid(MINUTE_MS))
+            .or_default()
+            .add(&m);
+    }
+
+    /// Adds one order to the lists of its second.
+    pub fn observe_second(&mut self, row: &RecentRow<'_>) {
+        let max = self.max_keys;
+        let pane = self
+            .seconds
+            .entry(row.time_ms.div_euclid(SECOND_MS))
+            .or_default();
+        let mut ok = true;
+        for (i, item) in row.items.iter().enumerate() {
+            // COUNT(DISTINCT order_id): an order naming the same item (category) twice counts
+            // once for it.
+            let earlier = &row.items[..i];
+            let first_name = !earlier.iter().any(|o| o.name == item.name);
+            let first_category = !earlier.iter().any(|o| o.category == item.category);
+            ok &= add_item(&mut pane.items, item.name, first_name, item.quantity, max);
+            ok &= add_item(
+                &mut pane.categories,
+                item.category,
+                first_category,
+                item.quantity,
+                max,
+            );
+        }
+        for (counts, key) in [(&mut pane.cities, row.city), (&mut pane.states, row.state)] {
+            match counts.entry(key, max) {
+                Some(c) => *c += 1,
+                None => ok = false,
+            }
+        }
+        for coupon in row.coupons {
+            match pane.coupons.entry(*coupon, max) {
+                Some(c) => *c += 1,
+                None => ok = false,
+            }
+        }
+        pane.overflowed |= !ok;
+    }
+
+    /// Offers one order to the newest-orders list.
+    pub fn observe_latest(&mut self, row: &RecentRow<'_>) {
+        if self.latest.len() >= LATEST {
+            if let Some(((Reverse(t), id), _)) = self.latest.last_key_value() {
+                // Keys sort newest first: the last one is the oldest kept.
+                if (Reverse(row.time_ms), row.order_id) >= (Reverse(*t), id.as_str()) {
+                    return;
+                }
+            }
+        }
+        self.latest.insert(
+            (Reverse(row.time_ms), row.order_id.to_string()),
+            LatestOrder {
+                order_id: row.order_id.to_string(),
+                time_ms: row.time_ms,
+                order_total: row.order_total,
+                customer_id: row.customer_id.map(str::to_string),
+                products_ordered: row.products_ordered,
+                total_quantity: row.total_quantity,
+            },
+        );
+        while self.latest.len() > LATEST {
+            self.latest.pop_last();
+        }
+    }
+
+    /// A customer's order at `time_ms` (or their latest, rebuilding from SQL).
+    ///
+    /// Keeping only [`USERS`] customers is exact: a customer dropped had a latest time below
+    /// every kept one, and that bound only rises, so an order of theirs either ranks by its own
+    /// time (which is then their latest) or is dropped again at once.
+    pub fn observe_user(&mut self, customer_id: Option<&str>, time_ms: i64) {
+        let key = customer_id.map(str::to_string);
+        if let Some(t) = self.users.get_mut(&key) {
+            if time_ms > *t {
+                self.users_ranked
+                    .remove(&(Reverse(*t), NullsLast(key.clone())));
+                *t = time_ms;
+                self.users_ranked.insert((Reverse(time_ms), NullsLast(key)));
+            }
+            return;
+        }
+        self.users.insert(key.clone(), time_ms);
+        self.users_ranked.insert((Reverse(time_ms), NullsLast(key)));
+        while self.users_ranked.len() > USERS {
+            if let Some((_, NullsLast(gone))) = self.users_ranked.pop_last() {
+                self.users.remove(&gone);
+            }
+        }
+    }
+
+    /// Drops the panes no query at `now_ms` or later reads.
+    pub fn prune(&mut self, now_ms: i64) {
+        let first_second = minute_window(now_ms).0.div_euclid(SECOND_MS);
+        while let Some(entry) = self.seconds.first_entry() {
+            if *entry.key() >= first_second {
+                break;
+            }
+            entry.remove();
+        }
+        let first_minute = hour_window(now_ms).0.div_euclid(MINUTE_MS);
+        while let Some(entry) = self.minutes.first_entry() {
+            if *entry.key() >= first_minute {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    /// Minutes of the last hour at `now_ms` that hold orders, newest first, as (start ms, metrics).
+    pub fn per_minute(&self, now_ms: i64) -> Vec<(i64, MinuteMetrics)> {
+        let (start, end) = hour_window(now_ms);
+        self.minutes
+            .range(start.div_euclid(MINUTE_MS)..end.div_euclid(MINUTE_MS))
+            .rev()
+            .map(|(m, metrics)| (m * MINUTE_MS, *metrics))
+            .collect()
+    }
+
+    fn last_minute(&self, now_ms: i64) -> Option<Vec<&SecondPane>> {
+        let (start, end) = minute_window(now_ms);
+        let panes: Vec<&SecondPane> = self
+            .seconds
+            .range(start.div_euclid(SECOND_MS)..end.div_euclid(SECOND_MS))
+            .map(|(_, p)| p)
+            .collect();
+        (!panes.iter().any(|p| p.overflowed)).then_some(panes)
+    }
+
+    /// Items or categories of the last minute by quantity (descending, NULL first, as SQL's
+    /// `ORDER BY quantity DESC`), then key (NULL last); the first `limit`. `None`: ask SQL.
+    pub fn top_items(
+        &self,
+        list: ItemList,
+        now_ms: i64,
+        limit: usize,
+    ) -> Option<Vec<Ranked<ItemCount>>> {
+        let panes = self.last_minute(now_ms)?;
+        let merged = merge(&panes, |p| match list {
+            ItemList::Items => &p.items,
+            ItemList::Categories => &p.categories,
+        });
+        Some(ranked(merged, limit, |a, b| {
+            // DESC with NULLs first: None before any Some, larger quantities first.
+            match (a.quantity(), b.quantity()) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Less,
+                (Some(_), None) => Ordering::Greater,
+                (Some(x), Some(y)) => y.cmp(&x),
+            }
+        }))
+    }
+
+    /// Cities, states or coupons of the last minute by count (descending), then key (NULL
+    /// last); the first `limit`. `None`: ask SQL.
+    pub fn top_counts(
+        &self,
+        list: CountList,
+        now_ms: i64,
+        limit: usize,
+    ) -> Option<Vec<Ranked<u64>>> {
+        let panes = self.last_minute(now_ms)?;
+        let merged = merge(&panes, |p| match list {
+            CountList::Cities => &p.cities,
+            CountList::States => &p.states,
+            CountList::Coupons => &p.coupons,
+        });
+        Some(ranked(merged, limit, |a, b| b.cmp(a)))
+    }
+
+    /// The newest orders, newest first.
+    pub fn latest(&self) -> Vec<LatestOrder> {
+        self.latest.values().cloned().collect()
+    }
+
+    /// The most recently active customers with their latest order time, newest first.
+    pub fn users(&self) -> Vec<(Option<String>, i64)> {
+        self.users_ranked
+            .iter()
+            .map(|(Reverse(t), NullsLast(id))| (id.clone(), *t))
+            .collect()
+    }
+
+    /// Distinct keys held over every second's lists (for the memory gauge and tests).
+    pub fn keys(&self) -> usize {
+        self.seconds
+            .values()
+            .map(|p| {
+                p.items.len()
+                    + p.categories.len()
+                    + p.cities.len()
+                    + p.states.len()
+                    + p.coupons.len()
+            })
+            .sum()
+    }
+}
+
+/// SQL's ascending order of text: NULL last.
+fn nulls_last(a: Option<&str>, b: Option<&str>) -> Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => a.cmp(b),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
+
+/// One line item's part of an item or category count; false when the pane is full.
+fn add_item(
+    counts: &mut Counts<ItemCount>,
+    key: Option<&str>,
+    first_in_order: bool,
+    quantity: Option<i32>,
+    max_keys: usize,
+) -> bool {
+    let Some(c) = counts.entry(key, max_keys) else {
+        return false;
+    };
+    c.orders += u64::from(first_in_order);
+    if let Some(q) = quantity {
+        c.quantity = c.quantity.saturating_add(i64::from(q));
+        c.quantities += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An owned row for the model.
+    #[derive(Debug, Clone)]
+    struct Row {
+        id: String,
+        time_ms: i64,
+        total: Option<f64>,
+        customer: Option<String>,
+        city: Option<String>,
+        items: Vec<(Option<String>, Option<String>, Option<i32>)>,
+        coupons: Vec<Option<String>>,
+        fraud: bool,
+    }
+
+    fn observe(r: &mut Recent, row: &Row, now: i64) {
+        let items: Vec<RecentItem<'_>> = row
+            .items
+            .iter()
+            .map(|(n, c, q)| RecentItem {
+                name: n.as_deref(),
+                category: c.as_deref(),
+                quantity: *q,
+            })
+            .collect();
+        let coupons: Vec<Option<&str>> = row.coupons.iter().map(|c| c.as_deref()).collect();
+        r.observe(
+            &RecentRow {
+                order_id: &row.id,
+                time_ms: row.time_ms,
+                order_total: row.total,
+                customer_id: row.customer.as_deref(),
+                products_ordered: Some(row.items.len() as i32),
+                total_quantity: None,
+                fraud: row.fraud,
+                delivered: false,
+                refunded: false,
+                city: row.city.as_deref(),
+                state: None,
+                items: &items,
+                coupons: &coupons,
+            },
+            now,
+        );
+    }
+
+    /// A small deterministic generator (xorshift).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn name(&mut self, prefix: &str, n: u64) -> Option<String> {
+            let k = self.below(n + 1);
+            (k < n).then(|| format!("{prefix}{k}"))
+        }
+    }
+
+    fn sql_order(a: &Option<String>, b: &Option<String>) -> Ordering {
+        nulls_last(a.as_deref(), b.as_deref())
+    }
+
+    /// The SQL answers, by brute force over every row.
+    fn model_items(rows: &[Row], now: i64, categories: bool) -> Vec<Ranked<ItemCount>> {
+        let (lo, hi) = minute_window(now);
+        let mut by: HashMap<Option<String>, (BTreeSet<String>, i64, u64)> = HashMap::new();
+        for r in rows.iter().filter(|r| r.time_ms >= lo && r.time_ms < hi) {
+            for (n, c, q) in &r.items {
+                let key = if categories { c.clone() } else { n.clone() };
+                let e = by.entry(key).or_default();
+                e.0.insert(r.id.clone());
+                if let Some(q) = q {
+                    e.1 += i64::from(*q);
+                    e.2 += 1;
+                }
+            }
+        }
+        let mut v: Vec<Ranked<ItemCount>> = by
+            .into_iter()
+            .map(|(k, (ids, q, n))| Ranked {
+                key: k,
+                value: ItemCount {
+                    orders: ids.len() as u64,
+                    quantity: q,
+                    quantities: n,
+                },
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            let key = |c: &ItemCount| c.quantity().map_or(i64::MAX as i128 + 1, i128::from);
+            key(&b.value)
+                .cmp(&key(&a.value))
+                .then_with(|| sql_order(&a.key, &b.key))
+        });
+        v.truncate(5);
+        v
+    }
+
+    fn model_counts(rows: &[Row], now: i64, coupons: bool) -> Vec<Ranked<u64>> {
+        let (lo, hi) = minute_window(now);
+        let mut by: HashMap<Option<String>, u64> = HashMap::new();
+        for r in rows.iter().filter(|r| r.time_ms >= lo && r.time_ms < hi) {
+            if coupons {
+                for c in &r.coupons {
+                    *by.entry(c.clone()).or_default() += 1;
+                }
+            } else {
+                *by.entry(r.city.clone()).or_default() += 1;
+            }
+        }
+        let mut v: Vec<Ranked<u64>> = by
+            .into_iter()
+            .map(|(key, value)| Ranked { key, value })
+            .collect();
+        v.sort_by(|a, b| {
+            b.value
+                .cmp(&a.value)
+                .then_with(|| sql_order(&a.key, &b.key))
+        });
+        v.truncate(if coupons { usize::MAX } else { 5 });
+        v
+    }
+
+    fn model_minutes(rows: &[Row], now: i64) -> Vec<(i64, u64, i64, u64)> {
+        let (lo, hi) = hour_window(now);
+        let mut by: BTreeMap<i64, (u64, i64, u64)> = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.time_ms >= lo && r.time_ms < hi) {
+            let e = by
+                .entry(r.time_ms.div_euclid(MINUTE_MS) * MINUTE_MS)
+                .or_default();
+            e.0 += 1;
+            e.1 += (r.total.unwrap_or(0.0) * 100.0).round() as i64;
+            e.2 += u64::from(r.fraud);
+        }
+        by.into_iter()
+            .rev()
+            .map(|(m, (n, c, f))| (m, n, c, f))
+            .collect()
+    }
+
+    fn model_latest(rows: &[Row]) -> Vec<(i64, String)> {
+        let mut v: Vec<(i64, String)> = rows.iter().map(|r| (r.time_ms, r.id.clone())).collect();
+        v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        v.truncate(LATEST);
+        v
+    }
+
+    fn model_users(rows: &[Row]) -> Vec<(Option<String>, i64)> {
+        let mut latest: HashMap<Option<String>, i64> = HashMap::new();
+        for r in rows {
+            let t = latest.entry(r.customer.clone()).or_insert(i64::MIN);
+            *t = (*t).max(r.time_ms);
+        }
+        let mut v: Vec<(Option<String>, i64)> = latest.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| sql_order(&a.0, &b.0)));
+        v.truncate(USERS);
+        v
+    }
+
+    #[test]
+    fn every_answer_equals_a_brute_force_over_all_rows() {
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let mut recent = Recent::default();
+        let mut rows = Vec::new();
+        let mut now: i64 = 1_795_618_800_000;
+        for i in 0..40_000u64 {
+            now += rng.below(40) as i64;
+            // Mostly on time, some late (up to two hours), some a little ahead of the clock.
+            let time_ms = match rng.below(20) {
+                0 => now - rng.below(2 * 3_600_000) as i64,
+                1 => now + rng.below(300_000) as i64,
+                _ => now - rng.below(3_000) as i64,
+            };
+            let items = (0..rng.below(4))
+                .map(|_| {
+                    let q = rng.below(12);
+                    (
+                        rng.name("item", 30),
+                        rng.name("cat", 4),
+                        (q > 0).then_some(q as i32),
+                    )
+                })
+                .collect();
+            let row = Row {
+                id: format!("o{}", rng.below(1 << 40)),
+                time_ms,
+                total: (rng.below(10) > 0).then(|| rng.below(100_000) as f64 / 100.0),
+                customer: rng.name("c", 300),
+                city: rng.name("city", 40),
+                items,
+                coupons: (0..rng.below(3)).map(|_| rng.name("SAVE", 6)).collect(),
+                fraud: rng.below(7) == 0,
+            };
+            observe(&mut recent, &row, now);
+            rows.push(row);
+            if i % 997 == 0 {
+                let q = now + rng.below(2_000) as i64;
+                assert_eq!(
+                    recent.top_items(ItemList::Items, q, 5),
+                    Some(model_items(&rows, q, false))
+                );
+                assert_eq!(
+                    recent.top_items(ItemList::Categories, q, 5),
+                    Some(model_items(&rows, q, true))
+                );
+                assert_eq!(
+                    recent.top_counts(CountList::Cities, q, 5),
+                    Some(model_counts(&rows, q, false))
+                );
+                assert_eq!(
+                    recent.top_counts(CountList::Coupons, q, usize::MAX),
+                    Some(model_counts(&rows, q, true))
+                );
+                let minutes: Vec<(i64, u64, i64, u64)> = recent
+                    .per_minute(q)
+                    .into_iter()
+                    .map(|(m, x)| (m, x.orders, (x.revenue * 100.0).round() as i64, x.fraud))
+                    .collect();
+                assert_eq!(minutes, model_minutes(&rows, q));
+                let latest: Vec<(i64, String)> = recent
+                    .latest()
+                    .into_iter()
+                    .map(|o| (o.time_ms, o.order_id))
+                    .collect();
+                assert_eq!(latest, model_latest(&rows));
+                assert_eq!(recent.users(), model_users(&rows));
+            }
+        }
+        // Memory follows the rate, not the history: only the last minute's seconds are kept.
+        assert!(recent.seconds.len() <= 61 + 300, "{}", recent.seconds.len());
+        assert!(recent.minutes.len() <= 66, "{}", recent.minutes.len());
+    }
+
+    #[test]
+    fn a_pane_out_of_keys_sends_its_window_to_sql_and_only_that_window() {
+        let mut recent = Recent::new(3);
+        let now = 1_000_000_000;
+        for (i, city) in ["a", "b", "c", "d"].iter().enumerate() {
+            let row = RecentRow {
+                order_id: "x",
+                time_ms: now - 10_000 + i as i64,
+                city: Some(city),
+                ..RecentRow::default()
+            };
+            recent.observe(&row, now);
+        }
+        assert_eq!(recent.top_counts(CountList::Cities, now, 5), None);
+        assert_eq!(recent.top_items(ItemList::Items, now, 5), None);
+        // A minute later that pane is out of the window: answers again, from the newer panes.
+        let later = now + 60_000;
+        let row = RecentRow {
+            order_id: "y",
+            time_ms: later,
+            city: Some("e"),
+            ..RecentRow::default()
+        };
+        recent.observe(&row, later);
+        assert_eq!(
+            recent.top_counts(CountList::Cities, later, 5),
+            Some(vec![Ranked {
+                key: Some("e".into()),
+                value: 1
+            }])
+        );
+        assert!(recent.keys() <= 3 + 3, "{}", recent.keys());
+    }
+
+    #[test]
+    fn windows_are_aligned_to_the_second_and_the_minute() {
+        assert_eq!(minute_window(120_000), (61_000, 121_000));
+        assert_eq!(minute_window(120_999), (61_000, 121_000));
+        assert_eq!(hour_window(3_600_000), (60_000, 3_660_000));
+        assert_eq!(hour_window(3_659_999), (60_000, 3_660_000));
+        assert_eq!(minute_window(-1), (-60_000, 0));
+    }
+}
