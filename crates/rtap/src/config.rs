@@ -247,6 +247,7 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("sql.max_value_size", "largest single value one of those functions may make (bytes of text or list elements)", None),
     ("sql.max_join_pairs", "most row pairs a join without an equality key (a cross join, a join on <) may compare, from the sizes of its two sides (Pinot error 245 past it)", None),
     ("sql.threads", "threads of the query runtime, 0 = one per core", None),
+    ("sql.metadata_cache_bytes", "Parquet footers and page indexes of sealed segments kept in memory (LRU), 0 = none", None),
     ("windows.size_ms", "rolling window length (windows.* apply to a fresh data directory; a checkpoint keeps its own)", None),
     ("windows.advance_ms", "window hop (a multiple of it is the window length)", None),
     ("windows.grace_ms", "how late an order may be and still count in the windows", None),

@@ -182,6 +182,7 @@ impl SqlEngine {
         // four times their memory.
         let spill = RuntimeEnvBuilder::new()
             .with_max_temp_directory_size(config.memory_limit_bytes as u64 * 4)
+            .with_metadata_cache_limit(config.metadata_cache_bytes)
             .build_arc()
             .map_err(SqlError::from_datafusion)?;
         let ctx = SessionContext::new_with_config_rt(session, spill);

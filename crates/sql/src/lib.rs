@@ -77,6 +77,9 @@ pub struct SqlConfig {
     pub max_join_pairs: u64,
     /// Threads of the runtime queries run on (0: one per core).
     pub threads: usize,
+    /// Parquet footers and page indexes of sealed segments kept in memory (a byte-bounded LRU),
+    /// so queries do not parse them again; 0 keeps none.
+    pub metadata_cache_bytes: usize,
 }
 
 impl Default for SqlConfig {
@@ -96,6 +99,7 @@ impl Default for SqlConfig {
             max_value_size: 65_536,
             max_join_pairs: 100_000_000,
             threads: 0,
+            metadata_cache_bytes: 32 * 1024 * 1024,
         }
     }
 }

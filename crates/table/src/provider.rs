@@ -2,6 +2,11 @@
 //! segments whose time range overlaps the query's `time_ms` bounds (the last minute of a month
 //! of data touches only the newest files), reads those as Parquet with the query's filters
 //! pushed down (row-group statistics, bloom filters), and adds the in-memory batches.
+//!
+//! Segments never change once written (a merge writes a new file), so their Parquet footers and
+//! page indexes are read once and kept in DataFusion's file metadata cache (a byte-bounded LRU,
+//! `sql.metadata_cache_bytes`): a point lookup over every segment then costs the bloom filter
+//! checks, not a footer parse per file per query.
 
 use std::sync::Arc;
 
@@ -11,6 +16,7 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{project_schema, DFSchema, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -139,7 +145,14 @@ impl TableProvider for TableScan {
             .map(|s| PartitionedFile::new(s.path.to_string_lossy().to_string(), s.entry.bytes))
             .collect();
         if !files.is_empty() {
-            let mut source = ParquetSource::new(schema.clone()).with_bloom_filter_on_read(true);
+            let runtime = state.runtime_env();
+            let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
+            let metadata = runtime.cache_manager.get_file_metadata_cache();
+            let mut source = ParquetSource::new(schema.clone())
+                .with_bloom_filter_on_read(true)
+                .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+                    store, metadata,
+                )));
             if let Some(predicate) = conjunction(filters.to_vec()) {
                 let df_schema = DFSchema::try_from(schema.clone())?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
