@@ -24,13 +24,6 @@ use std::time::{Duration, Instant};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// A `/proc/PID/status` field in MB (VmRSS, VmHWM).
 fn status_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -209,24 +202,7 @@ fn history(n: u64, days: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     println!("== history: rtap backfill --orders {n} --days {days}, then rtap up on it");
-    let started = Instant::now();
-    let status = common::rtap()
-        .args([
-            "backfill",
-            "--orders",
-            &n.to_string(),
-            "--days",
-            &days.to_string(),
-        ])
-        .args(["--seed", "3", "--data-dir"])
-        .arg(&data)
-        .env("RTAP_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .status()
-        .expect("run rtap backfill");
-    assert!(status.success(), "rtap backfill failed: {status}");
-    let took = started.elapsed().as_secs_f64();
+    let took = common::backfill(&data, n, days, 3);
     println!(
         "  backfilled in {took:.1} s ({:.0} orders/s); {}",
         n as f64 / took,
@@ -282,20 +258,20 @@ fn soak(secs: u64, rate: u64, retention_s: u64) {
 }
 
 fn main() {
-    let n = env_u64("RTAP_BENCH_ORDERS", 1_000_000);
+    let n = common::env_u64("RTAP_BENCH_ORDERS", 1_000_000);
     if n > 0 {
         fill(n);
-        let days = env_u64("RTAP_BENCH_HISTORY_DAYS", 29);
+        let days = common::env_u64("RTAP_BENCH_HISTORY_DAYS", 29);
         if days > 0 {
             history(n, days);
         }
     }
-    let secs = env_u64("RTAP_SOAK_SECS", 1800);
+    let secs = common::env_u64("RTAP_SOAK_SECS", 1800);
     if secs > 0 {
         soak(
             secs,
-            env_u64("RTAP_SOAK_RATE", 5000),
-            env_u64("RTAP_SOAK_RETENTION_S", 300),
+            common::env_u64("RTAP_SOAK_RATE", 5000),
+            common::env_u64("RTAP_SOAK_RETENTION_S", 300),
         );
     }
 }

@@ -313,6 +313,36 @@ pub fn assert_exactly(ids: &[String], expected: &HashSet<String>) {
     );
 }
 
+/// `rtap backfill --orders n --days days --seed seed` into `data`; the seconds it took.
+pub fn backfill(data: &Path, n: u64, days: u64, seed: u64) -> f64 {
+    let started = Instant::now();
+    let status = rtap()
+        .args([
+            "backfill",
+            "--orders",
+            &n.to_string(),
+            "--days",
+            &days.to_string(),
+        ])
+        .args(["--seed", &seed.to_string(), "--data-dir"])
+        .arg(data)
+        .env("RTAP_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("run rtap backfill");
+    assert!(status.success(), "rtap backfill failed: {status}");
+    started.elapsed().as_secs_f64()
+}
+
+/// A number from the environment (the benches' knobs), or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn kill9(child: &mut Child) {
     child.kill().expect("SIGKILL");
     let _ = child.wait();
