@@ -5,7 +5,7 @@
 # working). Prints the path of the environment's python.
 set -euo pipefail
 ROOT="${RTAP_PEERS_ROOT:-/var/cache/rtap/peers}"
-PACKAGES=(duckdb==2.0.1 chdb==4.4.0 pyarrow==26.0.1)
+PACKAGES=(duckdb==2.0.1 chdb==4.4.0)
 PY="$ROOT/bin/python"
 STAMP="$ROOT/.installed"
 WANT="$(python3 -VV 2>&1 | head -1) ${PACKAGES[*]}"

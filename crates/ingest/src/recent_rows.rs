@@ -113,8 +113,10 @@ pub fn for_each_recent_row(batch: &RecordBatch, mut f: impl FnMut(&RecentRow<'_>
                 .then(|| categories.value_length(i) as usize);
             let qs = qtys.is_valid(i).then(|| qtys.value_length(i) as usize);
             for (k, j) in range.enumerate() {
-                // The three lists are built together; a shorter one (never made by the decoder)
-                // reads as NULLs, as SQL's unnest pads it.
+                // The decoder builds the three lists together, one entry per line item. Lists
+                // of other lengths (never made here) are read along the names: a shorter one
+                // as NULLs, the rest of a longer one not at all (SQL's unnest would pad the
+                // names instead).
                 let category = (cats.is_some_and(|n| k < n))
                     .then(|| text(category_values, cat_start + k))
                     .flatten();

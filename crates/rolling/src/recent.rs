@@ -22,16 +22,27 @@
 //! too; panes older than any window a query can ask for are dropped as time moves on, so memory
 //! is fixed by the rate, not by the history.
 //!
-//! A pane can only hold `max_keys` distinct keys per list; an order beyond that (a producer
-//! sending a new city with every order) marks the pane as overflowed and the answers whose window
-//! holds it are `None`, which tells the caller to ask SQL instead: exact always, bounded always.
+//! Bounded always, exact always: wherever the state cannot give SQL's answer it says `None`, which
+//! tells the caller to ask SQL instead. That is the case when
+//! - a second's list ran out of keys (`max_keys` per list per pane, and [`KEY_BYTES`] of key text
+//!   over all panes: a producer sending a new city with every order), for every window holding
+//!   that second (an overflowed pane drops its lists, keeping only the mark);
+//! - a window's list would merge more than [`MAX_WINDOW_KEYS`] keys (the work of one read, done
+//!   under the lock ingest takes, stays small);
+//! - a read asks for a window older than what was kept (the clock stepped back, or ingest's
+//!   clock ran ahead of the reader's by more than the one pane of slack kept);
+//! - the table's retention may already have dropped rows the answer holds (`with_retention`).
+//!
+//! One case is not exact: when dedup has forgotten an order id (its cap was hit, see
+//! `ingest.dedup_max_entries`) and the same id is stored twice in one last minute, an item's
+//! `orders` counts it twice where SQL's `COUNT(DISTINCT order_id)` counts it once.
 //!
 //! Like [`crate::Windows`] it has no clock: time comes in with the rows and the reads. It is not
 //! checkpointed; after a restart it is rebuilt from the table (which is what it summarises) with
 //! the `add_*` and `observe_*` parts below.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 const SECOND_MS: i64 = 1_000;
 const MINUTE_MS: i64 = 60_000;
@@ -42,7 +53,17 @@ const WINDOW_MINUTES: i64 = 60;
 pub const LATEST: usize = 10;
 pub const USERS: usize = 50;
 /// Distinct keys a pane holds per list by default (see the module doc).
-pub const DEFAULT_MAX_KEYS: usize = 50_000;
+pub const DEFAULT_MAX_KEYS: usize = 10_000;
+/// Bytes of key text all panes hold together (each key counted with [`KEY_OVERHEAD`]).
+pub const KEY_BYTES: usize = 32 * 1024 * 1024;
+const KEY_OVERHEAD: usize = 64;
+/// Most keys one read of a last-minute list merges.
+pub const MAX_WINDOW_KEYS: usize = 20_000;
+/// Panes kept before the oldest any read at the ingest clock asks for: a reader whose clock is
+/// this much behind ingest's still gets an answer.
+const SLACK_PANES: i64 = 1;
+/// Above this many line items an order's duplicate check uses a set.
+const SMALL_ORDER_ITEMS: usize = 32;
 
 /// One line item of a row.
 #[derive(Debug, Clone, Copy, Default)]
@@ -151,8 +172,9 @@ impl<V: Default> Counts<V> {
         self.named.len() + usize::from(self.null.is_some())
     }
 
-    /// The entry of `key`, or `None` when it is new and the pane is full.
-    fn entry(&mut self, key: Option<&str>, max_keys: usize) -> Option<&mut V> {
+    /// The entry of `key`, or `None` when it is new and the pane's list or the byte budget is
+    /// full (`budget`: bytes still free, taken from as keys are added).
+    fn entry(&mut self, key: Option<&str>, max_keys: usize, budget: &mut usize) -> Option<&mut V> {
         let full = self.len() >= max_keys;
         match key {
             None => {
@@ -163,14 +185,21 @@ impl<V: Default> Counts<V> {
             }
             Some(k) => {
                 if !self.named.contains_key(k) {
-                    if full {
+                    let cost = k.len() + KEY_OVERHEAD;
+                    if full || cost > *budget {
                         return None;
                     }
+                    *budget -= cost;
                     self.named.insert(k.into(), V::default());
                 }
                 self.named.get_mut(k)
             }
         }
+    }
+
+    /// Bytes of the budget its keys take.
+    fn bytes(&self) -> usize {
+        self.named.keys().map(|k| k.len() + KEY_OVERHEAD).sum()
     }
 }
 
@@ -182,8 +211,19 @@ struct SecondPane {
     cities: Counts<u64>,
     states: Counts<u64>,
     coupons: Counts<u64>,
-    /// Some list ran out of keys: answers over this pane must come from SQL.
+    /// Some list ran out of keys: answers over this pane must come from SQL (its lists are
+    /// dropped then).
     overflowed: bool,
+}
+
+impl SecondPane {
+    fn bytes(&self) -> usize {
+        self.items.bytes()
+            + self.categories.bytes()
+            + self.cities.bytes()
+            + self.states.bytes()
+            + self.coupons.bytes()
+    }
 }
 
 /// The item-grain lists of the last minute (orders holding a key, quantity).
@@ -215,6 +255,21 @@ impl Tally for ItemCount {
 impl Tally for u64 {
     fn tally(&mut self, other: &Self) {
         *self += other;
+    }
+}
+
+fn item_list(p: &SecondPane, list: ItemList) -> &Counts<ItemCount> {
+    match list {
+        ItemList::Items => &p.items,
+        ItemList::Categories => &p.categories,
+    }
+}
+
+fn count_list(p: &SecondPane, list: CountList) -> &Counts<u64> {
+    match list {
+        CountList::Cities => &p.cities,
+        CountList::States => &p.states,
+        CountList::Coupons => &p.coupons,
     }
 }
 
@@ -255,7 +310,7 @@ fn ranked<V>(
 
 /// A customer id ordered as SQL orders `customer_id ASC`: NULL last.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct NullsLast(Option<String>);
+struct NullsLast(Option<Box<str>>);
 
 impl Ord for NullsLast {
     fn cmp(&self, other: &Self) -> Ordering {
@@ -269,16 +324,29 @@ impl PartialOrd for NullsLast {
     }
 }
 
+/// Keys already met in one order (names, or categories).
+type KeySet<'a> = HashSet<Option<&'a str>>;
+
 /// The state; see the module doc.
 #[derive(Debug, Clone)]
 pub struct Recent {
     max_keys: usize,
+    /// Bytes of key text that may still be added (of [`KEY_BYTES`]).
+    key_budget: usize,
+    /// The table's retention: answers holding rows older than this ago are left to SQL.
+    retention_ms: Option<i64>,
     seconds: BTreeMap<i64, SecondPane>,
     minutes: BTreeMap<i64, MinuteMetrics>,
-    /// Keyed (newest first, then order id): the first [`LATEST`] are the answer.
-    latest: BTreeMap<(Reverse<i64>, String), LatestOrder>,
-    /// Latest order time per customer, and the same ranked (newest first, then id).
-    users: HashMap<Option<String>, i64>,
+    /// The first second and minute (pane indexes) still complete: older ones were dropped, and
+    /// rows for them are not counted.
+    first_second: i64,
+    first_minute: i64,
+    /// Keyed (newest first, then order id, then arrival): the first [`LATEST`] are the answer.
+    latest: BTreeMap<(Reverse<i64>, String, u64), LatestOrder>,
+    arrivals: u64,
+    /// Latest order time per customer (NULL apart), and the same ranked (newest first, then id).
+    users: HashMap<Box<str>, i64>,
+    null_user: Option<i64>,
     users_ranked: BTreeSet<(Reverse<i64>, NullsLast)>,
 }
 
@@ -305,12 +373,25 @@ impl Recent {
     pub fn new(max_keys: usize) -> Self {
         Recent {
             max_keys: max_keys.max(1),
+            key_budget: KEY_BYTES,
+            retention_ms: None,
             seconds: BTreeMap::new(),
             minutes: BTreeMap::new(),
+            first_second: i64::MIN,
+            first_minute: i64::MIN,
             latest: BTreeMap::new(),
+            arrivals: 0,
             users: HashMap::new(),
+            null_user: None,
             users_ranked: BTreeSet::new(),
         }
+    }
+
+    /// The table drops rows older than `retention_ms` (a whole segment at a time): answers that
+    /// may hold such rows are left to SQL.
+    pub fn with_retention(mut self, retention_ms: Option<i64>) -> Self {
+        self.retention_ms = retention_ms;
+        self
     }
 
     /// Distinct keys a second's pane holds per list.
@@ -318,8 +399,35 @@ impl Recent {
         self.max_keys
     }
 
-    /// Adds one order everywhere, then drops what no query at `now_ms` or later can ask for.
+    pub fn retention_ms(&self) -> Option<i64> {
+        self.retention_ms
+    }
+
+    /// Bytes of key text all panes may hold together (default [`KEY_BYTES`]).
+    pub fn with_key_bytes(mut self, bytes: usize) -> Self {
+        let held = KEY_BYTES.saturating_sub(self.key_budget);
+        self.key_budget = bytes.saturating_sub(held);
+        self
+    }
+
+    /// Where a state rebuilt at `now_ms` must start to answer every read at `now_ms` (and up to
+    /// the slack before it): (first second's start, first minute's start), in ms.
+    pub fn kept_from(now_ms: i64) -> (i64, i64) {
+        let (second, minute) = Self::first_panes(now_ms);
+        (second * SECOND_MS, minute * MINUTE_MS)
+    }
+
+    fn first_panes(now_ms: i64) -> (i64, i64) {
+        (
+            minute_window(now_ms).0.div_euclid(SECOND_MS) - SLACK_PANES,
+            hour_window(now_ms).0.div_euclid(MINUTE_MS) - SLACK_PANES,
+        )
+    }
+
+    /// Adds one order everywhere, after dropping what no read at `now_ms` (or up to the slack
+    /// before it) asks for.
     pub fn observe(&mut self, row: &RecentRow<'_>, now_ms: i64) {
+        self.prune(now_ms);
         let m = MinuteMetrics {
             orders: 1,
             revenue: row.order_total.unwrap_or(0.0),
@@ -327,75 +435,111 @@ impl Recent {
             delivered: u64::from(row.delivered),
             refunded: u64::from(row.refunded),
         };
-        if row.time_ms >= hour_window(now_ms).0 {
-            self.add_minute(row.time_ms, m);
-        }
-        if row.time_ms >= minute_window(now_ms).0 {
-            self.observe_second(row);
-        }
+        self.add_minute(row.time_ms, m);
+        self.observe_second(row);
         self.observe_latest(row);
         self.observe_user(row.customer_id, row.time_ms);
-        self.prune(now_ms);
     }
 
-    /// Adds metrics to the minute holding `time_ms` (rebuilding from SQL's per-minute rollup).
+    /// Adds metrics to the minute holding `time_ms` (rebuilding from SQL's per-minute rollup);
+    /// a minute already dropped is not counted.
     pub fn add_minute(&mut self, time_ms: i64, m: MinuteMetrics) {
-        self.minutes
-            .entry(time_ms.div_euclid(MINUTE_MS))
-            .or_default()
-            .add(&m);
+        let minute = time_ms.div_euclid(MINUTE_MS);
+        if minute >= self.first_minute {
+            self.minutes.entry(minute).or_default().add(&m);
+        }
     }
 
-    /// Adds one order to the lists of its second.
+    /// Adds one order to the lists of its second (unless that second was dropped).
     pub fn observe_second(&mut self, row: &RecentRow<'_>) {
+        let second = row.time_ms.div_euclid(SECOND_MS);
+        if second < self.first_second {
+            return;
+        }
         let max = self.max_keys;
-        let pane = self
-            .seconds
-            .entry(row.time_ms.div_euclid(SECOND_MS))
-            .or_default();
+        let Recent {
+            seconds,
+            key_budget,
+            ..
+        } = self;
+        let pane = seconds.entry(second).or_default();
+        if pane.overflowed {
+            return;
+        }
         let mut ok = true;
+        // COUNT(DISTINCT order_id): an order naming the same item (category) twice counts once
+        // for it.
+        let mut seen: Option<(KeySet<'_>, KeySet<'_>)> =
+            (row.items.len() > SMALL_ORDER_ITEMS).then(Default::default);
         for (i, item) in row.items.iter().enumerate() {
-            // COUNT(DISTINCT order_id): an order naming the same item (category) twice counts
-            // once for it.
-            let earlier = &row.items[..i];
-            let first_name = !earlier.iter().any(|o| o.name == item.name);
-            let first_category = !earlier.iter().any(|o| o.category == item.category);
-            ok &= add_item(&mut pane.items, item.name, first_name, item.quantity, max);
-            ok &= add_item(
-                &mut pane.categories,
-                item.category,
-                first_category,
-                item.quantity,
-                max,
-            );
+            let (first_name, first_category) = match &mut seen {
+                Some((names, categories)) => {
+                    (names.insert(item.name), categories.insert(item.category))
+                }
+                None => {
+                    let earlier = &row.items[..i];
+                    (
+                        !earlier.iter().any(|o| o.name == item.name),
+                        !earlier.iter().any(|o| o.category == item.category),
+                    )
+                }
+            };
+            for (counts, key, first) in [
+                (&mut pane.items, item.name, first_name),
+                (&mut pane.categories, item.category, first_category),
+            ] {
+                match counts.entry(key, max, key_budget) {
+                    Some(c) => {
+                        c.orders += u64::from(first);
+                        if let Some(q) = item.quantity {
+                            c.quantity = c.quantity.saturating_add(i64::from(q));
+                            c.quantities += 1;
+                        }
+                    }
+                    None => ok = false,
+                }
+            }
         }
         for (counts, key) in [(&mut pane.cities, row.city), (&mut pane.states, row.state)] {
-            match counts.entry(key, max) {
+            match counts.entry(key, max, key_budget) {
                 Some(c) => *c += 1,
                 None => ok = false,
             }
         }
         for coupon in row.coupons {
-            match pane.coupons.entry(*coupon, max) {
+            match pane.coupons.entry(*coupon, max, key_budget) {
                 Some(c) => *c += 1,
                 None => ok = false,
             }
         }
-        pane.overflowed |= !ok;
+        if !ok {
+            // Nothing reads this pane's lists any more: give their memory back.
+            *key_budget += pane.bytes();
+            *pane = SecondPane {
+                overflowed: true,
+                ..SecondPane::default()
+            };
+        }
     }
 
     /// Offers one order to the newest-orders list.
     pub fn observe_latest(&mut self, row: &RecentRow<'_>) {
         if self.latest.len() >= LATEST {
-            if let Some(((Reverse(t), id), _)) = self.latest.last_key_value() {
-                // Keys sort newest first: the last one is the oldest kept.
-                if (Reverse(row.time_ms), row.order_id) >= (Reverse(*t), id.as_str()) {
+            if let Some(((Reverse(t), id, _), _)) = self.latest.last_key_value() {
+                // Keys sort newest first: the last one is the oldest kept. An equal (time, id)
+                // is a second copy of an order (dedup forgot it): SQL lists both, so must this.
+                if (Reverse(row.time_ms), row.order_id) > (Reverse(*t), id.as_str()) {
                     return;
                 }
             }
         }
+        self.arrivals += 1;
         self.latest.insert(
-            (Reverse(row.time_ms), row.order_id.to_string()),
+            (
+                Reverse(row.time_ms),
+                row.order_id.to_string(),
+                self.arrivals,
+            ),
             LatestOrder {
                 order_id: row.order_id.to_string(),
                 time_ms: row.time_ms,
@@ -416,61 +560,109 @@ impl Recent {
     /// every kept one, and that bound only rises, so an order of theirs either ranks by its own
     /// time (which is then their latest) or is dropped again at once.
     pub fn observe_user(&mut self, customer_id: Option<&str>, time_ms: i64) {
-        let key = customer_id.map(str::to_string);
-        if let Some(t) = self.users.get_mut(&key) {
-            if time_ms > *t {
-                self.users_ranked
-                    .remove(&(Reverse(*t), NullsLast(key.clone())));
-                *t = time_ms;
-                self.users_ranked.insert((Reverse(time_ms), NullsLast(key)));
+        // Older than every kept customer's latest: changes nothing (the common case of a
+        // backfill, and free of allocation).
+        if self.users_ranked.len() >= USERS {
+            if let Some((Reverse(oldest), _)) = self.users_ranked.last() {
+                if time_ms < *oldest {
+                    return;
+                }
             }
-            return;
         }
-        self.users.insert(key.clone(), time_ms);
-        self.users_ranked.insert((Reverse(time_ms), NullsLast(key)));
+        let known = match customer_id {
+            Some(id) => self.users.get(id).copied(),
+            None => self.null_user,
+        };
+        let key = || NullsLast(customer_id.map(Box::from));
+        match known {
+            Some(t) if time_ms <= t => return,
+            Some(t) => {
+                self.users_ranked.remove(&(Reverse(t), key()));
+            }
+            None => {}
+        }
+        match customer_id {
+            Some(id) => {
+                self.users.insert(Box::from(id), time_ms);
+            }
+            None => self.null_user = Some(time_ms),
+        }
+        self.users_ranked.insert((Reverse(time_ms), key()));
         while self.users_ranked.len() > USERS {
             if let Some((_, NullsLast(gone))) = self.users_ranked.pop_last() {
-                self.users.remove(&gone);
+                match gone {
+                    Some(id) => {
+                        self.users.remove(&id);
+                    }
+                    None => self.null_user = None,
+                }
             }
         }
     }
 
-    /// Drops the panes no query at `now_ms` or later reads.
+    /// Drops the panes no read at `now_ms` (or up to the slack before it) asks for. Time only
+    /// moves forward here: an earlier `now_ms` drops nothing.
     pub fn prune(&mut self, now_ms: i64) {
-        let first_second = minute_window(now_ms).0.div_euclid(SECOND_MS);
-        while let Some(entry) = self.seconds.first_entry() {
-            if *entry.key() >= first_second {
-                break;
+        let (first_second, first_minute) = Self::first_panes(now_ms);
+        if first_second > self.first_second {
+            self.first_second = first_second;
+            while let Some(entry) = self.seconds.first_entry() {
+                if *entry.key() >= first_second {
+                    break;
+                }
+                self.key_budget += entry.remove().bytes();
             }
-            entry.remove();
         }
-        let first_minute = hour_window(now_ms).0.div_euclid(MINUTE_MS);
-        while let Some(entry) = self.minutes.first_entry() {
-            if *entry.key() >= first_minute {
-                break;
+        if first_minute > self.first_minute {
+            self.first_minute = first_minute;
+            while let Some(entry) = self.minutes.first_entry() {
+                if *entry.key() >= first_minute {
+                    break;
+                }
+                entry.remove();
             }
-            entry.remove();
         }
     }
 
-    /// Minutes of the last hour at `now_ms` that hold orders, newest first, as (start ms, metrics).
-    pub fn per_minute(&self, now_ms: i64) -> Vec<(i64, MinuteMetrics)> {
+    /// Whether rows at `time_ms` may already be gone from the table at `now_ms`.
+    fn past_retention(&self, time_ms: i64, now_ms: i64) -> bool {
+        self.retention_ms
+            .is_some_and(|r| time_ms < now_ms.saturating_sub(r))
+    }
+
+    /// Minutes of the last hour at `now_ms` that hold orders, newest first, as (start ms,
+    /// metrics). `None`: ask SQL.
+    pub fn per_minute(&self, now_ms: i64) -> Option<Vec<(i64, MinuteMetrics)>> {
         let (start, end) = hour_window(now_ms);
-        self.minutes
-            .range(start.div_euclid(MINUTE_MS)..end.div_euclid(MINUTE_MS))
-            .rev()
-            .map(|(m, metrics)| (m * MINUTE_MS, *metrics))
-            .collect()
+        if start.div_euclid(MINUTE_MS) < self.first_minute || self.past_retention(start, now_ms) {
+            return None;
+        }
+        Some(
+            self.minutes
+                .range(start.div_euclid(MINUTE_MS)..end.div_euclid(MINUTE_MS))
+                .rev()
+                .map(|(m, metrics)| (m * MINUTE_MS, *metrics))
+                .collect(),
+        )
     }
 
-    fn last_minute(&self, now_ms: i64) -> Option<Vec<&SecondPane>> {
+    /// The panes of the last minute at `now_ms`, when they can answer `list`'s question.
+    fn last_minute(
+        &self,
+        now_ms: i64,
+        list: impl Fn(&SecondPane) -> usize,
+    ) -> Option<Vec<&SecondPane>> {
         let (start, end) = minute_window(now_ms);
+        if start.div_euclid(SECOND_MS) < self.first_second || self.past_retention(start, now_ms) {
+            return None;
+        }
         let panes: Vec<&SecondPane> = self
             .seconds
             .range(start.div_euclid(SECOND_MS)..end.div_euclid(SECOND_MS))
             .map(|(_, p)| p)
             .collect();
-        (!panes.iter().any(|p| p.overflowed)).then_some(panes)
+        let keys: usize = panes.iter().map(|p| list(p)).sum();
+        (keys <= MAX_WINDOW_KEYS && !panes.iter().any(|p| p.overflowed)).then_some(panes)
     }
 
     /// Items or categories of the last minute by quantity (descending, NULL first, as SQL's
@@ -481,11 +673,8 @@ impl Recent {
         now_ms: i64,
         limit: usize,
     ) -> Option<Vec<Ranked<ItemCount>>> {
-        let panes = self.last_minute(now_ms)?;
-        let merged = merge(&panes, |p| match list {
-            ItemList::Items => &p.items,
-            ItemList::Categories => &p.categories,
-        });
+        let panes = self.last_minute(now_ms, |p| item_list(p, list).len())?;
+        let merged = merge(&panes, |p| item_list(p, list));
         Some(ranked(merged, limit, |a, b| {
             // DESC with NULLs first: None before any Some, larger quantities first.
             match (a.quantity(), b.quantity()) {
@@ -505,26 +694,33 @@ impl Recent {
         now_ms: i64,
         limit: usize,
     ) -> Option<Vec<Ranked<u64>>> {
-        let panes = self.last_minute(now_ms)?;
-        let merged = merge(&panes, |p| match list {
-            CountList::Cities => &p.cities,
-            CountList::States => &p.states,
-            CountList::Coupons => &p.coupons,
-        });
+        let panes = self.last_minute(now_ms, |p| count_list(p, list).len())?;
+        let merged = merge(&panes, |p| count_list(p, list));
         Some(ranked(merged, limit, |a, b| b.cmp(a)))
     }
 
-    /// The newest orders, newest first.
-    pub fn latest(&self) -> Vec<LatestOrder> {
-        self.latest.values().cloned().collect()
+    /// The newest orders, newest first. `None`: ask SQL.
+    pub fn latest(&self, now_ms: i64) -> Option<Vec<LatestOrder>> {
+        let oldest = self.latest.keys().next_back().map(|(Reverse(t), _, _)| *t);
+        if oldest.is_some_and(|t| self.past_retention(t, now_ms)) {
+            return None;
+        }
+        Some(self.latest.values().cloned().collect())
     }
 
-    /// The most recently active customers with their latest order time, newest first.
-    pub fn users(&self) -> Vec<(Option<String>, i64)> {
-        self.users_ranked
-            .iter()
-            .map(|(Reverse(t), NullsLast(id))| (id.clone(), *t))
-            .collect()
+    /// The most recently active customers with their latest order time, newest first. `None`:
+    /// ask SQL.
+    pub fn users(&self, now_ms: i64) -> Option<Vec<(Option<String>, i64)>> {
+        let oldest = self.users_ranked.last().map(|(Reverse(t), _)| *t);
+        if oldest.is_some_and(|t| self.past_retention(t, now_ms)) {
+            return None;
+        }
+        Some(
+            self.users_ranked
+                .iter()
+                .map(|(Reverse(t), NullsLast(id))| (id.as_deref().map(str::to_string), *t))
+                .collect(),
+        )
     }
 
     /// Distinct keys held over every second's lists (for the memory gauge and tests).
@@ -550,25 +746,6 @@ fn nulls_last(a: Option<&str>, b: Option<&str>) -> Ordering {
         (None, Some(_)) => Ordering::Greater,
         (None, None) => Ordering::Equal,
     }
-}
-
-/// One line item's part of an item or category count; false when the pane is full.
-fn add_item(
-    counts: &mut Counts<ItemCount>,
-    key: Option<&str>,
-    first_in_order: bool,
-    quantity: Option<i32>,
-    max_keys: usize,
-) -> bool {
-    let Some(c) = counts.entry(key, max_keys) else {
-        return false;
-    };
-    c.orders += u64::from(first_in_order);
-    if let Some(q) = quantity {
-        c.quantity = c.quantity.saturating_add(i64::from(q));
-        c.quantities += 1;
-    }
-    true
 }
 
 #[cfg(test)]
@@ -794,22 +971,33 @@ mod tests {
                 );
                 let minutes: Vec<(i64, u64, i64, u64)> = recent
                     .per_minute(q)
+                    .expect("minutes kept")
                     .into_iter()
                     .map(|(m, x)| (m, x.orders, (x.revenue * 100.0).round() as i64, x.fraud))
                     .collect();
                 assert_eq!(minutes, model_minutes(&rows, q));
                 let latest: Vec<(i64, String)> = recent
-                    .latest()
+                    .latest(q)
+                    .expect("latest kept")
                     .into_iter()
                     .map(|o| (o.time_ms, o.order_id))
                     .collect();
                 assert_eq!(latest, model_latest(&rows));
-                assert_eq!(recent.users(), model_users(&rows));
+                assert_eq!(recent.users(q), Some(model_users(&rows)));
+                // A reader whose clock is a little behind ingest's still gets the exact answer;
+                // one further behind than the kept slack is sent to SQL.
+                let behind = now - 900;
+                assert_eq!(
+                    recent.top_counts(CountList::Cities, behind, 5),
+                    Some(model_counts(&rows, behind, false))
+                );
+                assert_eq!(recent.top_counts(CountList::Cities, now - 2_500, 5), None);
+                assert_eq!(recent.per_minute(now - 2 * MINUTE_MS - 1), None);
             }
         }
         // Memory follows the rate, not the history: only the last minute's seconds are kept.
-        assert!(recent.seconds.len() <= 61 + 300, "{}", recent.seconds.len());
-        assert!(recent.minutes.len() <= 66, "{}", recent.minutes.len());
+        assert!(recent.seconds.len() <= 62 + 300, "{}", recent.seconds.len());
+        assert!(recent.minutes.len() <= 67, "{}", recent.minutes.len());
     }
 
     #[test]
@@ -843,7 +1031,84 @@ mod tests {
                 value: 1
             }])
         );
-        assert!(recent.keys() <= 3 + 3, "{}", recent.keys());
+        assert!(
+            recent.keys() <= 3,
+            "an overflowed pane drops its lists: {}",
+            recent.keys()
+        );
+    }
+
+    fn city_row<'a>(id: &'a str, time_ms: i64, city: &'a str) -> RecentRow<'a> {
+        RecentRow {
+            order_id: id,
+            time_ms,
+            customer_id: Some(id),
+            city: Some(city),
+            ..RecentRow::default()
+        }
+    }
+
+    #[test]
+    fn one_read_merges_a_bounded_number_of_keys() {
+        let mut recent = Recent::new(usize::MAX);
+        let now = 1_000_000_000;
+        for i in 0..MAX_WINDOW_KEYS {
+            recent.observe(
+                &city_row("o", now - 30_000 + (i % 20) as i64 * 1000, &format!("c{i}")),
+                now,
+            );
+        }
+        assert!(recent.top_counts(CountList::Cities, now, 5).is_some());
+        recent.observe(&city_row("o", now, "one more"), now);
+        assert_eq!(recent.top_counts(CountList::Cities, now, 5), None);
+        // Other lists of the same panes still answer.
+        assert!(recent.top_counts(CountList::States, now, 5).is_some());
+    }
+
+    #[test]
+    fn key_text_is_bounded_over_all_panes_and_given_back_as_panes_age() {
+        let mut recent = Recent::new(usize::MAX).with_key_bytes(100 * (8 + KEY_OVERHEAD));
+        let now = 1_000_000_000;
+        for i in 0..100 {
+            recent.observe(&city_row("o", now - 10_000, &format!("city{i:04}")), now);
+        }
+        assert!(recent.top_counts(CountList::Cities, now, 5).is_some());
+        recent.observe(&city_row("o", now - 5_000, "city9999"), now);
+        assert_eq!(recent.top_counts(CountList::Cities, now, 5), None);
+        // Two minutes later those panes are gone and their bytes free again.
+        let later = now + 120_000;
+        for i in 0..100 {
+            recent.observe(&city_row("o", later, &format!("city{i:04}")), later);
+        }
+        assert!(recent.top_counts(CountList::Cities, later, 5).is_some());
+    }
+
+    #[test]
+    fn answers_that_may_hold_rows_past_retention_are_left_to_sql() {
+        let now = 1_000_000_000_000;
+        let mut recent = Recent::default().with_retention(Some(30 * MINUTE_MS));
+        recent.observe(&city_row("a", now - 40 * MINUTE_MS, "old"), now);
+        recent.observe(&city_row("b", now, "new"), now);
+        // The hour reaches past a 30-minute retention; the newest lists hold a 40-minute-old order.
+        assert_eq!(recent.per_minute(now), None);
+        assert_eq!(recent.latest(now), None);
+        assert_eq!(recent.users(now), None);
+        assert!(recent.top_counts(CountList::Cities, now, 5).is_some());
+        let mut kept = Recent::default().with_retention(Some(2 * 3_600_000));
+        kept.observe(&city_row("a", now - 40 * MINUTE_MS, "old"), now);
+        assert!(kept.per_minute(now).is_some() && kept.latest(now).is_some());
+    }
+
+    #[test]
+    fn a_second_copy_of_an_order_is_listed_twice_as_sql_lists_it() {
+        let mut recent = Recent::default();
+        let now = 1_000_000_000;
+        for _ in 0..2 {
+            recent.observe(&city_row("same", now, "c"), now);
+        }
+        let latest = recent.latest(now).expect("latest");
+        assert_eq!(latest.len(), 2);
+        assert!(latest.iter().all(|o| o.order_id == "same"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 """The seed's query shapes on rtap and on the engines a user would pick instead.
 
-Run by `cargo bench --workspace --bench peers` (see peers.rs), which backfills rtap and starts
-it; this script gets rtap's SQL URL and its Parquet segments and, on the same orders:
+Run by `cargo bench --workspace --bench peers` (see peers.rs), which backfills rtap, copies the
+Parquet segments its manifest lists and starts rtap on the data; this script gets rtap's SQL URL
+and that copy and, on the same orders:
 
 - loads them into DuckDB (a native table) and chDB (embedded ClickHouse, a MergeTree table
   ordered by time_ms), timing each load;
@@ -17,6 +18,7 @@ usage: peers.py RTAP_SQL_URL PARQUET_DIR ROUNDS
 import glob
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -70,8 +72,10 @@ QUERIES = [
         f"COUNT(*) FILTER (WHERE time_ms <= {t_end - minute}), "
         f"COALESCE(SUM(order_total) FILTER (WHERE time_ms <= {t_end - minute}), 0) "
         f"FROM {{t}} WHERE time_ms > {t_end - 2 * minute}",
-        f"SELECT countIf(time_ms > {t_end - minute}), sumIf(order_total, time_ms > {t_end - minute}), "
-        f"countIf(time_ms <= {t_end - minute}), sumIf(order_total, time_ms <= {t_end - minute}) "
+        f"SELECT countIf(time_ms > {t_end - minute}), "
+        f"coalesce(sumIf(order_total, time_ms > {t_end - minute}), 0), "
+        f"countIf(time_ms <= {t_end - minute}), "
+        f"coalesce(sumIf(order_total, time_ms <= {t_end - minute}), 0) "
         f"FROM {{t}} WHERE time_ms > {t_end - 2 * minute}",
     ),
     (
@@ -215,3 +219,5 @@ for q in QUERIES:
         cells.append(f"{p50:.2f} / {p99:.2f}")
     ratio = p50s[0] / min(p50s[1:])
     print(f"| {q[0]} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+ch.close()
+shutil.rmtree(ch_dir, ignore_errors=True)

@@ -25,6 +25,19 @@ fn main() {
     let data = dir.path().join("data");
     let took = common::backfill(&data, n, days, 5);
     println!("== peers: {n} orders over {days} days, backfilled in {took:.1} s");
+    // The peers read a copy of the segments the table's manifest lists: rtap merges and
+    // retires files while it serves, and a peer must not see a file set that moves.
+    let segments = data.join("segments").join("orders");
+    let peers_dir = dir.path().join("peers");
+    std::fs::create_dir_all(&peers_dir).expect("mkdir");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(segments.join("manifest.json")).expect("read the manifest"),
+    )
+    .expect("manifest JSON");
+    for s in manifest["segments"].as_array().expect("segments") {
+        let file = s["file"].as_str().expect("file name");
+        std::fs::copy(segments.join(file), peers_dir.join(file)).expect("copy a segment");
+    }
     let mut cmd = common::up_on_free_ports();
     // No new orders (`--max-orders` counts per run): every engine sees the same rows.
     cmd.args(["--max-orders", "0", "--seed", "5", "--data-dir"])
@@ -37,7 +50,7 @@ fn main() {
     let status = std::process::Command::new(&python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers.py"))
         .arg(format!("{http}/query/sql"))
-        .arg(data.join("segments").join("orders"))
+        .arg(&peers_dir)
         .arg(rounds.to_string())
         .status()
         .expect("run peers.py");

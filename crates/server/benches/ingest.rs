@@ -6,8 +6,8 @@
 //! - **rtap**: the file is read in chunks of 16,384 lines and each chunk goes through the real
 //!   ingest path (parse and Arrow building on every core, dedup, the rolling windows, the
 //!   table's append with its background seals and merges) until everything is flushed to
-//!   Parquet; the time is split into reading the file, decode + dedup + Arrow, windows, and
-//!   append + housekeeping + the final flush.
+//!   Parquet; the time is split into reading the file, decode + dedup + Arrow, windows, the
+//!   recent answers (`rolling::Recent`), and append + housekeeping + the final flush.
 //! - **DuckDB** (when `RTAP_PYTHON` names a python with duckdb, as `scripts/install-peers.sh`
 //!   prints; `scripts/bench.sh` sets it): `CREATE TABLE orders AS SELECT * FROM
 //!   read_json('orders.jsonl')` into a database file, then `CHECKPOINT`.
@@ -152,6 +152,7 @@ struct RtapRun {
     read_secs: f64,
     decode_secs: f64,
     windows_secs: f64,
+    recent_secs: f64,
     append_secs: f64,
     table_bytes: u64,
     dir_bytes: u64,
@@ -160,9 +161,11 @@ struct RtapRun {
 fn rtap_load(src: &Path, dir: &Path) -> RtapRun {
     let table = common::open_orders_table(dir);
     let mut windows = rolling::Windows::new(rolling::WindowConfig::default()).expect("windows");
+    let mut recent = rolling::Recent::default();
     let mut ingestor = Ingestor::new(IngestConfig::default());
     let mut lines = BufReader::with_capacity(1 << 20, std::fs::File::open(src).expect("open"));
     let (mut read_secs, mut decode_secs, mut windows_secs, mut append_secs) = (0.0, 0.0, 0.0, 0.0);
+    let mut recent_secs = 0.0;
     let mut offset = 0i64;
     let started = Instant::now();
     loop {
@@ -192,6 +195,10 @@ fn rtap_load(src: &Path, dir: &Path) -> RtapRun {
         }
         windows_secs += t.elapsed().as_secs_f64();
         let t = Instant::now();
+        let now = now_ms();
+        ingest::for_each_recent_row(&batch, |row| recent.observe(row, now)).expect("recent");
+        recent_secs += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         table.append(batch).expect("append");
         if let Some(e) = table.maintain().error {
             panic!("maintain: {e}");
@@ -212,6 +219,7 @@ fn rtap_load(src: &Path, dir: &Path) -> RtapRun {
         read_secs,
         decode_secs,
         windows_secs,
+        recent_secs,
         append_secs,
         table_bytes,
         dir_bytes: dir_bytes(dir),
@@ -357,12 +365,14 @@ fn main() {
     assert_eq!(r.rows, n, "every order in the table");
     let rtap_rate = n as f64 / r.secs;
     println!(
-        "rtap: {rtap_rate:.0} orders/s ({:.1} s: read file {:.1} s, decode + dedup + Arrow {:.1} s ({:.0} orders/s), windows {:.2} s, append + seals + flush {:.1} s); table {:.0} MB ({:.0} B/order; the directory with merged files waiting out their grace period {:.0} MB)",
+        "rtap: {rtap_rate:.0} orders/s ({:.1} s: read file {:.1} s, decode + dedup + Arrow {:.1} s ({:.0} orders/s), windows {:.2} s, recent answers {:.2} s ({:.0} ns/order), append + seals + flush {:.1} s); table {:.0} MB ({:.0} B/order; the directory with merged files waiting out their grace period {:.0} MB)",
         r.secs,
         r.read_secs,
         r.decode_secs,
         n as f64 / r.decode_secs,
         r.windows_secs,
+        r.recent_secs,
+        r.recent_secs * 1e9 / n as f64,
         r.append_secs,
         r.table_bytes as f64 / 1e6,
         r.table_bytes as f64 / n as f64,

@@ -263,7 +263,10 @@ async fn latest_orders(
     State(a): State<Analytics>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(v) = a.recent(&q).and_then(recent::latest_orders) {
+    if let Some(v) = a
+        .recent(&q)
+        .and_then(|r| recent::latest_orders(r, a.engine.now_ms()))
+    {
         return Ok(Json(v));
     }
     let engine = a.engine;
@@ -330,7 +333,10 @@ async fn recent_users(
     State(a): State<Analytics>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(v) = a.recent(&q).and_then(recent::users) {
+    if let Some(v) = a
+        .recent(&q)
+        .and_then(|r| recent::users(r, a.engine.now_ms()))
+    {
         return Ok(Json(v));
     }
     let engine = a.engine;

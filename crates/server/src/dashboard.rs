@@ -132,8 +132,9 @@ impl Dashboard {
     /// Everything the page shows, as of now (costs SQL: use [`Dashboard::current`]).
     pub async fn snapshot(&self) -> Value {
         let now = self.live.clock.now_ms();
-        // The windows first: ingest appends to the table before it counts in the windows, so
-        // SQL run after this read sees at least what the windows saw.
+        // The windows first: ingest appends to the table and feeds the recent answers before
+        // it counts in the windows, so the panels read after this see at least what the
+        // windows saw.
         let overview = overview_at(&self.live, now);
         let series = series_at(&self.live, now, SERIES_SECONDS);
         let mut panels =

@@ -35,11 +35,15 @@ impl RecentAnswers {
         }
     }
 
-    /// The state (ingest writes through this).
+    /// The state (ingest writes through this). A panic while it was held may have left it
+    /// half updated: from then on the endpoints answer from SQL.
     pub fn lock(&self) -> MutexGuard<'_, Recent> {
         match self.state.lock() {
             Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
+            Err(poisoned) => {
+                self.set_trusted(false);
+                poisoned.into_inner()
+            }
         }
     }
 
@@ -95,13 +99,17 @@ pub async fn rebuild(
     answers: &RecentAnswers,
     now_ms: i64,
 ) -> Result<(), String> {
-    let mut fresh = Recent::new(answers.lock().max_keys());
-    // Minutes of the last hour (and any ahead of the clock), from SQL's own rollup.
-    let (hour_start, _) = recent::hour_window(now_ms);
+    let mut fresh = {
+        let old = answers.lock();
+        Recent::new(old.max_keys()).with_retention(old.retention_ms())
+    };
+    // Every pane a read at `now_ms` may ask for (and any ahead of the clock).
+    let (first_second, first_minute) = Recent::kept_from(now_ms);
+    // Minutes, from SQL's own rollup.
     let out = rows(
         engine,
         &crate::history::series_sql("MINUTE"),
-        vec![hour_start - 1, i64::MAX],
+        vec![first_minute - 1, i64::MAX],
     )
     .await?;
     for m in objects(&out, crate::history::SERIES_KEYS) {
@@ -117,13 +125,14 @@ pub async fn rebuild(
             },
         );
     }
-    // The last minute's rows (and any ahead of the clock), a few seconds per query.
+    // The last minute's rows, a few seconds per query (each within `sql.max_rows`).
     let columns = ingest::RECENT_COLUMNS
         .iter()
         .map(|c| format!("\"{c}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    let (mut from, end) = recent::minute_window(now_ms);
+    let mut from = first_second;
+    let end = recent::minute_window(now_ms).1;
     loop {
         let last = from >= end;
         let sql = if last {
@@ -141,7 +150,8 @@ pub async fn rebuild(
         }
         from = to.min(end);
     }
-    // The newest orders and customers: the last five minutes usually hold them, else all.
+    // The newest orders and customers: the last five minutes usually hold them; else look
+    // further back, the whole table last.
     let latest = format!(
         "SELECT {columns} FROM orders WHERE time_ms > $1 ORDER BY time_ms DESC, order_id LIMIT {}",
         recent::LATEST
@@ -151,15 +161,9 @@ pub async fn rebuild(
          GROUP BY customer_id ORDER BY latest DESC, customer_id LIMIT {}",
         recent::USERS
     );
-    let mut out = rows(engine, &latest, vec![now_ms - 300_000]).await?;
-    if out.num_rows() < recent::LATEST {
-        out = rows(engine, &latest, vec![i64::MIN]).await?;
-    }
+    let out = newest(engine, &latest, recent::LATEST, now_ms).await?;
     feed(&out, |r| fresh.observe_latest(r))?;
-    let mut out = rows(engine, &users, vec![now_ms - 300_000]).await?;
-    if out.num_rows() < recent::USERS {
-        out = rows(engine, &users, vec![i64::MIN]).await?;
-    }
+    let out = newest(engine, &users, recent::USERS, now_ms).await?;
     for u in objects(&out, &["customer_id", "latest"]) {
         let t = u["latest"].as_i64().ok_or("a customer without a time")?;
         fresh.observe_user(u["customer_id"].as_str(), t);
@@ -168,6 +172,24 @@ pub async fn rebuild(
     *answers.lock() = fresh;
     answers.set_trusted(true);
     Ok(())
+}
+
+/// A "newest `want`" query (`$1` its lower time bound) over ever longer spans back from
+/// `now_ms`: an idle shop does not cost a scan of the whole table unless it must.
+async fn newest(
+    engine: &SqlEngine,
+    sql: &str,
+    want: usize,
+    now_ms: i64,
+) -> Result<sql::QueryOutput, String> {
+    const HOUR_MS: i64 = 3_600_000;
+    for span in [5 * 60_000, HOUR_MS, 24 * HOUR_MS, 7 * 24 * HOUR_MS] {
+        let out = rows(engine, sql, vec![now_ms.saturating_sub(span)]).await?;
+        if out.num_rows() >= want {
+            return Ok(out);
+        }
+    }
+    rows(engine, sql, vec![i64::MIN]).await
 }
 
 /// `yyyy-MM-dd HH:mm:ss` in New York, as the SQL's `ToDateTime` writes it.
@@ -188,7 +210,7 @@ fn key(k: &Option<String>) -> Value {
 pub fn orders_per_minute(answers: &RecentAnswers, now_ms: i64) -> Option<Value> {
     let state = answers.read()?;
     let mut rows: Vec<Value> = state
-        .per_minute(now_ms)
+        .per_minute(now_ms)?
         .into_iter()
         .map(|(start, m)| {
             json!({
@@ -256,10 +278,10 @@ pub fn top_locations(answers: &RecentAnswers, now_ms: i64) -> Option<Value> {
 }
 
 /// `/orders/latestorders`.
-pub fn latest_orders(answers: &RecentAnswers) -> Option<Value> {
+pub fn latest_orders(answers: &RecentAnswers, now_ms: i64) -> Option<Value> {
     let state = answers.read()?;
     let mut rows: Vec<Value> = state
-        .latest()
+        .latest(now_ms)?
         .into_iter()
         .map(|o| {
             json!({
@@ -277,11 +299,11 @@ pub fn latest_orders(answers: &RecentAnswers) -> Option<Value> {
 }
 
 /// `/users/`.
-pub fn users(answers: &RecentAnswers) -> Option<Value> {
+pub fn users(answers: &RecentAnswers, now_ms: i64) -> Option<Value> {
     let state = answers.read()?;
     Some(Value::Array(
         state
-            .users()
+            .users(now_ms)?
             .into_iter()
             .map(|(id, t)| json!({"customer_id": id, "timestamp": stamp(t)}))
             .collect(),

@@ -139,7 +139,7 @@ enum Answers {
     /// SQL only.
     Sql,
     /// State kept while ingesting.
-    Kept(Recent),
+    Kept(Box<Recent>),
     /// State rebuilt from the table, as at a restart.
     Rebuilt,
 }
@@ -151,7 +151,7 @@ async fn serve(table: Arc<RealtimeTable>, windows: Windows, answers: Answers) ->
     let recent = match answers {
         Answers::Sql => None,
         Answers::Kept(r) => {
-            let a = server::recent::RecentAnswers::new(r);
+            let a = server::recent::RecentAnswers::new(*r);
             a.set_trusted(true);
             Some(Arc::new(a))
         }
@@ -631,7 +631,12 @@ async fn every_endpoint_and_seed_query_is_exact_and_stable() {
         snap.segments.len()
     );
     assert!(snap.memory_rows > 0, "some rows still in memory");
-    let base = serve(table.clone(), windows.clone(), Answers::Kept(recent)).await;
+    let base = serve(
+        table.clone(),
+        windows.clone(),
+        Answers::Kept(Box::new(recent)),
+    )
+    .await;
     let first = check_endpoints(&base, &orders).await;
     check_seed_queries(&base, &orders).await;
     let sql_only = serve(table.clone(), windows.clone(), Answers::Sql).await;
@@ -641,14 +646,19 @@ async fn every_endpoint_and_seed_query_is_exact_and_stable() {
         tiny.top_items(rolling::recent::ItemList::Items, NOW, 5),
         None
     );
-    let overflowed = serve(table.clone(), windows.clone(), Answers::Kept(tiny)).await;
+    let overflowed = serve(
+        table.clone(),
+        windows.clone(),
+        Answers::Kept(Box::new(tiny)),
+    )
+    .await;
     assert_eq!(check_endpoints(&overflowed, &orders).await, first);
 
     // Every order delivered twice: the same answers.
     let twice = open_table(&dir.path().join("twice"));
     let (windows_twice, recent_twice, _) = ingest(&twice, &orders, 2);
     assert_eq!(twice.snapshot().rows(), N);
-    let base2 = serve(twice, windows_twice, Answers::Kept(recent_twice)).await;
+    let base2 = serve(twice, windows_twice, Answers::Kept(Box::new(recent_twice))).await;
     assert_eq!(check_endpoints(&base2, &orders).await, first);
 
     // Restart: seal, reopen the directory, same answers.
@@ -773,4 +783,156 @@ fn urlencode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// A small deterministic generator (xorshift) for the hostile data below.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Valid but awkward orders: NULL item names, categories, quantities (an item whose every
+/// quantity is NULL: SQL's SUM is NULL and sorts first), NULL cities, states, customers and
+/// coupon codes, an item repeated in one order, orders up to 4 minutes ahead of the clock and up
+/// to 2 hours late, all arriving shuffled. The kept answers equal SQL's on every endpoint, kept
+/// while ingesting and rebuilt from the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_answers_equal_sql_on_nulls_repeats_late_and_future_orders() {
+    let mut g = Generator::new(GeneratorConfig {
+        seed: 99,
+        customers: 60,
+    });
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut docs: Vec<Vec<u8>> = Vec::new();
+    for seq in 1..=3_000u64 {
+        let t = match rng.below(10) {
+            0 => NOW - rng.below(2 * 3_600_000) as i64,
+            1 => NOW + rng.below(4 * 60_000) as i64,
+            _ => NOW - rng.below(90_000) as i64,
+        };
+        let mut v: Value = serde_json::from_slice(&g.generate(seq, t).to_json()).expect("json");
+        let bits = rng.next();
+        let bit = |b: u32| bits >> (b * 3) & 7 == 0;
+        if bit(0) {
+            v["line_items"][0]["product"]["name"] = Value::Null;
+        }
+        if bit(1) {
+            v["line_items"][0]["product"]["category"] = Value::Null;
+        }
+        if bit(2) {
+            v["line_items"][0]["product"]["name"] = json!("ghost item");
+            v["line_items"][0]["quantity"] = Value::Null;
+        }
+        if bit(3) {
+            v["customer"]["city"] = Value::Null;
+        }
+        if bit(4) {
+            v["customer"]["state"] = Value::Null;
+        }
+        if bit(5) {
+            v["customer"]["customer_id"] = Value::Null;
+        }
+        if bit(6) && v["coupon_codes"][0].is_object() {
+            v["coupon_codes"][0]["name"] = Value::Null;
+        }
+        if bit(7) {
+            let first = v["line_items"][0].clone();
+            if let Some(items) = v["line_items"].as_array_mut() {
+                items.push(first);
+            }
+        }
+        docs.push(serde_json::to_vec(&v).expect("json"));
+    }
+    for i in (1..docs.len()).rev() {
+        docs.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = open_table(dir.path());
+    let mut recent = Recent::default();
+    let mut ingestor = Ingestor::new(IngestConfig::default());
+    let messages: Vec<Message<'_>> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Message {
+            position: Position {
+                partition: 0,
+                offset: i as i64,
+            },
+            payload: d.as_slice(),
+            record_time_ms: None,
+        })
+        .collect();
+    for chunk in messages.chunks(250) {
+        let out = ingestor.ingest(chunk, NOW);
+        assert!(out.rejected.is_empty(), "{:?}", out.rejected.first());
+        let b = out.batch.expect("rows");
+        ingest::for_each_recent_row(&b, |row| recent.observe(row, NOW)).expect("recent");
+        table.append(b).expect("append");
+        if let Some(e) = table.maintain().error {
+            panic!("maintain: {e}");
+        }
+    }
+    assert_eq!(table.snapshot().rows(), 3_000);
+    let windows = Windows::new(WindowConfig::default()).expect("windows");
+    let paths = [
+        "/orders/ordersperminute",
+        "/orders/popular",
+        "/orders/latestorders",
+        "/orders/couponslastminute",
+        "/orders/toplocations",
+        "/users/",
+    ];
+    let kept = serve(
+        table.clone(),
+        windows.clone(),
+        Answers::Kept(Box::new(recent)),
+    )
+    .await;
+    let rebuilt = serve(table.clone(), windows, Answers::Rebuilt).await;
+    for base in [&kept, &rebuilt] {
+        for path in paths {
+            let sql = get(&format!("{base}{path}?source=sql")).await;
+            assert_eq!(get(&format!("{base}{path}")).await, sql, "{path}");
+        }
+    }
+    // The awkward cases are in the answers, not merely in the data.
+    let popular = get(&format!("{kept}/orders/popular")).await;
+    assert_eq!(
+        popular["itemNames"][0]["itemName"], "ghost item",
+        "{popular}"
+    );
+    assert_eq!(
+        popular["itemNames"][0]["quantity"],
+        Value::Null,
+        "{popular}"
+    );
+    assert!(
+        popular["itemNames"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|i| i["itemName"].is_null())),
+        "{popular}"
+    );
+    let locations = get(&format!("{kept}/orders/toplocations")).await;
+    assert!(
+        locations["cities"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c["city"].is_null())),
+        "{locations}"
+    );
+    let latest = get(&format!("{kept}/orders/latestorders")).await;
+    assert!(
+        latest[0]["timestamp"].as_str() > Some(ny(NOW).as_str()),
+        "orders ahead of the clock lead: {latest}"
+    );
 }

@@ -6,7 +6,10 @@
 //! Segments never change once written (a merge writes a new file), so their Parquet footers and
 //! page indexes are read once and kept in DataFusion's file metadata cache (a byte-bounded LRU,
 //! `sql.metadata_cache_bytes`): a point lookup over every segment then costs the bloom filter
-//! checks, not a footer parse per file per query.
+//! checks, not a footer parse per file per query. The cache knows a file by its path and size
+//! (`PartitionedFile::new` sets no modification time): that is safe because a table never writes
+//! two files under one name within a process (segment ids only grow; a restart that rolls back to
+//! a checkpoint builds a new SQL engine, and with it a new cache).
 
 use std::sync::Arc;
 

@@ -231,6 +231,18 @@ impl IngestLoop {
                 return Err(format!("could not append to the table: {e}"));
             }
             let now = self.clock.now_ms();
+            // The recent answers before the windows: a reader that reads the windows first
+            // (the dashboard) then finds at least what they counted in the answers too.
+            // The lock is taken per row, so a reader never waits for a whole batch. The
+            // decoder's own batch has every column with the table's types; were one ever
+            // missing, the endpoints go back to SQL rather than answer from a partial count.
+            let recent = &self.recent;
+            let fed =
+                ingest::for_each_recent_row(&rows_view, |row| recent.lock().observe(row, now));
+            if let Err(e) = fed {
+                self.recent.set_trusted(false);
+                tracing::error!(error = %e, "the recent answers could not read a batch; the fixed endpoints answer from SQL");
+            }
             let mut windows = lock(&self.windows);
             let late_before = windows.late();
             for f in facts {
@@ -242,15 +254,6 @@ impl IngestLoop {
             }
             self.metrics.late.inc_by(windows.late() - late_before);
             drop(windows);
-            let mut recent = self.recent.lock();
-            // The decoder's own batch: every column is there with the table's types; were one
-            // ever not, the endpoints go back to SQL rather than answer from a partial count.
-            let fed = ingest::for_each_recent_row(&rows_view, |row| recent.observe(row, now));
-            drop(recent);
-            if let Err(e) = fed {
-                self.recent.set_trusted(false);
-                tracing::error!(error = %e, "the recent answers could not read a batch; the fixed endpoints answer from SQL");
-            }
             self.metrics.rows.inc_by(rows);
         }
         self.metrics.duplicates.inc_by(out.duplicates as u64);

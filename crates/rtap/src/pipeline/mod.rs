@@ -179,7 +179,9 @@ pub async fn start(
             .context("cannot start the SQL engine")?,
     );
     let windows = Arc::new(Mutex::new(windows));
-    let recent = Arc::new(server::recent::RecentAnswers::default());
+    let recent = Arc::new(server::recent::RecentAnswers::new(
+        rolling::Recent::default().with_retention(Some(config.table.retention_ms)),
+    ));
     // Before ingest starts, so the rebuild and the rows ingest adds do not overlap.
     let rebuild_started = std::time::Instant::now();
     match server::recent::rebuild(&engine, &recent, clock.now_ms()).await {
