@@ -331,7 +331,8 @@ type KeySet<'a> = HashSet<Option<&'a str>>;
 #[derive(Debug, Clone)]
 pub struct Recent {
     max_keys: usize,
-    /// Bytes of key text that may still be added (of [`KEY_BYTES`]).
+    /// Bytes of key text the panes may hold together, and what may still be added.
+    key_limit: usize,
     key_budget: usize,
     /// The table's retention: answers holding rows older than this ago are left to SQL.
     retention_ms: Option<i64>,
@@ -373,6 +374,7 @@ impl Recent {
     pub fn new(max_keys: usize) -> Self {
         Recent {
             max_keys: max_keys.max(1),
+            key_limit: KEY_BYTES,
             key_budget: KEY_BYTES,
             retention_ms: None,
             seconds: BTreeMap::new(),
@@ -403,11 +405,17 @@ impl Recent {
         self.retention_ms
     }
 
-    /// Bytes of key text all panes may hold together (default [`KEY_BYTES`]).
+    /// Bytes of key text all panes may hold together (default [`KEY_BYTES`]). Meant for a new
+    /// state: keys already held over the new limit stay until their panes age out.
     pub fn with_key_bytes(mut self, bytes: usize) -> Self {
-        let held = KEY_BYTES.saturating_sub(self.key_budget);
+        let held = self.key_limit.saturating_sub(self.key_budget);
+        self.key_limit = bytes;
         self.key_budget = bytes.saturating_sub(held);
         self
+    }
+
+    pub fn key_bytes(&self) -> usize {
+        self.key_limit
     }
 
     /// Where a state rebuilt at `now_ms` must start to answer every read at `now_ms` (and up to
@@ -460,6 +468,7 @@ impl Recent {
         let Recent {
             seconds,
             key_budget,
+            key_limit,
             ..
         } = self;
         let pane = seconds.entry(second).or_default();
@@ -514,7 +523,7 @@ impl Recent {
         }
         if !ok {
             // Nothing reads this pane's lists any more: give their memory back.
-            *key_budget += pane.bytes();
+            *key_budget = (*key_budget + pane.bytes()).min(*key_limit);
             *pane = SecondPane {
                 overflowed: true,
                 ..SecondPane::default()
@@ -610,7 +619,7 @@ impl Recent {
                 if *entry.key() >= first_second {
                     break;
                 }
-                self.key_budget += entry.remove().bytes();
+                self.key_budget = (self.key_budget + entry.remove().bytes()).min(self.key_limit);
             }
         }
         if first_minute > self.first_minute {

@@ -57,9 +57,13 @@ impl RecentAnswers {
             .store(yes, std::sync::atomic::Ordering::Release);
     }
 
-    /// The state, when it may answer.
+    /// The state, when it may answer (not after a panic while it was held).
     fn read(&self) -> Option<MutexGuard<'_, Recent>> {
-        self.trusted().then(|| self.lock())
+        if !self.trusted() {
+            return None;
+        }
+        let guard = self.lock();
+        self.trusted().then_some(guard)
     }
 }
 
@@ -101,7 +105,9 @@ pub async fn rebuild(
 ) -> Result<(), String> {
     let mut fresh = {
         let old = answers.lock();
-        Recent::new(old.max_keys()).with_retention(old.retention_ms())
+        Recent::new(old.max_keys())
+            .with_retention(old.retention_ms())
+            .with_key_bytes(old.key_bytes())
     };
     // Every pane a read at `now_ms` may ask for (and any ahead of the clock).
     let (first_second, first_minute) = Recent::kept_from(now_ms);
@@ -112,6 +118,11 @@ pub async fn rebuild(
         vec![first_minute - 1, i64::MAX],
     )
     .await?;
+    // The rollup query stops at 1,000 minutes, newest first: more than that ahead of the
+    // clock would hide the hour's own minutes.
+    if out.num_rows() >= 1000 {
+        return Err("more than 1,000 minutes of orders at or after the last hour".into());
+    }
     for m in objects(&out, crate::history::SERIES_KEYS) {
         let n = |k: &str| m[k].as_u64().unwrap_or(0);
         fresh.add_minute(
@@ -308,4 +319,25 @@ pub fn users(answers: &RecentAnswers, now_ms: i64) -> Option<Value> {
             .map(|(id, t)| json!({"customer_id": id, "timestamp": stamp(t)}))
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_while_the_state_was_held_sends_every_read_to_sql() {
+        let answers = Arc::new(RecentAnswers::new(Recent::default()));
+        answers.set_trusted(true);
+        assert!(latest_orders(&answers, 0).is_some());
+        let held = answers.clone();
+        let panicked = std::thread::spawn(move || {
+            let _guard = held.lock();
+            panic!("a panic while the state is held");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert_eq!(latest_orders(&answers, 0), None);
+        assert!(!answers.trusted());
+    }
 }
