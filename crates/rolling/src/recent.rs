@@ -732,8 +732,9 @@ impl Recent {
         )
     }
 
-    /// Distinct keys held over every second's lists (for the memory gauge and tests).
-    pub fn keys(&self) -> usize {
+    /// Distinct keys held over every second's lists.
+    #[cfg(test)]
+    fn keys(&self) -> usize {
         self.seconds
             .values()
             .map(|p| {
