@@ -68,6 +68,10 @@ fn open_table(dir: &std::path::Path) -> Arc<RealtimeTable> {
             table_config(),
             clock::ManualClock::new(NOW),
         )
+        .and_then(|t| {
+            // As rtap opens it: one customer's orders come from the lookup indexes.
+            t.with_lookups(table::LookupSpec::list(&schema::LOOKUPS))
+        })
         .expect("open table"),
     )
 }

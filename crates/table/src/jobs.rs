@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 
 use datafusion::arrow::array::RecordBatch;
 
+use crate::lookup;
 use crate::manifest::SegmentEntry;
 use crate::segment::{self, Segment, SegmentRef};
 use crate::table::{segment_file, Writer};
@@ -51,7 +52,7 @@ impl RealtimeTable {
         let layout = self.layout.clone();
         let job_batches = batches.clone();
         let handle = std::thread::spawn(move || {
-            let (written, min, max) =
+            let (written, min, max, lookups) =
                 segment::write_sorted(&path, &schema, &job_batches, time_column, &layout)?;
             Ok(SegmentEntry {
                 id,
@@ -61,6 +62,7 @@ impl RealtimeTable {
                 max_time_ms: max,
                 bytes: written.bytes,
                 checksum: Some(written.checksum),
+                lookups,
             })
         });
         w.seal_job = Some(Job {
@@ -116,6 +118,21 @@ impl RealtimeTable {
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 });
             let written = segment::write_batches(&path, &schema, batches, &layout)?;
+            // Each index is merged from the inputs' (a segment without one has none to give).
+            let lookups = segment::write_lookups(&path, &layout.lookups, |index_path, spec| {
+                // Only readable indexes (one disabled by a failed checksum is not merged).
+                let parts: Option<Vec<_>> = inputs
+                    .iter()
+                    .map(|s| Some((s.lookup(&spec.column)?, s.entry.rows)))
+                    .collect();
+                let parts = parts.ok_or_else(|| {
+                    TableError::Schema(format!(
+                        "an input segment has no readable lookup index on {:?}",
+                        spec.column
+                    ))
+                })?;
+                lookup::write_merged(index_path, &spec.column, &parts)
+            });
             Ok(SegmentEntry {
                 id,
                 file: segment_file(id),
@@ -132,6 +149,7 @@ impl RealtimeTable {
                     .unwrap_or(0),
                 bytes: written.bytes,
                 checksum: Some(written.checksum),
+                lookups,
             })
         });
         w.merge_job = Some(Job {
@@ -172,7 +190,7 @@ impl RealtimeTable {
                 manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
                 if let Err(e) = manifest.store(&self.dir) {
                     // The file is in no manifest: remove it now rather than leave it behind.
-                    let _ = std::fs::remove_file(self.dir.join(&entry.file));
+                    self.remove_files(job.id);
                     return self.seal_failed(w, batches, bytes, e);
                 }
                 w.manifest = manifest;
@@ -187,7 +205,7 @@ impl RealtimeTable {
                 Ok(true)
             }
             (JobKind::Seal { batches, bytes }, Err(e)) => {
-                let _ = std::fs::remove_file(self.dir.join(segment_file(job.id)));
+                self.remove_files(job.id);
                 self.seal_failed(w, batches, bytes, e)
             }
             (JobKind::Merge { inputs }, Ok(entry)) => {
@@ -198,7 +216,7 @@ impl RealtimeTable {
                 manifest.segments.push(entry.clone());
                 manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
                 if let Err(e) = manifest.store(&self.dir) {
-                    let _ = std::fs::remove_file(self.dir.join(&entry.file));
+                    self.remove_files(job.id);
                     self.failed(w, &e);
                     return Err(e);
                 }
@@ -215,11 +233,20 @@ impl RealtimeTable {
                 Ok(false)
             }
             (JobKind::Merge { .. }, Err(e)) => {
-                let _ = std::fs::remove_file(self.dir.join(segment_file(job.id)));
+                self.remove_files(job.id);
                 self.failed(w, &e);
                 Err(e)
             }
         }
+    }
+
+    /// Removes the files a job wrote for segment `id` (the segment and its lookup indexes).
+    fn remove_files(&self, id: u64) {
+        let file = segment_file(id);
+        for spec in &self.layout.lookups {
+            let _ = std::fs::remove_file(self.dir.join(lookup::file_name(&file, &spec.column)));
+        }
+        let _ = std::fs::remove_file(self.dir.join(file));
     }
 
     /// A background job failed (a full disk, an I/O error): the next one waits a backoff,

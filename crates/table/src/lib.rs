@@ -13,11 +13,13 @@
 //! - [`table`]: [`RealtimeTable`], the writer and snapshots.
 //! - [`jobs`]: the background seal and merge, and retention.
 //! - [`segment`]: Parquet files and the shared segment handles.
+//! - [`lookup`]: per-segment lookup indexes (a key column's rows, sorted by key).
 //! - [`manifest`]: the list of segments, replaced atomically.
-//! - [`provider`]: the DataFusion table provider with time pruning.
+//! - [`provider`]: the DataFusion table provider with time pruning and lookups.
 //! - [`metrics`]: the table's gauges for `/metrics`.
 
 pub mod jobs;
+pub mod lookup;
 pub mod manifest;
 pub mod metrics;
 pub mod provider;
@@ -26,6 +28,7 @@ pub mod table;
 
 use std::path::Path;
 
+pub use lookup::LookupSpec;
 pub use manifest::Manifest;
 pub use provider::TableScan;
 pub use table::{Maintenance, RealtimeTable, Snapshot};

@@ -24,6 +24,21 @@ pub struct SegmentEntry {
     /// xxh3-64 of the file (absent in manifests written before checksums).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<u64>,
+    /// The segment's lookup indexes (see [`crate::lookup`]; absent before they existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lookups: Vec<LookupEntry>,
+}
+
+/// A lookup index file of a segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupEntry {
+    /// The key column.
+    pub column: String,
+    /// File name inside the segment directory.
+    pub file: String,
+    pub bytes: u64,
+    /// xxh3-64 of the file.
+    pub checksum: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

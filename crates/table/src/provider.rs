@@ -3,6 +3,11 @@
 //! of data touches only the newest files), reads those as Parquet with the query's filters
 //! pushed down (row-group statistics, bloom filters), and adds the in-memory batches.
 //!
+//! A filter `key = 'x'` (or `key IN (...)`) on a column with a lookup index (see
+//! [`crate::lookup`]) whose carried columns cover the query's columns is answered from the
+//! indexes of the segments that have one: a few KB each instead of a scan; the rest (segments
+//! without an index, the in-memory batches) is scanned as usual.
+//!
 //! Segments never change once written (a merge writes a new file), so their Parquet footers and
 //! page indexes are read once and kept in DataFusion's file metadata cache (a byte-bounded LRU,
 //! `sql.metadata_cache_bytes`): a point lookup over every segment then costs the bloom filter
@@ -14,9 +19,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{project_schema, DFSchema, Result, ScalarValue};
+use datafusion::common::{project_schema, DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
@@ -31,6 +37,8 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::lookup::{Budget, ROW_COLUMN};
+use crate::segment::SegmentRef;
 use crate::RealtimeTable;
 
 /// The DataFusion view of a [`RealtimeTable`].
@@ -110,6 +118,144 @@ pub fn time_bounds(filters: &[Expr], time_column: &str) -> (i64, i64) {
     (lo, hi)
 }
 
+/// Most keys one query looks up (`key IN (...)`); more are scanned for.
+const MAX_LOOKUP_KEYS: usize = 256;
+/// Most rows lookups return to one query; a key with more is scanned for.
+const MAX_LOOKUP_ROWS: usize = 65_536;
+/// Most bytes lookups hold for one query (they are read while planning, outside the query's
+/// memory pool); more is scanned for.
+const MAX_LOOKUP_BYTES: usize = 16 << 20;
+/// Most index blocks lookups read for one query (keys x segments); more is scanned for.
+const MAX_LOOKUP_BLOCKS: usize = 4_096;
+
+fn utf8_literal(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(v))
+            | ScalarValue::LargeUtf8(Some(v))
+            | ScalarValue::Utf8View(Some(v)),
+            _,
+        ) => Some(v.as_str()),
+        _ => None,
+    }
+}
+
+/// The `column = 'literal'` and `column IN ('a', 'b')` conjuncts of `filters`: each is a set of
+/// keys one of whose values every answer row has in that column.
+pub fn key_filters(filters: &[Expr]) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for filter in filters {
+        for conjunct in split_conjunction(filter) {
+            let found = match conjunct {
+                Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op: Operator::Eq,
+                    right,
+                }) => match (left.as_ref(), right.as_ref()) {
+                    (Expr::Column(c), v) | (v, Expr::Column(c)) => {
+                        utf8_literal(v).map(|v| (c.name.clone(), vec![v.to_string()]))
+                    }
+                    _ => None,
+                },
+                Expr::InList(list) if !list.negated => match list.expr.as_ref() {
+                    Expr::Column(c) if list.list.len() <= MAX_LOOKUP_KEYS => list
+                        .list
+                        .iter()
+                        .map(|v| utf8_literal(v).map(str::to_string))
+                        .collect::<Option<Vec<String>>>()
+                        .map(|keys| (c.name.clone(), keys)),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some((column, mut keys)) = found {
+                keys.sort_unstable();
+                keys.dedup();
+                out.push((column, keys));
+            }
+        }
+    }
+    out
+}
+
+/// Answers what it can of a scan from the segments' lookup indexes: when `filters` restrict a
+/// key column to a few values and a segment's index on it carries every column of `projected`,
+/// that segment's matching rows come from its index. Returns those rows (as `projected`) and
+/// the segments still to scan, or `None` when no index helps (or a lookup failed or found too
+/// many rows: then everything is scanned, as without indexes).
+fn lookups<'a>(
+    segments: &[&'a SegmentRef],
+    filters: &[Expr],
+    projected: &SchemaRef,
+) -> Option<(Vec<RecordBatch>, Vec<&'a SegmentRef>)> {
+    let candidates = key_filters(filters);
+    if candidates.is_empty() {
+        return None;
+    }
+    let mut found = Vec::new();
+    let mut rest = Vec::new();
+    let mut budget = Budget {
+        rows: MAX_LOOKUP_ROWS,
+        bytes: MAX_LOOKUP_BYTES,
+        blocks: MAX_LOOKUP_BLOCKS,
+    };
+    let mut used = false;
+    for &segment in segments {
+        let index = candidates.iter().find_map(|(column, keys)| {
+            let index = segment.lookup(column)?;
+            let covers = projected
+                .fields()
+                .iter()
+                .all(|f| f.name() != ROW_COLUMN && index.schema().index_of(f.name()).is_ok());
+            covers.then_some((index, keys))
+        });
+        let Some((index, keys)) = index else {
+            rest.push(segment);
+            continue;
+        };
+        used = true;
+        for key in keys {
+            let batches = match index.lookup(key, &mut budget) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(error = %e, "lookup abandoned: scanning instead");
+                    return None;
+                }
+            };
+            for batch in batches {
+                match project(&batch, projected) {
+                    Ok(b) => found.push(b),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lookup abandoned: scanning instead");
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    used.then_some((found, rest))
+}
+
+/// `batch` (a lookup index's columns) as the columns of `schema`, by name.
+fn project(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            batch
+                .column_by_name(f.name())
+                .cloned()
+                .ok_or_else(|| DataFusionError::Internal(format!("lookup: no {}", f.name())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
+}
+
 #[async_trait]
 impl TableProvider for TableScan {
     fn schema(&self) -> SchemaRef {
@@ -141,10 +287,24 @@ impl TableProvider for TableScan {
         let partitions = state.config().target_partitions().max(1);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
-        let files: Vec<PartitionedFile> = snapshot
+        let mut overlapping: Vec<&SegmentRef> = snapshot
             .segments
             .iter()
             .filter(|s| s.overlaps(lo, hi))
+            .collect();
+        let projected = project_schema(&schema, projection)?;
+        if let Some((found, rest)) = lookups(&overlapping, filters, &projected) {
+            overlapping = rest;
+            if !found.is_empty() {
+                inputs.push(MemorySourceConfig::try_new_exec(
+                    &[found],
+                    projected.clone(),
+                    None,
+                )?);
+            }
+        }
+        let files: Vec<PartitionedFile> = overlapping
+            .iter()
             .map(|s| PartitionedFile::new(s.path.to_string_lossy().to_string(), s.entry.bytes))
             .collect();
         if !files.is_empty() {

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
@@ -22,8 +22,9 @@ use datafusion::parquet::schema::types::ColumnPath;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::manifest::SegmentEntry;
-use crate::TableError;
+use crate::lookup::{self, LookupIndex, LookupSpec};
+use crate::manifest::{LookupEntry, SegmentEntry};
+use crate::{StorageError, TableError};
 
 /// Files of retired segments, deleted once they have been unused for the grace period.
 ///
@@ -88,6 +89,8 @@ impl Trash {
 pub struct Segment {
     pub entry: SegmentEntry,
     pub path: PathBuf,
+    /// The lookup indexes of `entry.lookups`, opened on first use (`None`: unreadable).
+    lookups: Vec<OnceLock<Option<Arc<LookupIndex>>>>,
     obsolete: AtomicBool,
     trash: Arc<Trash>,
 }
@@ -96,11 +99,56 @@ impl Segment {
     pub fn new(entry: SegmentEntry, dir: &Path, trash: Arc<Trash>) -> Self {
         let path = dir.join(&entry.file);
         Segment {
+            lookups: entry.lookups.iter().map(|_| OnceLock::new()).collect(),
             entry,
             path,
             obsolete: AtomicBool::new(false),
             trash,
         }
+    }
+
+    fn lookup_path(&self, file: &str) -> PathBuf {
+        self.path
+            .parent()
+            .map_or_else(|| PathBuf::from(file), |dir| dir.join(file))
+    }
+
+    /// The segment's lookup index on `column`, if it has a readable one. A file that cannot
+    /// be opened for now (an I/O error) is tried again next time; a malformed one never.
+    pub fn lookup(&self, column: &str) -> Option<Arc<LookupIndex>> {
+        let i = self.entry.lookups.iter().position(|l| l.column == column)?;
+        if let Some(known) = self.lookups[i].get() {
+            return known.clone();
+        }
+        let entry = &self.entry.lookups[i];
+        let opened = match LookupIndex::open(&self.lookup_path(&entry.file), entry.bytes, column) {
+            Ok(index) => Some(Arc::new(index)),
+            Err(TableError::Storage(StorageError::Io { path, source })) => {
+                tracing::warn!(%path, error = %source, "a lookup index cannot be opened now: its segment is scanned");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a lookup index is unreadable: its segment is scanned instead");
+                None
+            }
+        };
+        self.lookups[i].get_or_init(|| opened).clone()
+    }
+
+    /// Stops using the lookup index on `column` (its file failed a check).
+    pub fn disable_lookup(&self, column: &str) {
+        if let Some(i) = self.entry.lookups.iter().position(|l| l.column == column) {
+            let _ = self.lookups[i].set(None);
+        }
+    }
+
+    /// Paths of the segment's lookup index files.
+    pub fn lookup_paths(&self) -> Vec<PathBuf> {
+        self.entry
+            .lookups
+            .iter()
+            .map(|l| self.lookup_path(&l.file))
+            .collect()
     }
 
     /// Marks the file for deletion once no snapshot uses it any more.
@@ -116,6 +164,9 @@ impl Segment {
 impl Drop for Segment {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::Acquire) {
+            for path in self.lookup_paths() {
+                self.trash.put(path);
+            }
             self.trash.put(std::mem::take(&mut self.path));
         }
     }
@@ -132,6 +183,8 @@ pub struct FileLayout {
     /// values): values (nearly) unique per row, where a dictionary only costs time to build
     /// and is abandoned at its size limit anyway.
     pub plain_columns: Vec<String>,
+    /// Lookup indexes written beside each segment (see [`crate::lookup`]).
+    pub lookups: Vec<LookupSpec>,
 }
 
 fn writer_properties(layout: &FileLayout) -> WriterProperties {
@@ -163,15 +216,16 @@ pub struct Written {
     pub checksum: u64,
 }
 
-/// Sorts `batches` by the time column and writes them as one Parquet file at `path`, fsynced.
-/// Returns what was written and the (min, max) time.
+/// Sorts `batches` by the time column and writes them as one Parquet file at `path`, fsynced,
+/// with the layout's lookup indexes beside it. Returns what was written, the (min, max) time
+/// and the lookup indexes.
 pub fn write_sorted(
     path: &Path,
     schema: &SchemaRef,
     batches: &[RecordBatch],
     time_column: usize,
     layout: &FileLayout,
-) -> Result<(Written, i64, i64), TableError> {
+) -> Result<(Written, i64, i64, Vec<LookupEntry>), TableError> {
     // Sorted by (time, arrival) without concatenating the batches: only the time column is
     // read for the order, then rows are gathered from the batches in small slices.
     let mut order: Vec<(i64, u32, u32)> =
@@ -203,13 +257,56 @@ pub fn write_sorted(
         interleave_record_batch(&refs, &indices).map_err(TableError::arrow)
     });
     let written = write_batches(path, schema, groups, layout)?;
-    Ok((written, min, max))
+    let lookups = write_lookups(path, &layout.lookups, |index_path, spec| {
+        lookup::write_from_batches(index_path, spec, schema, batches, &order)
+    });
+    Ok((written, min, max, lookups))
 }
 
-struct HashingWriter {
-    file: std::fs::File,
-    hasher: Xxh3,
-    bytes: u64,
+/// Writes one lookup index per spec beside the segment at `path`. An index that cannot be
+/// written is left out (its segment is scanned instead) rather than failing the segment.
+pub fn write_lookups(
+    path: &Path,
+    specs: &[LookupSpec],
+    mut write: impl FnMut(&Path, &LookupSpec) -> Result<LookupEntry, TableError>,
+) -> Vec<LookupEntry> {
+    let segment_file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let index_path = dir.join(lookup::file_name(&segment_file, &spec.column));
+        let written =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(&index_path, spec)))
+                .unwrap_or_else(|_| Err(TableError::Schema("writing the index panicked".into())));
+        match written {
+            Ok(entry) => out.push(entry),
+            Err(e) => {
+                tracing::warn!(file = %index_path.display(), error = %e, "could not write a lookup index: the segment will be scanned instead");
+                let _ = std::fs::remove_file(&index_path);
+            }
+        }
+    }
+    out
+}
+
+/// A file being written, with the xxh3-64 and the count of the bytes written so far.
+pub(crate) struct HashingWriter {
+    pub(crate) file: std::fs::File,
+    pub(crate) hasher: Xxh3,
+    pub(crate) bytes: u64,
+}
+
+impl HashingWriter {
+    pub(crate) fn new(file: std::fs::File) -> Self {
+        HashingWriter {
+            file,
+            hasher: Xxh3::new(),
+            bytes: 0,
+        }
+    }
 }
 
 impl std::io::Write for HashingWriter {
@@ -233,11 +330,7 @@ pub fn write_batches(
     layout: &FileLayout,
 ) -> Result<Written, TableError> {
     let file = std::fs::File::create(path).map_err(|e| TableError::io(path, e))?;
-    let sink = HashingWriter {
-        file,
-        hasher: Xxh3::new(),
-        bytes: 0,
-    };
+    let sink = HashingWriter::new(file);
     let mut writer = ArrowWriter::try_new(sink, schema.clone(), Some(writer_properties(layout)))
         .map_err(TableError::parquet)?;
     let mut rows = 0;
@@ -325,6 +418,7 @@ mod tests {
             zstd_level: 1,
             bloom_columns: vec![],
             plain_columns: vec!["id".into(), "ids.list.item".into()],
+            lookups: vec![],
         };
         write_batches(&path, &schema, std::iter::once(Ok(batch)), &layout).expect("write");
         let reader =

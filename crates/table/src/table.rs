@@ -21,6 +21,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::jobs::{Job, JobKind, Slot};
+use crate::lookup::LookupSpec;
 use crate::manifest::Manifest;
 use crate::segment::{self, FileLayout, Segment, SegmentRef, Trash};
 use crate::{TableConfig, TableError};
@@ -73,6 +74,15 @@ fn verify_checksums(segments: &[SegmentRef]) -> Result<(), TableError> {
             .map(|part| {
                 scope.spawn(move || {
                     for s in part {
+                        for (l, path) in s.entry.lookups.iter().zip(s.lookup_paths()) {
+                            match segment::file_checksum(&path) {
+                                Ok(actual) if actual == l.checksum => {}
+                                _ => {
+                                    tracing::warn!(file = %path.display(), "a lookup index does not match its checksum: its segment is scanned instead");
+                                    s.disable_lookup(&l.column);
+                                }
+                            }
+                        }
                         let Some(expected) = s.entry.checksum else {
                             continue;
                         };
@@ -181,6 +191,15 @@ impl RealtimeTable {
         self
     }
 
+    /// Writes these lookup indexes beside every segment from now on (see [`crate::lookup`]).
+    pub fn with_lookups(mut self, lookups: Vec<LookupSpec>) -> Result<Self, TableError> {
+        for spec in &lookups {
+            spec.schema(&self.schema)?;
+        }
+        self.layout.lookups = lookups;
+        Ok(self)
+    }
+
     /// Opens the table as of a checkpoint: exactly the segments `manifest` lists (every file
     /// checked against its checksum), whatever the stored manifest says; later segment files
     /// are removed and the stored manifest is replaced. A table opened this way keeps retired
@@ -257,6 +276,19 @@ impl RealtimeTable {
         let trash = Arc::new(Trash::default());
         let mut segments = Vec::with_capacity(manifest.segments.len());
         for entry in &manifest.segments {
+            // Names only: a manifest never points outside the directory (retiring a segment
+            // deletes its files).
+            let names = std::iter::once(&entry.file).chain(entry.lookups.iter().map(|l| &l.file));
+            for name in names {
+                let plain =
+                    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']);
+                if !plain {
+                    return Err(TableError::corrupt(
+                        &dir.join(crate::manifest::FILE_NAME),
+                        format!("{name:?} is not a file name"),
+                    ));
+                }
+            }
             let path = dir.join(&entry.file);
             let meta = std::fs::metadata(&path)
                 .map_err(|_| TableError::corrupt(&path, "listed in the manifest but missing"))?;
@@ -275,8 +307,13 @@ impl RealtimeTable {
         if checkpointed {
             verify_checksums(&segments)?;
         }
-        let listed: std::collections::HashSet<&str> =
-            manifest.segments.iter().map(|e| e.file.as_str()).collect();
+        let listed: std::collections::HashSet<&str> = manifest
+            .segments
+            .iter()
+            .flat_map(|e| {
+                std::iter::once(e.file.as_str()).chain(e.lookups.iter().map(|l| l.file.as_str()))
+            })
+            .collect();
         let leftovers = if writer {
             std::fs::read_dir(dir).ok()
         } else {
@@ -285,7 +322,8 @@ impl RealtimeTable {
         if let Some(entries) = leftovers {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
-                if name.ends_with(".parquet") && !listed.contains(name.as_str()) {
+                let ours = name.ends_with(".parquet") || name.ends_with(".lookup");
+                if ours && !listed.contains(name.as_str()) {
                     tracing::info!(file = %name, "removing a segment file the manifest does not list");
                     let _ = std::fs::remove_file(e.path());
                 }
@@ -299,6 +337,7 @@ impl RealtimeTable {
             zstd_level: config.zstd_level,
             bloom_columns: bloom_columns.iter().map(|c| c.to_string()).collect(),
             plain_columns: Vec::new(),
+            lookups: Vec::new(),
         };
         let table = RealtimeTable {
             dir: dir.to_path_buf(),

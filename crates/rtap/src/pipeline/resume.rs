@@ -123,6 +123,7 @@ pub fn resume(
         clock,
     )
     .map(|t| t.with_plain_columns(&schema::PLAIN_COLUMNS))
+    .and_then(|t| t.with_lookups(table::LookupSpec::list(&schema::LOOKUPS)))
     .map_err(|e| {
         anyhow::anyhow!(
             "cannot open the realtime table under {}: {e}\n{}",

@@ -4,7 +4,8 @@ use table::{RealtimeTable, TableConfig};
 
 /// The orders table under `dir` with default settings, as rtap opens it (bloom filters on the
 /// order and customer ids, no dictionary on the nearly unique columns; with
-/// `RTAP_BENCH_DICTIONARY=all` every column gets a dictionary, to compare).
+/// `RTAP_BENCH_DICTIONARY=all` every column gets a dictionary, to compare), with its lookup
+/// indexes (`RTAP_BENCH_LOOKUPS=0`: without, to compare).
 pub fn open_orders_table(dir: &std::path::Path) -> RealtimeTable {
     let plain: &[&str] = match std::env::var("RTAP_BENCH_DICTIONARY").as_deref() {
         Ok("all") => &[],
@@ -20,4 +21,9 @@ pub fn open_orders_table(dir: &std::path::Path) -> RealtimeTable {
     )
     .expect("open table")
     .with_plain_columns(plain)
+    .with_lookups(match std::env::var("RTAP_BENCH_LOOKUPS").as_deref() {
+        Ok("0") => Vec::new(),
+        _ => table::LookupSpec::list(&ingest::schema::LOOKUPS),
+    })
+    .expect("lookup indexes")
 }
