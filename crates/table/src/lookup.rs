@@ -8,7 +8,9 @@
 //! customer's orders are `order_id, order_total, time_ms`). It is an Arrow IPC file next to the
 //! segment (zstd, blocks of [`BLOCK_ROWS`] rows), written with it and listed with it in the
 //! manifest; the first key of each block is kept in memory (at most [`FENCE_BYTES`] of it), so
-//! a lookup reads one or two blocks per segment, a few KB, whatever the segment's size.
+//! a lookup of a key reads one block per segment, a few KB, whatever the segment's size (more
+//! when the key has over [`BLOCK_ROWS`] rows in the segment or shares its first
+//! [`FENCE_BYTES`] bytes with the keys of several blocks; [`Budget`] bounds it).
 //!
 //! The index is exact: it holds every row of its segment whose key is not NULL, and a lookup
 //! returns exactly the rows whose key equals the value (DataFusion applies the filter again on
@@ -20,11 +22,12 @@
 //! row positions, holding a few blocks. A merge with an input without a readable index writes
 //! no index (the merged segment is scanned).
 //!
-//! Reading is defensive: the footer, every block's bounds, the fences' order, and each block
-//! read (columns, keys sorted and starting at their fence) are checked, and a panic of Arrow's
-//! reader is caught: a damaged file is an error, and its segment is scanned. No descriptor is
-//! held per segment (a lookup opens the file); what one query may read is bounded
-//! ([`Budget`]).
+//! Reading is defensive: the footer is checked against its checksum in the manifest (so the
+//! fences, block list and schema are what was written), every block against its checksum in
+//! the footer before Arrow decodes it, and then its keys (sorted, starting at their fence); a
+//! panic of Arrow's reader is caught. A damaged file is an error, never a wrong answer or a
+//! panic, and its segment is scanned. No descriptor is held per segment (a lookup opens the
+//! file); what one query may read is bounded ([`Budget`]).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -165,7 +168,14 @@ struct IndexWriter {
 
 impl IndexWriter {
     fn create(path: &Path, column: &str, schema: SchemaRef) -> Result<Self, TableError> {
-        let file = std::fs::File::create(path).map_err(|e| TableError::io(path, e))?;
+        // Readable too: `finish` reads the footer back for its checksum.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| TableError::io(path, e))?;
         let sink = std::io::BufWriter::with_capacity(1 << 16, HashingWriter::new(file));
         let options = IpcWriteOptions::default()
             .try_with_compression(Some(CompressionType::ZSTD))
@@ -217,6 +227,7 @@ impl IndexWriter {
         sink.file
             .sync_all()
             .map_err(|e| TableError::io(&self.path, e))?;
+        let (_, footer_checksum) = read_footer(&self.path, &sink.file, sink.bytes)?;
         let file = self
             .path
             .file_name()
@@ -227,6 +238,7 @@ impl IndexWriter {
             file,
             bytes: sink.bytes,
             checksum: sink.hasher.digest(),
+            footer_checksum: Some(footer_checksum),
         })
     }
 }
@@ -499,30 +511,76 @@ fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, TableError>) -> Result<
     })
 }
 
+/// The footer of the index file `file` (`len` bytes long) and the xxh3-64 of the footer with
+/// the file's 10-byte tail (footer length and magic).
+fn read_footer(path: &Path, file: &std::fs::File, len: u64) -> Result<(Vec<u8>, u64), TableError> {
+    let corrupt = |d: String| TableError::corrupt(path, d);
+    if len < 10 {
+        return Err(corrupt(format!("{len} bytes")));
+    }
+    let mut tail = [0u8; 10];
+    file.read_exact_at(&mut tail, len - 10)
+        .map_err(|e| TableError::io(path, e))?;
+    let footer_len = read_footer_length(tail).map_err(|e| corrupt(e.to_string()))?;
+    if footer_len > MAX_FOOTER_BYTES || footer_len as u64 + 10 > len {
+        return Err(corrupt(format!("footer of {footer_len} bytes")));
+    }
+    let mut footer = vec![0u8; footer_len + 10];
+    file.read_exact_at(&mut footer, len - 10 - footer_len as u64)
+        .map_err(|e| TableError::io(path, e))?;
+    let checksum = xxh3_64(&footer);
+    footer.truncate(footer_len);
+    Ok((footer, checksum))
+}
+
+/// Why a lookup found no answer.
+#[derive(Debug)]
+pub enum LookupError {
+    /// The query's [`Budget`] is spent: the caller scans instead.
+    OverBudget,
+    /// The index file could not be read or failed a check: its segment is scanned instead.
+    Unreadable(TableError),
+}
+
+impl From<TableError> for LookupError {
+    fn from(e: TableError) -> Self {
+        LookupError::Unreadable(e)
+    }
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookupError::OverBudget => f.write_str("over the lookup budget of the query"),
+            LookupError::Unreadable(e) => e.fmt(f),
+        }
+    }
+}
+
 impl LookupIndex {
-    /// Opens the index on `column` at `path`, which must be `bytes` long (as the manifest
-    /// says). A malformed file is an error, never a panic.
-    pub fn open(path: &Path, bytes: u64, column: &str) -> Result<Self, TableError> {
-        guarded(path, || Self::open_unguarded(path, bytes, column))
+    /// Opens the index described by `entry` at `path`: the file must have the entry's size,
+    /// footer checksum and key column. A malformed file is an error, never a panic.
+    pub fn open(path: &Path, entry: &LookupEntry) -> Result<Self, TableError> {
+        guarded(path, || Self::open_unguarded(path, entry))
     }
 
-    fn open_unguarded(path: &Path, bytes: u64, column: &str) -> Result<Self, TableError> {
+    fn open_unguarded(path: &Path, entry: &LookupEntry) -> Result<Self, TableError> {
         let corrupt = |d: String| TableError::corrupt(path, d);
+        let (bytes, column) = (entry.bytes, entry.column.as_str());
+        let Some(expected) = entry.footer_checksum else {
+            return Err(corrupt(
+                "no footer checksum in the manifest (an older index)".into(),
+            ));
+        };
         let file = std::fs::File::open(path).map_err(|e| TableError::io(path, e))?;
         let len = file.metadata().map_err(|e| TableError::io(path, e))?.len();
-        if len != bytes || len < 10 {
+        if len != bytes {
             return Err(corrupt(format!("{len} bytes, {bytes} in the manifest")));
         }
-        let mut tail = [0u8; 10];
-        file.read_exact_at(&mut tail, len - 10)
-            .map_err(|e| TableError::io(path, e))?;
-        let footer_len = read_footer_length(tail).map_err(|e| corrupt(e.to_string()))?;
-        if footer_len > MAX_FOOTER_BYTES || footer_len as u64 + 10 > len {
-            return Err(corrupt(format!("footer of {footer_len} bytes")));
+        let (footer_bytes, checksum) = read_footer(path, &file, len)?;
+        if checksum != expected {
+            return Err(corrupt("footer checksum mismatch".into()));
         }
-        let mut footer_bytes = vec![0u8; footer_len];
-        file.read_exact_at(&mut footer_bytes, len - 10 - footer_len as u64)
-            .map_err(|e| TableError::io(path, e))?;
         let footer = datafusion::arrow::ipc::root_as_footer(&footer_bytes)
             .map_err(|e| corrupt(format!("footer: {e}")))?;
         let schema = footer
@@ -619,7 +677,8 @@ impl LookupIndex {
         Ok(file)
     }
 
-    /// Block `i`, checked: the index's columns, not empty, keys sorted, starting at its fence.
+    /// Block `i`, checked: its bytes against their checksum, then not empty, keys sorted,
+    /// starting at its fence.
     fn read_block(&self, file: &std::fs::File, i: usize) -> Result<RecordBatch, TableError> {
         let corrupt = |d: &str| TableError::corrupt(&self.path, format!("block {i}: {d}"));
         let block = &self.blocks[i];
@@ -637,8 +696,8 @@ impl LookupIndex {
                 .map_err(|e| corrupt(&e.to_string()))
         })?
         .ok_or_else(|| corrupt("not a record batch"))?;
-        if batch.schema().fields() != self.schema.fields() || batch.num_rows() == 0 {
-            return Err(corrupt("not a block of this index"));
+        if batch.num_rows() == 0 {
+            return Err(corrupt("an empty block"));
         }
         let keys = batch
             .column(0)
@@ -655,7 +714,7 @@ impl LookupIndex {
 
     /// The rows whose key equals `key` (the index's columns), within `budget` (what they
     /// take is subtracted; past it is an error: the caller scans instead).
-    pub fn lookup(&self, key: &str, budget: &mut Budget) -> Result<Vec<RecordBatch>, TableError> {
+    pub fn lookup(&self, key: &str, budget: &mut Budget) -> Result<Vec<RecordBatch>, LookupError> {
         let probe = fence(key);
         // Blocks whose fence is below the key's prefix start with a smaller key; the key's first
         // row is in the last of them or in a later block.
@@ -670,7 +729,7 @@ impl LookupIndex {
                 break;
             }
             if budget.blocks == 0 {
-                return Err(TableError::Schema("lookup read budget spent".into()));
+                return Err(LookupError::OverBudget);
             }
             budget.blocks -= 1;
             let file = match &file {
@@ -690,9 +749,7 @@ impl LookupIndex {
             let found = filter_record_batch(&block, &matches).map_err(TableError::arrow)?;
             let size = found.get_array_memory_size();
             if found.num_rows() > budget.rows || size > budget.bytes {
-                return Err(TableError::Schema(
-                    "lookup over its row or byte budget".into(),
-                ));
+                return Err(LookupError::OverBudget);
             }
             budget.rows -= found.num_rows();
             budget.bytes -= size;

@@ -39,6 +39,11 @@ pub struct LookupEntry {
     pub bytes: u64,
     /// xxh3-64 of the file.
     pub checksum: u64,
+    /// xxh3-64 of the file's footer (with its 10-byte tail): checked each time the index is
+    /// opened, so a damaged fence can never make a lookup skip rows. An index without one
+    /// (written before it existed) is not used: its segment is scanned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footer_checksum: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

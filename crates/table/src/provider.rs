@@ -20,12 +20,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{project_schema, DFSchema, DataFusionError, Result, ScalarValue};
+use datafusion::common::stats::Precision;
+use datafusion::common::{
+    project_schema, ColumnStatistics, DFSchema, DataFusionError, Result, ScalarValue, Statistics,
+};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::FileSource;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -33,13 +39,16 @@ use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalSortExpr};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::SortOrderPushdownResult;
 
-use crate::lookup::{Budget, ROW_COLUMN};
+use crate::lookup::{Budget, LookupError, LookupIndex, ROW_COLUMN};
 use crate::segment::SegmentRef;
-use crate::RealtimeTable;
+use crate::{RealtimeTable, StorageError, TableError};
 
 /// The DataFusion view of a [`RealtimeTable`].
 #[derive(Debug, Clone)]
@@ -52,6 +61,48 @@ impl TableScan {
     pub fn new(table: Arc<RealtimeTable>) -> Self {
         let time_column = table.schema().field(table.time_column()).name().clone();
         TableScan { table, time_column }
+    }
+
+    /// What DataFusion may know of a segment file without opening it: the exact range of its
+    /// time column (nothing else, so no answer is ever taken from these statistics alone).
+    fn time_statistics(&self, segment: &SegmentRef) -> Statistics {
+        let schema = self.table.schema();
+        let mut statistics = Statistics::new_unknown(schema);
+        let time = |v: i64| Precision::Exact(ScalarValue::Int64(Some(v)));
+        if schema.field(self.table.time_column()).data_type() == &DataType::Int64 {
+            statistics.column_statistics[self.table.time_column()] =
+                ColumnStatistics::new_unknown()
+                    .with_min_value(time(segment.entry.min_time_ms))
+                    .with_max_value(time(segment.entry.max_time_ms));
+        }
+        statistics
+    }
+
+    /// The Parquet source reading newest data first: files by their time range, newest first
+    /// (see [`Self::time_statistics`]), and each file's row groups (sorted by time) from the
+    /// last. The rows a scan returns are unordered either way; but `ORDER BY time DESC LIMIT n`
+    /// (the newest orders) fills its top n from the first row groups it reads, and the threshold
+    /// it then pushes into the scan (a dynamic filter) skips every older file by its statistics
+    /// and every older row group by its own, instead of reading them all.
+    fn newest_first(&self, source: ParquetSource) -> Result<Arc<dyn FileSource>> {
+        let schema = self.table.schema();
+        let source: Arc<dyn FileSource> = Arc::new(source);
+        let newest = PhysicalSortExpr::new(
+            Arc::new(PhysicalColumn::new(
+                &self.time_column,
+                self.table.time_column(),
+            )),
+            SortOptions {
+                descending: true,
+                nulls_first: false,
+            },
+        );
+        let plain = EquivalenceProperties::new(schema.clone());
+        Ok(match source.try_pushdown_sort(&[newest], &plain)? {
+            SortOrderPushdownResult::Exact { inner }
+            | SortOrderPushdownResult::Inexact { inner } => inner,
+            SortOrderPushdownResult::Unsupported => source,
+        })
     }
 }
 
@@ -140,35 +191,53 @@ fn utf8_literal(e: &Expr) -> Option<&str> {
     }
 }
 
-/// The `column = 'literal'` and `column IN ('a', 'b')` conjuncts of `filters`: each is a set of
-/// keys one of whose values every answer row has in that column.
+/// The column and keys of `column = 'literal'`, `column IN ('a', 'b')` or an OR of those on
+/// one column (DataFusion rewrites a short IN list into ORs).
+fn key_filter(e: &Expr) -> Option<(String, Vec<String>)> {
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), v) | (v, Expr::Column(c)) => {
+                utf8_literal(v).map(|v| (c.name.clone(), vec![v.to_string()]))
+            }
+            _ => None,
+        },
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
+            let (column, mut keys) = key_filter(left)?;
+            let (other, more) = key_filter(right)?;
+            if other != column || keys.len() + more.len() > MAX_LOOKUP_KEYS {
+                return None;
+            }
+            keys.extend(more);
+            Some((column, keys))
+        }
+        Expr::InList(list) if !list.negated => match list.expr.as_ref() {
+            Expr::Column(c) if list.list.len() <= MAX_LOOKUP_KEYS => list
+                .list
+                .iter()
+                .map(|v| utf8_literal(v).map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+                .map(|keys| (c.name.clone(), keys)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The conjuncts of `filters` that restrict a column to a few keys (see [`key_filter`]): each
+/// is a column and the set of keys one of which every answer row has in that column.
 pub fn key_filters(filters: &[Expr]) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     for filter in filters {
         for conjunct in split_conjunction(filter) {
-            let found = match conjunct {
-                Expr::BinaryExpr(BinaryExpr {
-                    left,
-                    op: Operator::Eq,
-                    right,
-                }) => match (left.as_ref(), right.as_ref()) {
-                    (Expr::Column(c), v) | (v, Expr::Column(c)) => {
-                        utf8_literal(v).map(|v| (c.name.clone(), vec![v.to_string()]))
-                    }
-                    _ => None,
-                },
-                Expr::InList(list) if !list.negated => match list.expr.as_ref() {
-                    Expr::Column(c) if list.list.len() <= MAX_LOOKUP_KEYS => list
-                        .list
-                        .iter()
-                        .map(|v| utf8_literal(v).map(str::to_string))
-                        .collect::<Option<Vec<String>>>()
-                        .map(|keys| (c.name.clone(), keys)),
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let Some((column, mut keys)) = found {
+            if let Some((column, mut keys)) = key_filter(conjunct) {
                 keys.sort_unstable();
                 keys.dedup();
                 out.push((column, keys));
@@ -181,8 +250,9 @@ pub fn key_filters(filters: &[Expr]) -> Vec<(String, Vec<String>)> {
 /// Answers what it can of a scan from the segments' lookup indexes: when `filters` restrict a
 /// key column to a few values and a segment's index on it carries every column of `projected`,
 /// that segment's matching rows come from its index. Returns those rows (as `projected`) and
-/// the segments still to scan, or `None` when no index helps (or a lookup failed or found too
-/// many rows: then everything is scanned, as without indexes).
+/// the segments still to scan, or `None` when no index helps or the lookups went over the
+/// query's [`Budget`] (then everything is scanned, as without indexes). A segment whose index
+/// turns out damaged is scanned, and its index not used again.
 fn lookups<'a>(
     segments: &[&'a SegmentRef],
     filters: &[Expr],
@@ -207,33 +277,49 @@ fn lookups<'a>(
                 .fields()
                 .iter()
                 .all(|f| f.name() != ROW_COLUMN && index.schema().index_of(f.name()).is_ok());
-            covers.then_some((index, keys))
+            covers.then_some((index, column, keys))
         });
-        let Some((index, keys)) = index else {
+        let Some((index, column, keys)) = index else {
             rest.push(segment);
             continue;
         };
-        used = true;
-        for key in keys {
-            let batches = match index.lookup(key, &mut budget) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::debug!(error = %e, "lookup abandoned: scanning instead");
-                    return None;
+        match segment_lookups(&index, keys, &mut budget, projected) {
+            Ok(batches) => {
+                used = true;
+                found.extend(batches);
+            }
+            Err(LookupError::OverBudget) => {
+                tracing::debug!("lookups over the query's budget: scanning instead");
+                return None;
+            }
+            Err(LookupError::Unreadable(e)) => {
+                if matches!(e, TableError::Storage(StorageError::Corrupt { .. })) {
+                    segment.disable_lookup(column);
                 }
-            };
-            for batch in batches {
-                match project(&batch, projected) {
-                    Ok(b) => found.push(b),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "lookup abandoned: scanning instead");
-                        return None;
-                    }
-                }
+                tracing::warn!(error = %e, "a lookup index is unreadable: its segment is scanned instead");
+                rest.push(segment);
             }
         }
     }
     used.then_some((found, rest))
+}
+
+/// The rows of one segment's index for `keys`, as `projected`.
+fn segment_lookups(
+    index: &LookupIndex,
+    keys: &[String],
+    budget: &mut Budget,
+    projected: &SchemaRef,
+) -> std::result::Result<Vec<RecordBatch>, LookupError> {
+    let mut out = Vec::new();
+    for key in keys {
+        for batch in index.lookup(key, budget)? {
+            out.push(project(&batch, projected).map_err(|e| {
+                LookupError::Unreadable(TableError::Schema(format!("lookup: {e}")))
+            })?);
+        }
+    }
+    Ok(out)
 }
 
 /// `batch` (a lookup index's columns) as the columns of `schema`, by name.
@@ -303,9 +389,14 @@ impl TableProvider for TableScan {
                 )?);
             }
         }
+        // Newest segments first, each with its time range as statistics (see `newest_first`).
+        overlapping.sort_by_key(|s| std::cmp::Reverse(s.entry.max_time_ms));
         let files: Vec<PartitionedFile> = overlapping
             .iter()
-            .map(|s| PartitionedFile::new(s.path.to_string_lossy().to_string(), s.entry.bytes))
+            .map(|s| {
+                PartitionedFile::new(s.path.to_string_lossy().to_string(), s.entry.bytes)
+                    .with_statistics(Arc::new(self.time_statistics(s)))
+            })
             .collect();
         if !files.is_empty() {
             let runtime = state.runtime_env();
@@ -320,18 +411,18 @@ impl TableProvider for TableScan {
                 let df_schema = DFSchema::try_from(schema.clone())?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
             }
+            let source = self.newest_first(source)?;
             let mut groups: Vec<Vec<PartitionedFile>> =
                 vec![Vec::new(); partitions.min(files.len())];
             let n = groups.len();
             for (i, f) in files.into_iter().enumerate() {
                 groups[i % n].push(f);
             }
-            let config =
-                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                    .with_projection_indices(projection.cloned())?
-                    .with_limit(limit)
-                    .build();
+            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
 

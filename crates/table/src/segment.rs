@@ -91,6 +91,8 @@ pub struct Segment {
     pub path: PathBuf,
     /// The lookup indexes of `entry.lookups`, opened on first use (`None`: unreadable).
     lookups: Vec<OnceLock<Option<Arc<LookupIndex>>>>,
+    /// Per lookup index: set once it failed a check (it is not used again).
+    lookup_disabled: Vec<AtomicBool>,
     obsolete: AtomicBool,
     trash: Arc<Trash>,
 }
@@ -100,6 +102,11 @@ impl Segment {
         let path = dir.join(&entry.file);
         Segment {
             lookups: entry.lookups.iter().map(|_| OnceLock::new()).collect(),
+            lookup_disabled: entry
+                .lookups
+                .iter()
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             entry,
             path,
             obsolete: AtomicBool::new(false),
@@ -114,16 +121,22 @@ impl Segment {
     }
 
     /// The segment's lookup index on `column`, if it has a readable one. A file that cannot
-    /// be opened for now (an I/O error) is tried again next time; a malformed one never.
+    /// be opened for now (an I/O error other than a missing file) is tried again next time; a
+    /// missing or malformed one never.
     pub fn lookup(&self, column: &str) -> Option<Arc<LookupIndex>> {
         let i = self.entry.lookups.iter().position(|l| l.column == column)?;
+        if self.lookup_disabled[i].load(Ordering::Acquire) {
+            return None;
+        }
         if let Some(known) = self.lookups[i].get() {
             return known.clone();
         }
         let entry = &self.entry.lookups[i];
-        let opened = match LookupIndex::open(&self.lookup_path(&entry.file), entry.bytes, column) {
+        let opened = match LookupIndex::open(&self.lookup_path(&entry.file), entry) {
             Ok(index) => Some(Arc::new(index)),
-            Err(TableError::Storage(StorageError::Io { path, source })) => {
+            Err(TableError::Storage(StorageError::Io { path, source }))
+                if source.kind() != std::io::ErrorKind::NotFound =>
+            {
                 tracing::warn!(%path, error = %source, "a lookup index cannot be opened now: its segment is scanned");
                 return None;
             }
@@ -135,10 +148,11 @@ impl Segment {
         self.lookups[i].get_or_init(|| opened).clone()
     }
 
-    /// Stops using the lookup index on `column` (its file failed a check).
+    /// Stops using the lookup index on `column` for good (its file failed a check, before or
+    /// after it was opened): lookups and merges treat the segment as having no index.
     pub fn disable_lookup(&self, column: &str) {
         if let Some(i) = self.entry.lookups.iter().position(|l| l.column == column) {
-            let _ = self.lookups[i].set(None);
+            self.lookup_disabled[i].store(true, Ordering::Release);
         }
     }
 

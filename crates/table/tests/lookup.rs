@@ -184,8 +184,9 @@ fn quoted(keys: &[&str]) -> String {
         .join(", ")
 }
 
-/// Every kind of key (hot, rare, long, absent, below and above every key) equals the model.
-async fn check_all(t: &Arc<RealtimeTable>, model: &[Row]) {
+/// Every kind of key (hot, rare, long, absent, below and above every key) equals the model;
+/// with `indexed`, every segment has a usable index and no query reads a segment file.
+async fn check_all(t: &Arc<RealtimeTable>, model: &[Row], indexed: bool) {
     let long = "k".repeat(70);
     let long3 = format!("{long}-3");
     let long39 = format!("{long}-39");
@@ -205,22 +206,53 @@ async fn check_all(t: &Arc<RealtimeTable>, model: &[Row]) {
         "a".into(),
     ];
     keys.extend((0..500).step_by(37).map(|i| format!("c-{i}")));
+    let check_plan = |sql: &str, plan: &str| {
+        if indexed {
+            assert!(!plan.contains(".parquet"), "{sql}: a scan: {plan}");
+        }
+    };
     for key in &keys {
         let sql = format!("SELECT time_ms, key, id, v FROM t WHERE key = '{key}'");
-        let (rows, _) = query(t, &sql).await;
+        let (rows, plan) = query(t, &sql).await;
         assert_eq!(rows, expected(model, &[key]), "{sql}");
+        check_plan(&sql, &plan);
     }
     let set = ["c-5", "hot-1", long3.as_str(), "c-5", "nope"];
     let sql = format!(
         "SELECT time_ms, key, id, v FROM t WHERE key IN ({})",
         quoted(&set)
     );
-    let (rows, _) = query(t, &sql).await;
+    let (rows, plan) = query(t, &sql).await;
     assert_eq!(
         rows,
         expected(model, &set),
         "{sql}: duplicates in the list count once"
     );
+    check_plan(&sql, &plan);
+    // Short lists (DataFusion turns them into ORs) and ORs written out.
+    for sql in [
+        "SELECT time_ms, key, id, v FROM t WHERE key IN ('c-7', 'hot-2')".to_string(),
+        "SELECT time_ms, key, id, v FROM t WHERE key = 'c-7' OR key = 'hot-2'".to_string(),
+        "SELECT time_ms, key, id, v FROM t WHERE key = 'c-7' OR key IN ('hot-2', 'c-7')"
+            .to_string(),
+    ] {
+        let (rows, plan) = query(t, &sql).await;
+        assert_eq!(rows, expected(model, &["c-7", "hot-2"]), "{sql}");
+        check_plan(&sql, &plan);
+    }
+    // An OR over another column is not a key filter: scanned, same answer.
+    let sql = "SELECT time_ms, key, id, v FROM t WHERE key = 'c-7' OR id = 'o-1'";
+    let (rows, plan) = query(t, sql).await;
+    let mut want: Vec<Row> = model
+        .iter()
+        .filter(|r| r.1.as_deref() == Some("c-7") || r.2 == "o-1")
+        .cloned()
+        .collect();
+    want.sort_by(|a, b| (a.0, &a.2).cmp(&(b.0, &b.2)));
+    assert_eq!(rows, want, "{sql}");
+    if indexed {
+        assert!(plan.contains(".parquet"), "{sql}: {plan}");
+    }
 }
 
 #[tokio::test]
@@ -248,7 +280,7 @@ async fn lookups_equal_a_scan_through_seals_merges_and_memory() {
         "a merged segment: {m:?}"
     );
     assert!(m.segments.iter().all(|s| s.lookups.len() == 1), "{m:?}");
-    check_all(&t, &model).await;
+    check_all(&t, &model, true).await;
 
     // The plan reads no segment file when the index carries the columns ...
     let (_, plan) = query(&t, "SELECT time_ms, key, id, v FROM t WHERE key = 'hot-0'").await;
@@ -278,7 +310,7 @@ async fn lookups_equal_a_scan_through_seals_merges_and_memory() {
     drop(t);
     let t = Arc::new(open(dir.path(), true, m.clone()));
     let model_sealed: Vec<Row> = model[..model.len() - 2_000].to_vec();
-    check_all(&t, &model_sealed).await;
+    check_all(&t, &model_sealed, true).await;
 }
 
 #[tokio::test]
@@ -319,24 +351,104 @@ async fn segments_without_a_readable_index_are_scanned() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&path, &bytes).expect("write");
+    let scanned = |plan: &str| -> Vec<String> {
+        m.segments
+            .iter()
+            .map(|s| s.file.clone())
+            .filter(|f| plan.contains(f.as_str()))
+            .collect()
+    };
     let t = Arc::new(open(dir.path(), true, m.clone()));
-    check_all(&t, &model).await;
+    check_all(&t, &model, false).await;
     let (_, plan) = query(&t, "SELECT time_ms, key, id, v FROM t WHERE key = 'c-1'").await;
-    let scanned: Vec<&str> = m
-        .segments
-        .iter()
-        .map(|s| s.file.as_str())
-        .filter(|f| plan.contains(f))
-        .collect();
-    assert_eq!(scanned.len(), 2, "the old and the damaged segment: {plan}");
-    assert!(scanned.contains(&damaged.file.as_str()), "{plan}");
+    let files = scanned(&plan);
+    assert_eq!(files.len(), 2, "the old and the damaged segment: {plan}");
+    assert!(files.contains(&damaged.file), "{plan}");
 
     // A truncated index (same manifest, not checked on this open) is refused when opened.
     std::fs::write(&path, &bytes[..middle]).expect("truncate");
     let t = Arc::new(
         RealtimeTable::open_read_only(dir.path(), schema(), "time_ms").expect("read only"),
     );
-    check_all(&t, &model).await;
+    check_all(&t, &model, false).await;
+    let (_, plan) = query(&t, "SELECT time_ms, key, id, v FROM t WHERE key = 'c-1'").await;
+    let files = scanned(&plan);
+    assert_eq!(files.len(), 2, "the old and the truncated segment: {plan}");
+    assert!(files.contains(&damaged.file), "{plan}");
+
+    // A missing index: the same.
+    std::fs::remove_file(&path).expect("remove");
+    let t = Arc::new(
+        RealtimeTable::open_read_only(dir.path(), schema(), "time_ms").expect("read only"),
+    );
+    check_all(&t, &model, false).await;
+    let (_, plan) = query(&t, "SELECT time_ms, key, id, v FROM t WHERE key = 'c-1'").await;
+    assert_eq!(scanned(&plan).len(), 2, "{plan}");
+}
+
+/// A table with two sealed segments of 3,000 rows, each with its index.
+fn two_indexed_segments(seed: u64) -> (tempfile::TempDir, Arc<RealtimeTable>, Rng, Vec<Row>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Arc::new(open(dir.path(), true, Manifest::default()));
+    let mut rng = Rng(seed);
+    let mut model = Vec::new();
+    for (from, n) in [(0, 3_000), (3_000, 3_000)] {
+        t.append(batch(&mut rng, from, n, &mut model))
+            .expect("append");
+        t.flush().expect("seal");
+    }
+    (dir, t, rng, model)
+}
+
+/// An index damaged after the table opened it (its footer already read): the block that
+/// fails its checksum makes its segment scanned (and only it), for good.
+#[tokio::test]
+async fn an_index_damaged_while_open_scans_its_segment_only() {
+    let (dir, t, _, model) = two_indexed_segments(17);
+    check_all(&t, &model, true).await;
+    let m = t.manifest();
+    assert_eq!(m.segments.len(), 2, "{m:?}");
+    let victim = &m.segments[0];
+    // Every block: whichever block a key lands in fails its checksum.
+    damage_blocks(&dir.path().join(&victim.lookups[0].file));
+    let sql = "SELECT time_ms, key, id, v FROM t WHERE key = 'hot-1'";
+    let (rows, plan) = query(&t, sql).await;
+    assert_eq!(rows, expected(&model, &["hot-1"]));
+    assert!(plan.contains(&victim.file), "{plan}");
+    assert!(!plan.contains(&m.segments[1].file), "{plan}");
+    // Remembered: a key whose block would still read as intact scans the segment too.
+    check_all(&t, &model, false).await;
+    let (_, plan) = query(&t, "SELECT time_ms, key, id, v FROM t WHERE key = 'zzz'").await;
+    assert!(plan.contains(&victim.file), "{plan}");
+    assert!(!plan.contains(&m.segments[1].file), "{plan}");
+}
+
+/// Flips a bit every 64 bytes of an index file's blocks (not its footer).
+fn damage_blocks(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let footer_at = bytes.len() - 2_000.min(bytes.len() / 2);
+    for at in (64..footer_at).step_by(64) {
+        bytes[at] ^= 0x10;
+    }
+    std::fs::write(path, &bytes).expect("write");
+}
+
+/// A merge that reads an input's index damaged after the table opened (no checksum check of
+/// the whole file): the block checksums refuse it, the merged segment has no index, the
+/// answers are right.
+#[tokio::test]
+async fn a_merge_reading_a_damaged_block_writes_no_index() {
+    let (dir, t, mut rng, mut model) = two_indexed_segments(19);
+    let m = t.manifest();
+    damage_blocks(&dir.path().join(&m.segments[0].lookups[0].file));
+    t.append(batch(&mut rng, 6_000, 3_000, &mut model))
+        .expect("append");
+    t.flush().expect("seal");
+    wait_for_merges(&t);
+    let m = t.manifest();
+    assert_eq!(m.segments.len(), 1, "{m:?}");
+    assert!(m.segments[0].lookups.is_empty(), "{m:?}");
+    check_all(&t, &model, false).await;
 }
 
 #[tokio::test]
@@ -519,7 +631,7 @@ async fn a_merge_leaves_out_an_index_that_failed_its_check() {
         m.segments[0].lookups.is_empty(),
         "not merged from a bad index: {m:?}"
     );
-    check_all(&t, &model).await;
+    check_all(&t, &model, false).await;
 }
 
 #[tokio::test]
@@ -593,37 +705,84 @@ fn damaged_index_files_are_errors_never_panics() {
     };
     // The intact file finds every row of a key.
     std::fs::write(&probe, &good).expect("write");
-    let index = table::lookup::LookupIndex::open(&probe, good.len() as u64, "key").expect("intact");
-    let found: usize = index
-        .lookup("hot-0", &mut budget)
-        .expect("lookup")
+    let index = table::lookup::LookupIndex::open(&probe, &entry).expect("intact");
+    // (key, id) of what a lookup of `key` finds, sorted.
+    let ids = |found: Vec<RecordBatch>| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = found
+            .iter()
+            .flat_map(|b| {
+                let k = b.column(0).as_string::<i32>();
+                let i = b.column_by_name("id").expect("id").as_string::<i32>();
+                (0..b.num_rows())
+                    .map(|r| (k.value(r).to_string(), i.value(r).to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let want: Vec<Vec<(String, String)>> = keys
         .iter()
-        .map(|b| b.num_rows())
-        .sum();
-    assert_eq!(found, expected(&model, &["hot-0"]).len());
+        .map(|key| {
+            let mut rows: Vec<(String, String)> = expected(&model, &[key])
+                .into_iter()
+                .map(|r| (key.to_string(), r.2))
+                .collect();
+            rows.sort();
+            rows
+        })
+        .collect();
+    for (key, want) in keys.iter().zip(&want) {
+        let found = index.lookup(key, &mut budget).expect("lookup");
+        assert_eq!(&ids(found), want, "{key}");
+    }
+    assert!(want[1].len() > 100, "hot-0 spans blocks");
+    let other = table::manifest::LookupEntry {
+        column: "id".into(),
+        ..entry.clone()
+    };
     assert!(
-        table::lookup::LookupIndex::open(&probe, good.len() as u64, "id").is_err(),
+        table::lookup::LookupIndex::open(&probe, &other).is_err(),
         "an index on another column"
     );
-    // Every byte of the footer and a spread of the body, each changed in turn: opening and
-    // looking up either fail or answer, and never panic.
+    // Every byte of the footer and a spread of the body, each changed in turn: opening fails,
+    // or each lookup fails or finds exactly the key's rows; nothing panics.
     let footer_start = good.len().saturating_sub(4_096);
     let positions = (0..good.len()).step_by(97).chain(footer_start..good.len());
+    let mut opened = 0;
     for at in positions {
         for flip in [0x01u8, 0x80, 0xff] {
             let mut bad = good.clone();
             bad[at] ^= flip;
             std::fs::write(&probe, &bad).expect("write");
-            if let Ok(index) = table::lookup::LookupIndex::open(&probe, bad.len() as u64, "key") {
-                for key in keys {
-                    let _ = index.lookup(key, &mut budget);
+            if let Ok(index) = table::lookup::LookupIndex::open(&probe, &entry) {
+                opened += 1;
+                for (key, want) in keys.iter().zip(&want) {
+                    if let Ok(found) = index.lookup(key, &mut budget) {
+                        assert_eq!(&ids(found), want, "byte {at} ^ {flip:#x}, key {key:?}");
+                    }
                 }
             }
         }
     }
+    assert!(
+        opened > 0,
+        "damage to a block is found when the block is read"
+    );
     // Truncated files.
     for len in [0, 5, 10, good.len() / 2, good.len() - 1] {
         std::fs::write(&probe, &good[..len]).expect("write");
-        assert!(table::lookup::LookupIndex::open(&probe, len as u64, "key").is_err());
+        let truncated = table::manifest::LookupEntry {
+            bytes: len as u64,
+            ..entry.clone()
+        };
+        assert!(table::lookup::LookupIndex::open(&probe, &truncated).is_err());
     }
+    // An index without a footer checksum (written by an older build) is not used.
+    std::fs::write(&probe, &good).expect("write");
+    let older = table::manifest::LookupEntry {
+        footer_checksum: None,
+        ..entry.clone()
+    };
+    assert!(table::lookup::LookupIndex::open(&probe, &older).is_err());
 }
