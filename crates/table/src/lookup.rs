@@ -8,8 +8,8 @@
 //! customer's orders are `order_id, order_total, time_ms`). It is an Arrow IPC file next to the
 //! segment (zstd, blocks of [`BLOCK_ROWS`] rows), written with it and listed with it in the
 //! manifest; the first key of each block is kept in memory (at most [`FENCE_BYTES`] of it), so
-//! a lookup of a key reads one block per segment, a few KB, whatever the segment's size (more
-//! when the key has over [`BLOCK_ROWS`] rows in the segment or shares its first
+//! a lookup of a key reads one or two blocks per segment, a few KB, whatever the segment's
+//! size (more when the key has over [`BLOCK_ROWS`] rows in the segment or shares its first
 //! [`FENCE_BYTES`] bytes with the keys of several blocks; [`Budget`] bounds it).
 //!
 //! The index is exact: it holds every row of its segment whose key is not NULL, and a lookup
@@ -58,8 +58,8 @@ pub const ROW_COLUMN: &str = "__row";
 /// is refused before Arrow decodes it (a corrupt length can make its reader abort the
 /// process on an impossible allocation).
 const CHECKSUMS_KEY: &str = "rtap.checksums";
-/// Footer metadata key of the blocks' first keys (a JSON array of strings, each truncated to
-/// [`FENCE_BYTES`]).
+/// Footer metadata key of the blocks' fences: the first [`FENCE_BYTES`] bytes of each block's
+/// first key, in hex (a JSON array of strings).
 const FENCES_KEY: &str = "rtap.fences";
 
 /// Which lookup index a table writes: its key column (Utf8) and the columns it carries.
@@ -124,12 +124,32 @@ pub fn file_name(segment_file: &str, column: &str) -> String {
     format!("{stem}.{column}.lookup")
 }
 
-fn fence(key: &str) -> String {
-    let mut end = key.len().min(FENCE_BYTES);
-    while !key.is_char_boundary(end) {
-        end -= 1;
+/// The first [`FENCE_BYTES`] bytes of `key`. Cut at a fixed byte length (not at a character
+/// boundary, whose position depends on the key), fences keep the order of their keys: for
+/// keys `a <= b` (compared as bytes, as `str` compares), `fence(a) <= fence(b)`.
+fn fence(key: &str) -> Vec<u8> {
+    key.as_bytes()[..key.len().min(FENCE_BYTES)].to_vec()
+}
+
+/// Fences as stored in the footer: lower-case hex (a fence may end inside a character).
+fn fences_to_hex(fences: &[Vec<u8>]) -> Vec<String> {
+    fences
+        .iter()
+        .map(|f| f.iter().map(|b| format!("{b:02x}")).collect())
+        .collect()
+}
+
+fn fence_from_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 || hex.len() > 2 * FENCE_BYTES {
+        return None;
     }
-    key[..end].to_string()
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+        })
+        .collect()
 }
 
 /// Hashes what goes through it since the last [`BlockHashing::start`].
@@ -161,7 +181,7 @@ struct IndexWriter {
     path: PathBuf,
     column: String,
     writer: FileWriter<BlockHashing<std::io::BufWriter<HashingWriter>>>,
-    fences: Vec<String>,
+    fences: Vec<Vec<u8>>,
     checksums: Vec<u64>,
     rows: u64,
 }
@@ -210,7 +230,7 @@ impl IndexWriter {
     }
 
     fn finish(mut self) -> Result<LookupEntry, TableError> {
-        let fences = serde_json::to_string(&self.fences)
+        let fences = serde_json::to_string(&fences_to_hex(&self.fences))
             .map_err(|e| TableError::Schema(format!("lookup fences: {e}")))?;
         self.writer.write_metadata(FENCES_KEY, fences);
         let checksums = serde_json::to_string(&self.checksums)
@@ -483,7 +503,7 @@ pub struct LookupIndex {
     schema: SchemaRef,
     decoder: FileDecoder,
     blocks: Vec<Block>,
-    fences: Vec<String>,
+    fences: Vec<Vec<u8>>,
     checksums: Vec<u64>,
 }
 
@@ -614,6 +634,11 @@ impl LookupIndex {
             .map(|v| serde_json::from_str(&v).map_err(|e| corrupt(format!("fences: {e}"))))
             .transpose()?
             .unwrap_or_default();
+        let fences: Vec<Vec<u8>> = fences
+            .iter()
+            .map(|f| fence_from_hex(f))
+            .collect::<Option<_>>()
+            .ok_or_else(|| corrupt("fences are not hex".into()))?;
         let checksums: Vec<u64> = metadata(CHECKSUMS_KEY)
             .map(|v| serde_json::from_str(&v).map_err(|e| corrupt(format!("checksums: {e}"))))
             .transpose()?
@@ -720,12 +745,12 @@ impl LookupIndex {
         // row is in the last of them or in a later block.
         let first = self
             .fences
-            .partition_point(|f| f.as_str() < probe.as_str())
+            .partition_point(|f| *f < probe)
             .saturating_sub(1);
         let mut out = Vec::new();
         let mut file = None;
         for i in first..self.blocks.len() {
-            if self.fences[i].as_str() > probe.as_str() {
+            if self.fences[i] > probe {
                 break;
             }
             if budget.blocks == 0 {

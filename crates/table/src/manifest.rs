@@ -40,7 +40,7 @@ pub struct LookupEntry {
     /// xxh3-64 of the file.
     pub checksum: u64,
     /// xxh3-64 of the file's footer (with its 10-byte tail): checked each time the index is
-    /// opened, so a damaged fence can never make a lookup skip rows. An index without one
+    /// opened, so the fences and block list a lookup trusts are the ones written. An index without one
     /// (written before it existed) is not used: its segment is scanned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub footer_checksum: Option<u64>,

@@ -47,13 +47,22 @@ impl Rng {
     }
 }
 
+/// Ends of keys sharing a 61-byte prefix: the 64-byte fence ends inside the multi-byte
+/// characters, and "aaa" sorts before them while its fence is longer.
+const STRADDLING: [&str; 5] = ["aaa", "\u{1F600}", "\u{1F600}b", "\u{e9}\u{e9}", "zz"];
+
 /// Keys: a few very common ones, many rare ones, long ones sharing a 70-byte prefix (longer
-/// than what the index keeps in memory per block), NULLs.
+/// than what the index keeps in memory per block), ones straddling the fence length, NULLs.
 fn key_of(rng: &mut Rng) -> Option<String> {
     let long = "k".repeat(70);
-    match rng.next() % 11 {
+    match rng.next() % 12 {
         0 => None,
         10 => Some(String::new()),
+        11 => Some(format!(
+            "{}{}",
+            "m".repeat(61),
+            STRADDLING[(rng.next() % 5) as usize]
+        )),
         1 | 2 => Some(format!("hot-{}", rng.next() % 3)),
         3 | 4 => Some(format!("{long}-{}", rng.next() % 40)),
         _ => Some(format!("c-{}", rng.next() % 500)),
@@ -136,14 +145,13 @@ async fn query(t: &Arc<RealtimeTable>, sql: &str) -> (Vec<Row>, String) {
     ctx.register_table("t", Arc::new(TableScan::new(t.clone())))
         .expect("register");
     let df = ctx.sql(sql).await.expect("plan");
-    let plan = df
-        .clone()
-        .create_physical_plan()
-        .await
-        .expect("physical plan");
+    let plan = df.create_physical_plan().await.expect("physical plan");
     let text = displayable(plan.as_ref()).indent(true).to_string();
     let mut rows = Vec::new();
-    for b in df.collect().await.expect("run") {
+    for b in datafusion::physical_plan::collect(plan, ctx.task_ctx())
+        .await
+        .expect("run")
+    {
         let time = b
             .column_by_name("time_ms")
             .expect("time")
@@ -206,6 +214,12 @@ async fn check_all(t: &Arc<RealtimeTable>, model: &[Row], indexed: bool) {
         "a".into(),
     ];
     keys.extend((0..500).step_by(37).map(|i| format!("c-{i}")));
+    keys.extend(
+        STRADDLING
+            .iter()
+            .map(|end| format!("{}{end}", "m".repeat(61))),
+    );
+    keys.push("m".repeat(61));
     let check_plan = |sql: &str, plan: &str| {
         if indexed {
             assert!(!plan.contains(".parquet"), "{sql}: a scan: {plan}");
@@ -697,7 +711,8 @@ fn damaged_index_files_are_errors_never_panics() {
     let path = dir.path().join(&entry.file);
     let good = std::fs::read(&path).expect("read");
     let probe = dir.path().join("probe.lookup");
-    let keys = ["c-1", "hot-0", "", "zzz"];
+    let straddling = format!("{}{}", "m".repeat(61), STRADDLING[1]);
+    let keys = ["c-1", "hot-0", "", "zzz", straddling.as_str()];
     let mut budget = table::lookup::Budget {
         rows: usize::MAX,
         bytes: usize::MAX,
@@ -750,6 +765,7 @@ fn damaged_index_files_are_errors_never_panics() {
     let footer_start = good.len().saturating_sub(4_096);
     let positions = (0..good.len()).step_by(97).chain(footer_start..good.len());
     let mut opened = 0;
+    let mut refused = 0;
     for at in positions {
         for flip in [0x01u8, 0x80, 0xff] {
             let mut bad = good.clone();
@@ -758,8 +774,11 @@ fn damaged_index_files_are_errors_never_panics() {
             if let Ok(index) = table::lookup::LookupIndex::open(&probe, &entry) {
                 opened += 1;
                 for (key, want) in keys.iter().zip(&want) {
-                    if let Ok(found) = index.lookup(key, &mut budget) {
-                        assert_eq!(&ids(found), want, "byte {at} ^ {flip:#x}, key {key:?}");
+                    match index.lookup(key, &mut budget) {
+                        Ok(found) => {
+                            assert_eq!(&ids(found), want, "byte {at} ^ {flip:#x}, key {key:?}")
+                        }
+                        Err(_) => refused += 1,
                     }
                 }
             }
@@ -769,6 +788,7 @@ fn damaged_index_files_are_errors_never_panics() {
         opened > 0,
         "damage to a block is found when the block is read"
     );
+    assert!(refused > 0, "a damaged block fails its lookup");
     // Truncated files.
     for len in [0, 5, 10, good.len() / 2, good.len() - 1] {
         std::fs::write(&probe, &good[..len]).expect("write");
