@@ -34,10 +34,20 @@ fn main() {
         &std::fs::read(segments.join("manifest.json")).expect("read the manifest"),
     )
     .expect("manifest JSON");
+    let (mut parquet, mut lookups) = (0u64, 0u64);
     for s in manifest["segments"].as_array().expect("segments") {
         let file = s["file"].as_str().expect("file name");
         std::fs::copy(segments.join(file), peers_dir.join(file)).expect("copy a segment");
+        parquet += s["bytes"].as_u64().unwrap_or(0);
+        for l in s["lookups"].as_array().into_iter().flatten() {
+            lookups += l["bytes"].as_u64().unwrap_or(0);
+        }
     }
+    println!(
+        "== peers: on disk {:.1} B/order in Parquet segments, {:.1} B/order in lookup indexes",
+        parquet as f64 / n.max(1) as f64,
+        lookups as f64 / n.max(1) as f64
+    );
     let mut cmd = common::up_on_free_ports();
     // No new orders (`--max-orders` counts per run): every engine sees the same rows.
     cmd.args(["--max-orders", "0", "--seed", "5", "--data-dir"])
