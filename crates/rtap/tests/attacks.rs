@@ -145,8 +145,8 @@ fn sql_bombs_are_refused_with_their_error_and_rtap_keeps_serving() {
         );
         assert!(overview_ok(&http), "rtap stopped serving after {query}");
     }
-    // Everything, cut at the byte limit with a reason.
-    let (_, body) = sql(&http, "SELECT * FROM orders", None);
+    // Everything (a LIMIT past Pinot's default of 10), cut at the byte limit with a reason.
+    let (_, body) = sql(&http, "SELECT * FROM orders LIMIT 100000000", None);
     assert_eq!(
         body["partialResult"], true,
         "{} rows, {}",

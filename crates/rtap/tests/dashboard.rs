@@ -619,8 +619,10 @@ impl Browser {
 
 fn number(http: &str, sql: &str) -> i64 {
     let rows = common::sql_rows(http, sql).unwrap_or_else(|| panic!("{sql}: no rows"));
+    // MIN/MAX answer DOUBLE, as in Pinot (epoch ms are exact in a double).
     rows[0][0]
         .as_i64()
+        .or_else(|| rows[0][0].as_f64().map(|f| f as i64))
         .unwrap_or_else(|| panic!("{sql}: {rows:?}"))
 }
 

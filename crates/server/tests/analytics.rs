@@ -580,10 +580,13 @@ async fn check_seed_queries(base: &str, orders: &[Order]) {
         assert_eq!(r[1], json!(ny(o.time_ms)));
         assert_eq!(cents(r[2].as_f64().expect("total")), cents(o.order_total));
         assert_eq!(r[3], json!(o.customer.customer_id.to_string()));
-        assert_eq!(r[4], json!(o.line_items.len()));
+        // MAX answers DOUBLE, as in Pinot.
+        assert_eq!(r[4].as_f64(), Some(o.line_items.len() as f64));
         assert_eq!(
-            r[5],
-            json!(o.line_items.iter().map(|l| l.quantity).sum::<u32>())
+            r[5].as_f64(),
+            Some(f64::from(
+                o.line_items.iter().map(|l| l.quantity).sum::<u32>()
+            ))
         );
     }
 }
@@ -692,7 +695,7 @@ async fn bad_sql_dml_and_injection_get_clear_errors_and_change_nothing() {
         ("SELECT * FROM orders WHERE", 150, "SQLParsingError"),
         ("", 150, "empty"),
         ("SELECT no_such_column FROM orders", 710, "no_such_column"),
-        ("SELECT * FROM customers", 700, "customers"),
+        ("SELECT * FROM customers", 190, "customers"),
         (
             "INSERT INTO orders (order_id) VALUES ('x')",
             700,

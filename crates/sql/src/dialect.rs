@@ -39,6 +39,8 @@ pub struct Catalog {
     /// lowercase -> canonical spelling, for every column a query may name.
     columns: HashMap<String, String>,
     booleans: Vec<String>,
+    /// Multi-value (list) columns.
+    lists: Vec<String>,
     table: String,
 }
 
@@ -46,7 +48,14 @@ impl Catalog {
     pub fn new(table: &str, schema: &datafusion::arrow::datatypes::Schema) -> Self {
         let mut columns = HashMap::new();
         let mut booleans = Vec::new();
+        let mut lists = Vec::new();
         for f in schema.fields() {
+            if matches!(
+                f.data_type(),
+                datafusion::arrow::datatypes::DataType::List(_)
+            ) {
+                lists.push(f.name().clone());
+            }
             columns.insert(f.name().to_lowercase(), f.name().clone());
             if f.data_type() == &datafusion::arrow::datatypes::DataType::Boolean {
                 booleans.push(f.name().clone());
@@ -58,8 +67,24 @@ impl Catalog {
         Catalog {
             columns,
             booleans,
+            lists,
             table: table.to_string(),
         }
+    }
+}
+
+impl Catalog {
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The canonical spelling of a column name (as written when it names no column).
+    pub fn canonical(&self, name: &str) -> String {
+        self.columns
+            .get(&name.to_lowercase())
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
     }
 }
 
@@ -141,40 +166,383 @@ fn matching_parens(tokens: &[Token]) -> Vec<Option<usize>> {
     out
 }
 
-/// A Pinot aggregate call `NAME(inner)` as DataFusion tokens, or None when `name` is not one.
-fn pinot_aggregate(name: &str, inner: &[Token]) -> Option<Vec<Token>> {
-    let call = |f: &str, reduce: &str| -> Vec<Token> {
-        let mut v = vec![word(f), Token::LParen, word(reduce), Token::LParen];
-        v.extend_from_slice(inner);
-        v.extend([Token::RParen, Token::RParen]);
-        v
-    };
-    Some(match name {
-        "SUMMV" => call("sum", "mv_sum"),
-        "COUNTMV" => call("sum", "mv_count"),
-        "MINMV" => call("min", "mv_min"),
-        "MAXMV" => call("max", "mv_max"),
-        "AVGMV" => {
-            let mut v = vec![Token::LParen];
-            v.extend(call("sum", "mv_sum"));
-            v.push(Token::Div);
-            v.extend(call("sum", "mv_count"));
-            v.push(Token::RParen);
-            v
+/// The arguments of a call, split at its top-level commas, each as SQL text.
+fn split_args(inner: &[Token]) -> Vec<String> {
+    let mut args = vec![String::new()];
+    let mut depth = 0usize;
+    for t in inner {
+        match t {
+            Token::LParen | Token::LBracket => depth += 1,
+            Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+            Token::Comma if depth == 0 => {
+                args.push(String::new());
+                continue;
+            }
+            _ => {}
         }
-        "DISTINCTCOUNT" => {
-            let mut v = vec![
-                word("count"),
-                Token::LParen,
-                word("DISTINCT"),
-                Token::Whitespace(Whitespace::Space),
-            ];
-            v.extend_from_slice(inner);
-            v.push(Token::RParen);
-            v
+        if let Some(last) = args.last_mut() {
+            last.push_str(&t.to_string());
         }
+    }
+    let args: Vec<String> = args.into_iter().map(|a| a.trim().to_string()).collect();
+    if args.len() == 1 && args[0].is_empty() {
+        Vec::new()
+    } else {
+        args
+    }
+}
+
+/// `p` of PERCENTILE and friends as a fraction for DataFusion's t-digest, when a number.
+fn fraction(p: &str) -> Option<String> {
+    let p: f64 = p.trim().parse().ok()?;
+    (0.0..=100.0).contains(&p).then(|| format!("{}", p / 100.0))
+}
+
+/// The SQL type of LASTWITHTIME / FIRSTWITHTIME's `'dataType'` argument.
+fn sql_type(pinot: &str) -> Option<&'static str> {
+    Some(
+        match pinot
+            .trim()
+            .trim_matches('\'')
+            .to_ascii_uppercase()
+            .as_str()
+        {
+            "INT" => "INT",
+            "LONG" => "BIGINT",
+            "FLOAT" => "FLOAT",
+            "DOUBLE" => "DOUBLE",
+            "BOOLEAN" => "BOOLEAN",
+            "STRING" => "VARCHAR",
+            _ => return None,
+        },
+    )
+}
+
+/// A Pinot function call `NAME(args) [FILTER (WHERE ...)]` as DataFusion SQL, or None when
+/// `name` is not one the dialect rewrites (or has other arguments). `filter` is the call's
+/// FILTER clause (or empty): it goes to the aggregate inside the rewrite.
+fn pinot_call(name: &str, args: &[String], filter: &str) -> Option<String> {
+    let a = |i: usize| args.get(i).map_or("", String::as_str);
+    let n = args.len();
+    // PERCENTILE95(x), PERCENTILEEST50(x), PERCENTILETDIGEST99(x): the percentile in the name.
+    for family in ["PERCENTILETDIGEST", "PERCENTILEEST", "PERCENTILE"] {
+        if let Some(p) = name.strip_prefix(family) {
+            if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && n == 1 {
+                let args = [a(0).to_string(), p.to_string()];
+                return pinot_call(family, &args, filter);
+            }
+        }
+    }
+    Some(match (name, n) {
+        ("SUMMV", 1) => format!("sum(mv_sum({})){filter}", a(0)),
+        ("COUNTMV", 1) => format!("sum(mv_count({})){filter}", a(0)),
+        ("MINMV", 1) => format!("min(mv_min({})){filter}", a(0)),
+        ("MAXMV", 1) => format!("max(mv_max({})){filter}", a(0)),
+        ("AVGMV", 1) => format!(
+            "(sum(mv_sum({0})){filter} / sum(mv_count({0})){filter})",
+            a(0)
+        ),
+        ("DISTINCTCOUNT", 1) => format!("count(DISTINCT {}){filter}", a(0)),
+        ("DISTINCTCOUNTMV", 1) => format!(
+            "CAST(cardinality(array_distinct(flatten(array_agg({}){filter}))) AS INT)",
+            a(0)
+        ),
+        ("DISTINCTCOUNTHLL", 1 | 2) => format!("approx_distinct({}){filter}", a(0)),
+        ("PERCENTILE", 2) => format!("pinot_percentile(array_agg({}){filter}, {})", a(0), a(1)),
+        ("PERCENTILEEST", 2) => format!(
+            "CAST(approx_percentile_cont({}) WITHIN GROUP (ORDER BY {}){filter} AS BIGINT)",
+            fraction(a(1))?,
+            a(0)
+        ),
+        ("PERCENTILETDIGEST", 2 | 3) => format!(
+            "approx_percentile_cont({}) WITHIN GROUP (ORDER BY {}){filter}",
+            fraction(a(1))?,
+            a(0)
+        ),
+        ("MODE", 1) => format!("pinot_mode(array_agg({}){filter})", a(0)),
+        ("MODE", 2) => format!("pinot_mode(array_agg({}){filter}, {})", a(0), a(1)),
+        ("LASTWITHTIME", 3) => format!(
+            "CAST(last_value({} ORDER BY {}){filter} AS {})",
+            a(0),
+            a(1),
+            sql_type(a(2))?
+        ),
+        ("FIRSTWITHTIME", 3) => format!(
+            "CAST(first_value({} ORDER BY {}){filter} AS {})",
+            a(0),
+            a(1),
+            sql_type(a(2))?
+        ),
+        ("SUMPRECISION", 1..=3) => format!(
+            "pinot_decimal_text(sum(CAST({} AS DECIMAL(38, 10))){filter})",
+            a(0)
+        ),
+        // DataFusion plans SUBSTR as its own 1-based SUBSTRING: Pinot's is 0-based.
+        ("SUBSTR", 2 | 3) if filter.is_empty() => format!("pinot_substr({})", args.join(", ")),
+        ("ARRAYLENGTH" | "CARDINALITY", 1) if filter.is_empty() => {
+            format!("CAST(cardinality({}) AS INT)", a(0))
+        }
+        // Pinot's third argument is the separator: CONCAT(a, b, sep) is a + sep + b.
+        ("CONCAT", 3) if filter.is_empty() => format!("concat({}, {}, {})", a(0), a(2), a(1)),
+        ("VALUEIN", 2..) if filter.is_empty() => format!(
+            "array_intersect({}, make_array({}))",
+            a(0),
+            args[1..].join(", ")
+        ),
         _ => return None,
     })
+}
+
+/// The name of the column holding one value of a grouped multi-value column (`coupon#value`).
+const VALUE_SUFFIX: &str = "#value";
+
+/// How the dialect writes `VALUEIN(list, values...)`.
+const VALUE_IN: &str = "array_intersect(";
+
+/// A grouped multi-value expression, unnested to one row per value.
+#[derive(Debug, Clone)]
+struct Unnested {
+    /// The token that names it in the query.
+    token: Token,
+    /// Its list, as SQL.
+    list: String,
+    /// The column of one value.
+    value: String,
+}
+
+/// Positions of the clause keywords of the outermost SELECT (outside parentheses).
+fn top_level_clauses(tokens: &[Token]) -> Vec<(usize, Keyword)> {
+    let mut depth = 0usize;
+    let mut out = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Word(w) if depth == 0 && w.quote_style.is_none() => {
+                if matches!(
+                    w.keyword,
+                    Keyword::SELECT
+                        | Keyword::FROM
+                        | Keyword::WHERE
+                        | Keyword::GROUP
+                        | Keyword::HAVING
+                        | Keyword::ORDER
+                        | Keyword::LIMIT
+                        | Keyword::OFFSET
+                        | Keyword::UNION
+                        | Keyword::EXCEPT
+                        | Keyword::INTERSECT
+                ) {
+                    out.push((i, w.keyword));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Pinot groups by each value of a multi-value column (`GROUP BY coupon`: one group per
+/// coupon, an order counted in each of its coupons' groups). Where the outermost query groups
+/// by such a column, its references in the select list, GROUP BY, HAVING and ORDER BY (outside
+/// function calls) become the column of one value, `"coupon#value"` (a bare select item keeps
+/// its name with `AS "coupon"`); WHERE keeps the list, with Pinot's any-value semantics. Only a
+/// plain single-SELECT query reading the table once is rewritten. `GROUP BY VALUEIN(coupon,
+/// 'A', 'B')` groups by the values of that filtered list the same way. Returns what to unnest.
+fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Vec<Unnested> {
+    let clauses = top_level_clauses(tokens);
+    let reads = tokens
+        .iter()
+        .filter(|t| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(&catalog.table)))
+        .count();
+    let selects = clauses
+        .iter()
+        .filter(|(_, k)| *k == Keyword::SELECT)
+        .count();
+    let set_ops = clauses
+        .iter()
+        .any(|(_, k)| matches!(k, Keyword::UNION | Keyword::EXCEPT | Keyword::INTERSECT));
+    let Some(group_at) = clauses.iter().position(|(_, k)| *k == Keyword::GROUP) else {
+        return Vec::new();
+    };
+    if reads != 1 || selects != 1 || set_ops {
+        return Vec::new();
+    }
+    let end_of = |at: usize| clauses.get(at + 1).map_or(tokens.len(), |(i, _)| *i);
+    let group_range = clauses[group_at].0..end_of(group_at);
+    let is_list = |t: &Token| matches!(t, Token::Word(w) if w.quote_style == Some('"') && catalog.lists.contains(&w.value));
+    let is_value_in = |t: &Token| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.starts_with(VALUE_IN));
+    let mut grouped: Vec<Unnested> = Vec::new();
+    let mut depth = 0usize;
+    for t in &tokens[group_range] {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Word(w)
+                if depth == 0
+                    && (is_list(t) || is_value_in(t))
+                    && !grouped.iter().any(|g| g.token == *t) =>
+            {
+                let (list, value) = if is_list(t) {
+                    (
+                        format!("\"{}\"", w.value),
+                        format!("{}{VALUE_SUFFIX}", w.value),
+                    )
+                } else {
+                    (
+                        w.value.clone(),
+                        format!("valuein{}{VALUE_SUFFIX}", grouped.len()),
+                    )
+                };
+                grouped.push(Unnested {
+                    token: t.clone(),
+                    list,
+                    value,
+                });
+            }
+            _ => {}
+        }
+    }
+    if grouped.is_empty() {
+        return grouped;
+    }
+    // The ranges to rewrite: the select list and every clause after WHERE.
+    let mut ranges = Vec::new();
+    for (k, (at, keyword)) in clauses.iter().enumerate() {
+        if matches!(
+            keyword,
+            Keyword::SELECT | Keyword::GROUP | Keyword::HAVING | Keyword::ORDER
+        ) {
+            ranges.push((*at, end_of(k), *keyword == Keyword::SELECT));
+        }
+    }
+    for (start, end, is_select) in ranges.into_iter().rev() {
+        let mut depth = 0usize;
+        let mut i = start;
+        let mut end = end;
+        while i < end {
+            match &tokens[i] {
+                Token::LParen => depth += 1,
+                Token::RParen => depth = depth.saturating_sub(1),
+                Token::Word(w) if depth == 0 && grouped.iter().any(|g| g.token == tokens[i]) => {
+                    let name = w.value.clone();
+                    let Some(g) = grouped.iter().find(|g| g.token == tokens[i]) else {
+                        break;
+                    };
+                    let list_column = is_list(&tokens[i]);
+                    tokens[i] = quoted(&g.value);
+                    // A bare select item keeps the column's name.
+                    let bare = is_select
+                        && list_column
+                        && prev_significant(tokens, i).is_some_and(|p| {
+                            matches!(&tokens[p], Token::Comma)
+                                || matches!(&tokens[p], Token::Word(w) if w.keyword == Keyword::SELECT || w.keyword == Keyword::DISTINCT)
+                        })
+                        && next_significant(tokens, i).is_none_or(|n| {
+                            n >= end
+                                || matches!(&tokens[n], Token::Comma)
+                        });
+                    if bare {
+                        let alias = [
+                            Token::Whitespace(Whitespace::Space),
+                            word("AS"),
+                            Token::Whitespace(Whitespace::Space),
+                            quoted(&name),
+                        ];
+                        tokens.splice(i + 1..i + 1, alias);
+                        end += 4;
+                        i += 4;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+    grouped
+}
+
+/// `ORDER BY 2` where the second select item is an expression over aggregates
+/// (`PERCENTILE(x, 90)`, `ROUND(SUM(x))`): DataFusion cannot order by the position of such an
+/// item, so the outermost ORDER BY gets the item's expression (without its alias) instead.
+fn order_by_positions(tokens: &mut Vec<Token>) {
+    let clauses = top_level_clauses(tokens);
+    let end_of = |at: usize| clauses.get(at + 1).map_or(tokens.len(), |(i, _)| *i);
+    let (Some(select), Some(order)) = (
+        clauses.iter().position(|(_, k)| *k == Keyword::SELECT),
+        clauses.iter().rposition(|(_, k)| *k == Keyword::ORDER),
+    ) else {
+        return;
+    };
+    // The select items, split at top-level commas, each without `AS alias`.
+    let mut items: Vec<Vec<Token>> = vec![Vec::new()];
+    let mut depth = 0usize;
+    for t in &tokens[clauses[select].0 + 1..end_of(select)] {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Comma if depth == 0 => {
+                items.push(Vec::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(item) = items.last_mut() {
+            item.push(t.clone());
+        }
+    }
+    for item in &mut items {
+        let mut depth = 0usize;
+        let alias_at = item.iter().position(|t| {
+            match t {
+                Token::LParen => depth += 1,
+                Token::RParen => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            depth == 0 && matches!(t, Token::Word(w) if w.keyword == Keyword::AS)
+        });
+        if let Some(at) = alias_at {
+            item.truncate(at);
+        }
+        while item.last().is_some_and(is_space) {
+            item.pop();
+        }
+        while item.first().is_some_and(is_space) {
+            item.remove(0);
+        }
+    }
+    // Only items that compute something: a position of a plain column works as it is.
+    let computed = |item: &[Token]| {
+        item.iter().any(|t| {
+            *t == Token::LParen
+                || matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.contains('('))
+        })
+    };
+    let (start, end) = (clauses[order].0, end_of(order));
+    let mut replaced = Vec::new();
+    for i in start..end {
+        let Token::Number(n, _) = &tokens[i] else {
+            continue;
+        };
+        let alone = prev_significant(tokens, i).is_some_and(|p| {
+            tokens[p] == Token::Comma || matches!(&tokens[p], Token::Word(w) if w.keyword == Keyword::BY)
+        }) && next_significant(tokens, i).is_none_or(|n| {
+            n >= end
+                || tokens[n] == Token::Comma
+                || matches!(&tokens[n], Token::Word(w) if matches!(w.keyword, Keyword::ASC | Keyword::DESC | Keyword::NULLS))
+        });
+        let item = n
+            .parse::<usize>()
+            .ok()
+            .and_then(|k| k.checked_sub(1))
+            .and_then(|k| items.get(k));
+        if let Some(item) = item.filter(|it| alone && computed(it)) {
+            replaced.push((i, item.clone()));
+        }
+    }
+    for (i, item) in replaced.into_iter().rev() {
+        tokens.splice(i..=i, item);
+    }
 }
 
 /// The rewritten query and the grain it runs at.
@@ -299,29 +667,6 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Rewritten, SqlError> {
         }
     }
 
-    // Pinot aggregate functions, in one pass: the matching parentheses are found once, and the
-    // output is built as a new list (no splicing), so the rewrite is linear in the query's
-    // length. The arguments of a replaced call are copied as they are.
-    let matches = matching_parens(&tokens);
-    let mut out = Vec::with_capacity(tokens.len());
-    let mut i = 0;
-    while i < tokens.len() {
-        let name = unquoted(&tokens[i]).map(|w| w.value.to_uppercase());
-        let open = next_significant(&tokens, i).filter(|&j| tokens[j] == Token::LParen);
-        if let (Some(name), Some(open)) = (name, open) {
-            if let Some(close) = matches[open] {
-                if let Some(replacement) = pinot_aggregate(&name, &tokens[open + 1..close]) {
-                    out.extend(replacement);
-                    i = close + 1;
-                    continue;
-                }
-            }
-        }
-        out.push(tokens[i].clone());
-        i += 1;
-    }
-    let mut tokens = out;
-
     // A boolean column compared with 'true' / 'false'.
     for i in 0..tokens.len() {
         let Token::SingleQuotedString(s) = &tokens[i] else {
@@ -366,7 +711,50 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Rewritten, SqlError> {
         (true, true) => Grain::Coupon,
         (false, true) => Grain::ItemAndCoupon,
     };
-    if grain != Grain::Order {
+    // Pinot functions, in one pass: the matching parentheses are found once, and the output
+    // is built as a new list (no splicing), so the rewrite is linear in the query's length.
+    // The arguments of a replaced call are copied as they are; a FILTER clause after it moves
+    // to the aggregate inside the replacement.
+    let matches = matching_parens(&tokens);
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let name = unquoted(&tokens[i]).map(|w| w.value.to_uppercase());
+        let open = next_significant(&tokens, i).filter(|&j| tokens[j] == Token::LParen);
+        if let (Some(name), Some(open)) = (name, open) {
+            if let Some(close) = matches[open] {
+                let filter = next_significant(&tokens, close)
+                    .filter(|&f| matches!(unquoted(&tokens[f]), Some(w) if w.keyword == Keyword::FILTER))
+                    .and_then(|f| next_significant(&tokens, f).filter(|&o| tokens[o] == Token::LParen))
+                    .and_then(|o| matches[o]);
+                let filter_text: String = match filter {
+                    Some(end) => tokens[close + 1..=end]
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect(),
+                    None => String::new(),
+                };
+                let args = split_args(&tokens[open + 1..close]);
+                if let Some(replacement) = pinot_call(&name, &args, &filter_text) {
+                    out.push(word(&replacement));
+                    i = filter.unwrap_or(close) + 1;
+                    continue;
+                }
+            }
+        }
+        out.push(tokens[i].clone());
+        i += 1;
+    }
+    let mut tokens = out;
+
+    order_by_positions(&mut tokens);
+    let grouped_lists = if grain == Grain::Order {
+        group_by_values(&mut tokens, catalog)
+    } else {
+        Vec::new()
+    };
+
+    if grain != Grain::Order || !grouped_lists.is_empty() {
         let mut source = catalog.table.clone();
         if !items.is_empty() {
             let unnests: Vec<String> = items
@@ -383,6 +771,14 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Rewritten, SqlError> {
                 format!("{source} AS {}", catalog.table)
             };
             source = format!("(SELECT *, unnest(\"{list}\") AS \"{grain_col}\" FROM {inner})");
+        }
+        // GROUP BY a multi-value column: one row per value beside the list (filters still see
+        // the list); several such columns give every combination, as Pinot's groups do.
+        for g in &grouped_lists {
+            source = format!(
+                "(SELECT *, unnest({}) AS \"{}\" FROM {source} AS {})",
+                g.list, g.value, catalog.table
+            );
         }
         let mut i = 0;
         while i < tokens.len() {
@@ -461,6 +857,65 @@ mod tests {
                 .expect("rw")
                 .grain,
             Grain::Order
+        );
+    }
+
+    #[test]
+    fn group_by_a_multi_value_column_groups_its_values() {
+        let sql = rw("SELECT coupon, COUNT(*) FROM orders WHERE coupon = 'A' GROUP BY coupon ORDER BY coupon");
+        assert_eq!(
+            sql,
+            "SELECT \"coupon#value\" AS \"coupon\", COUNT(*) FROM (SELECT *, unnest(\"coupon\") AS \"coupon#value\" FROM orders AS orders) AS orders WHERE \"coupon\" = 'A' GROUP BY \"coupon#value\" ORDER BY \"coupon#value\""
+        );
+        // Inside a function call, in a subquery, or with the table read twice: left alone.
+        for q in [
+            "SELECT COUNTMV(coupon) FROM orders GROUP BY customer_city",
+            "SELECT n FROM (SELECT coupon AS n FROM orders GROUP BY coupon) t",
+            "SELECT a.coupon FROM orders a JOIN orders b ON a.order_id = b.order_id GROUP BY a.coupon",
+        ] {
+            assert!(!rw(q).contains("#value"), "{q}: {}", rw(q));
+        }
+        let sql =
+            rw("SELECT VALUEIN(coupon, 'A'), COUNT(*) FROM orders GROUP BY VALUEIN(coupon, 'A')");
+        assert!(
+            sql.contains(
+                "unnest(array_intersect(\"coupon\", make_array('A'))) AS \"valuein0#value\""
+            ),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn order_by_the_position_of_a_computed_item() {
+        assert_eq!(
+            rw("SELECT customer_state, ROUND(SUM(order_total)) AS r, COUNT(*) FROM orders GROUP BY 1 ORDER BY 2 DESC, 3"),
+            "SELECT \"customer_state\", ROUND(SUM(\"order_total\")) AS \"r\", COUNT(*) FROM orders GROUP BY 1 ORDER BY ROUND(SUM(\"order_total\")) DESC, COUNT(*)"
+        );
+        // A plain column's position, a position past the list, a number in an expression: as written.
+        assert_eq!(
+            rw("SELECT customer_state, COUNT(*) FROM orders GROUP BY 1 ORDER BY 1, 5, 2 + 1"),
+            "SELECT \"customer_state\", COUNT(*) FROM orders GROUP BY 1 ORDER BY 1, 5, 2 + 1"
+        );
+    }
+
+    #[test]
+    fn pinot_calls_take_their_filter_inside() {
+        assert_eq!(
+            rw("SELECT SUMMV(itemQtys) FILTER (WHERE fraud_flag = 'true') FROM orders"),
+            "SELECT sum(mv_sum(\"itemQtys\")) FILTER (WHERE \"fraud_flag\" = TRUE) FROM orders"
+        );
+        assert_eq!(
+            rw("SELECT PERCENTILE90(risk_score) FILTER (WHERE x > 1) FROM orders"),
+            "SELECT pinot_percentile(array_agg(\"risk_score\") FILTER (WHERE x > 1), 90) FROM orders"
+        );
+        // Not a Pinot call with these arguments: as written.
+        assert_eq!(
+            rw("SELECT PERCENTILE(risk_score) FROM orders"),
+            "SELECT PERCENTILE(\"risk_score\") FROM orders"
+        );
+        assert_eq!(
+            rw("SELECT CONCAT('a', 'b', '-') FROM orders"),
+            "SELECT concat('a', '-', 'b') FROM orders"
         );
     }
 

@@ -27,7 +27,8 @@ use table::{RealtimeTable, TableScan};
 
 use crate::bounded::{Bounded, Budget, Kind, WRAPPED};
 use crate::limits::{check_text, Gate, QueryPool};
-use crate::{dialect, functions, response, NowMs, QueryOutput, SqlConfig, SqlError};
+use crate::options::{self, QueryOptions};
+use crate::{coerce, dialect, functions, response, shape, NowMs, QueryOutput, SqlConfig, SqlError};
 
 /// Rows per batch inside queries: smaller batches bound what one batch of a function can make.
 const BATCH_ROWS: usize = 4096;
@@ -159,12 +160,79 @@ fn first_keyword_allowed(sql: &str) -> Result<(), SqlError> {
     }
 }
 
+/// Rows that passed the filter in the table's scans (Pinot's `numDocsScanned`): a scan's own
+/// output where the filter is pushed into it, else the output of the filter right above it.
 fn docs_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::datasource::source::{DataSource, DataSourceExec};
     let children = plan.children();
     if children.is_empty() {
+        // The rows in memory keep no metrics: all of them, or as many as its LIMIT lets through.
+        if let Some(memory) = plan
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|e| e.data_source().downcast_ref::<MemorySourceConfig>())
+        {
+            let rows: usize = memory
+                .partitions()
+                .iter()
+                .flatten()
+                .map(|b| b.num_rows())
+                .sum();
+            return memory.fetch().map_or(rows, |f| rows.min(f)) as u64;
+        }
+        return plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
+    }
+    if plan.name() == "FilterExec" && children.iter().all(|c| is_scan(c)) {
         return plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64;
     }
     children.into_iter().map(docs_scanned).sum()
+}
+
+/// A table scan, possibly behind repartitioning or coalescing.
+fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    match plan.children().as_slice() {
+        [] => true,
+        [only] => {
+            matches!(
+                plan.name(),
+                "RepartitionExec"
+                    | "CoalesceBatchesExec"
+                    | "CoalescePartitionsExec"
+                    | "CooperativeExec"
+            ) && is_scan(only)
+        }
+        _ => false,
+    }
+}
+
+/// Segment files the plan's scans read (after pruning by time), and whether it reads the
+/// rows still in memory.
+fn segments_read(plan: &Arc<dyn ExecutionPlan>) -> (u64, bool) {
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    if let Some(exec) = plan.downcast_ref::<DataSourceExec>() {
+        let source = exec.data_source();
+        if let Some(files) = source.downcast_ref::<FileScanConfig>() {
+            return (
+                // A file may be split into byte ranges over several groups: count it once.
+                files
+                    .file_groups
+                    .iter()
+                    .flat_map(|g| g.files().iter().map(|f| f.object_meta.location.clone()))
+                    .collect::<std::collections::HashSet<_>>()
+                    .len() as u64,
+                false,
+            );
+        }
+        if source.downcast_ref::<MemorySourceConfig>().is_some() {
+            return (0, true);
+        }
+    }
+    plan.children()
+        .into_iter()
+        .map(segments_read)
+        .fold((0, false), |(f, m), (f2, m2)| (f + f2, m || m2))
 }
 
 impl SqlEngine {
@@ -186,6 +254,13 @@ impl SqlEngine {
             .build_arc()
             .map_err(SqlError::from_datafusion)?;
         let ctx = SessionContext::new_with_config_rt(session, spill);
+        let ctx = {
+            let mut state = ctx.state();
+            state
+                .register_function_rewrite(Arc::new(coerce::PinotComparisons))
+                .map_err(SqlError::from_datafusion)?;
+            SessionContext::new_with_state(state)
+        };
         ctx.register_table("orders", Arc::new(TableScan::new(table.clone())))
             .map_err(SqlError::from_datafusion)?;
         for f in functions::all(now_ms.clone()) {
@@ -256,32 +331,42 @@ impl SqlEngine {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryOutput, SqlError> {
-        self.run_then(lane, sql, params, |out, _| Ok(out)).await
+        self.run_then(lane, sql, params, false, |out, _| Ok(out))
+            .await
     }
 
     /// Runs one query in `lane` and `finish`es its output on the query runtime, inside the
-    /// query's time limit (`finish` gets the deadline).
+    /// query's time limit (`finish` gets the deadline). `pinot`: answer as a Pinot broker would
+    /// (default LIMIT, Pinot's column names, result types and values over no rows).
     async fn run_then<T: Send + 'static>(
         &self,
         lane: Lane,
         sql: &str,
         params: Vec<ScalarValue>,
+        pinot: bool,
         finish: impl FnOnce(QueryOutput, (Instant, u64)) -> Result<T, SqlError> + Send + 'static,
     ) -> Result<T, SqlError> {
         let started = Instant::now();
-        let config = self.inner.config;
+        let mut config = self.inner.config;
         check_text(
             sql,
             config.max_sql_bytes,
             config.max_nesting_depth,
             config.max_operators,
         )?;
+        let (sql, options) = options::split(sql)?;
+        // A query may ask for less time or a smaller answer than the server allows, never more.
+        if let Some(ms) = options.timeout_ms {
+            config.timeout_ms = config.timeout_ms.min(ms);
+        }
+        if let Some(bytes) = options.max_response_bytes {
+            config.max_response_bytes = config.max_response_bytes.min(bytes.max(1));
+        }
         let deadline = started + Duration::from_millis(config.timeout_ms);
         let Some(runtime) = &self.runtime else {
             return Err(SqlError::Busy("the SQL engine is shutting down".into()));
         };
         let inner = self.inner.clone();
-        let sql = sql.to_string();
         // The deadline is kept inside the task too, and the task is aborted when this future is
         // dropped (the client went away, a request timeout answered first): a query never runs
         // on, unwatched, holding its turn.
@@ -292,7 +377,8 @@ impl SqlEngine {
                     Lane::Internal => &inner.internal,
                 };
                 let _turn = gate.enter(deadline, config.timeout_ms).await?;
-                let out = execute(&inner, lane, &sql, params, started).await?;
+                let out =
+                    execute(&inner, &config, lane, &sql, params, started, pinot, options).await?;
                 finish(out, (deadline, config.timeout_ms))
             };
             tokio::time::timeout_at(deadline.into(), run)
@@ -312,10 +398,9 @@ impl SqlEngine {
     /// JSON; errors are in `exceptions`.
     pub async fn query_pinot_json(&self, sql: &str) -> String {
         let started = Instant::now();
-        let max_bytes = self.inner.config.max_response_bytes;
         let answer = self
-            .run_then(Lane::User, sql, Vec::new(), move |out, deadline| {
-                response::broker_response_json(&out, max_bytes, Some(deadline))
+            .run_then(Lane::User, sql, Vec::new(), true, move |out, deadline| {
+                response::broker_response_json(&out, Some(deadline))
             })
             .await;
         answer.unwrap_or_else(|e| {
@@ -372,18 +457,26 @@ fn session_for(inner: &Inner, lane: Lane) -> Result<SessionContext, SqlError> {
     Ok(SessionContext::new_with_state(state))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn execute(
     inner: &Inner,
+    config: &SqlConfig,
     lane: Lane,
     sql: &str,
     params: Vec<ScalarValue>,
     started: Instant,
+    pinot: bool,
+    query_options: QueryOptions,
 ) -> Result<QueryOutput, SqlError> {
-    let config = inner.config;
+    let config = *config;
     first_keyword_allowed(sql)?;
+    let shape = if pinot {
+        shape::Shape::of(sql, &inner.catalog)
+    } else {
+        None
+    };
     let rewritten = dialect::rewrite(sql, &inner.catalog)?;
     tracing::debug!(sql = %rewritten.sql, "rewritten query");
-    let total_docs = inner.table.snapshot().rows();
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -397,8 +490,15 @@ async fn execute(
     if !params.is_empty() {
         df = df.with_param_values(params).map_err(df_err)?;
     }
+    // Pinot answers a selection or group-by without LIMIT with its first rows only.
+    if pinot && config.default_limit > 0 && !has_limit(df.logical_plan()) {
+        df = df.limit(0, Some(config.default_limit)).map_err(df_err)?;
+    }
     let df = df.limit(0, Some(config.max_rows + 1)).map_err(df_err)?;
     let plan = yielding(df.create_physical_plan().await.map_err(df_err)?).map_err(df_err)?;
+    // The table as of planning (the scan took its snapshot then; rows may arrive since).
+    let snapshot = inner.table.snapshot();
+    let total_docs = snapshot.rows();
     if lane == Lane::User {
         check_joins(&plan, config.max_join_pairs)?;
     }
@@ -458,16 +558,60 @@ async fn execute(
     }
     // Dropping the stream stops whatever is still running.
     drop(stream);
+    let consuming = u64::from(snapshot.memory_rows > 0);
+    let (mut files_read, mut memory_read) = segments_read(&plan);
+    let mut docs_scanned = docs_scanned(&plan);
+    // A COUNT(*) over rows that are all in memory is answered from their statistics, without a
+    // scan: every row counted, as Pinot reports an answer from segment metadata.
+    if files_read == 0 && !memory_read && lane_reads_table(&rewritten.sql, &inner.catalog) {
+        (files_read, memory_read, docs_scanned) =
+            (snapshot.segments.len() as u64, true, total_docs);
+    }
+    // A seal or merge between planning and this snapshot may shift a few rows or files.
+    let docs_scanned = docs_scanned.min(total_docs);
+    let queried = snapshot.segments.len() as u64 + consuming;
+    let segments = crate::SegmentCounts {
+        queried,
+        processed: (files_read + u64::from(memory_read && consuming > 0)).min(queried),
+        consuming_queried: consuming,
+        consuming_processed: u64::from(memory_read && consuming > 0),
+    };
+    let mut schema = plan.schema();
+    if let Some(shape) = shape {
+        (schema, batches) = shape.apply(schema, batches, query_options.null_handling);
+    } else if pinot {
+        schema = shape::unqualified(&schema);
+    }
+    if query_options.drop_results {
+        batches.clear();
+    }
     Ok(QueryOutput {
-        schema: plan.schema(),
+        schema,
         batches,
-        docs_scanned: docs_scanned(&plan),
+        docs_scanned,
         total_docs,
+        segments,
         truncated: truncated_reason.is_some(),
         truncated_reason,
         time_used_ms: started.elapsed().as_millis() as u64,
         grain: rewritten.grain,
+        max_response_bytes: config.max_response_bytes,
+        options: query_options,
     })
+}
+
+/// Whether the rewritten query reads the table (names it after FROM or JOIN).
+fn lane_reads_table(sql: &str, catalog: &dialect::Catalog) -> bool {
+    let lower = sql.to_lowercase();
+    let table = catalog.table();
+    ["from ", "join "]
+        .iter()
+        .any(|k| lower.contains(&format!("{k}{table}")) || lower.contains(&format!("{k}(select")))
+}
+
+/// Whether the query's own text limits its rows (its plan's root is a LIMIT with a count).
+fn has_limit(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    matches!(plan, datafusion::logical_expr::LogicalPlan::Limit(l) if l.fetch.is_some())
 }
 
 /// Refuses a join without an equality key (nested loop, cross join) whose two sides, by the

@@ -77,7 +77,7 @@ fn string_literal(e: &Expr) -> Option<&str> {
     }
 }
 
-fn scalar_string(v: &ColumnarValue, what: &str) -> Result<String> {
+pub(crate) fn scalar_string(v: &ColumnarValue, what: &str) -> Result<String> {
     match v {
         ColumnarValue::Scalar(
             ScalarValue::Utf8(Some(s))
@@ -405,6 +405,10 @@ impl ScalarUDFImpl for MultiValue {
                 let mut out = Vec::with_capacity(lists.len());
                 for list in lists {
                     out.push(match list {
+                        // Values of any type count; only the other reductions need numbers.
+                        Some(values) if self.op == MvOp::Count => {
+                            Some((values.len() - values.null_count()) as f64)
+                        }
                         Some(values) => {
                             let values = cast(&values, &DataType::Float64)?;
                             self.reduce(values.as_primitive::<Float64Type>())
@@ -416,18 +420,14 @@ impl ScalarUDFImpl for MultiValue {
                 out
             }
             _ => {
-                let values = cast(&array, &DataType::Float64)?;
-                let values = values.as_primitive::<Float64Type>();
-                values
-                    .iter()
-                    .map(|v| {
-                        if self.op == MvOp::Count {
-                            Some(f64::from(u8::from(v.is_some())))
-                        } else {
-                            v
-                        }
-                    })
-                    .collect()
+                if self.op == MvOp::Count {
+                    (0..array.len())
+                        .map(|i| Some(f64::from(u8::from(array.is_valid(i)))))
+                        .collect()
+                } else {
+                    let values = cast(&array, &DataType::Float64)?;
+                    values.as_primitive::<Float64Type>().iter().collect()
+                }
             }
         };
         let result: ArrayRef = if self.op == MvOp::Count {
@@ -453,7 +453,7 @@ pub fn all(now_ms: NowMs) -> Vec<ScalarUDF> {
     let mut out = vec![
         ScalarUDF::new_from_impl(Ago {
             signature: Signature::any(1, Volatility::Stable),
-            now_ms,
+            now_ms: now_ms.clone(),
         }),
         ScalarUDF::new_from_impl(DateTrunc {
             signature: Signature::one_of(
@@ -480,6 +480,7 @@ pub fn all(now_ms: NowMs) -> Vec<ScalarUDF> {
             signature: any(1),
         }));
     }
+    out.extend(crate::pinot_functions::all(now_ms));
     out
 }
 

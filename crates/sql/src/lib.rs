@@ -20,12 +20,16 @@
 //! - [`dialect`], [`functions`], [`response`]: Pinot's language in, Pinot's answer out.
 
 pub mod bounded;
+mod coerce;
 mod concat_op;
 pub mod dialect;
 pub mod engine;
 pub mod functions;
 pub mod limits;
+pub mod options;
+mod pinot_functions;
 pub mod response;
+pub mod shape;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -80,6 +84,9 @@ pub struct SqlConfig {
     /// Parquet footers and page indexes of sealed segments kept in memory (a byte-bounded LRU),
     /// so queries do not parse them again; 0 keeps none.
     pub metadata_cache_bytes: usize,
+    /// Rows a `/query/sql` selection or group-by without LIMIT answers (Pinot's default LIMIT
+    /// 10); 0 answers every row (up to `max_rows`).
+    pub default_limit: usize,
 }
 
 impl Default for SqlConfig {
@@ -100,6 +107,7 @@ impl Default for SqlConfig {
             max_join_pairs: 100_000_000,
             threads: 0,
             metadata_cache_bytes: 32 * 1024 * 1024,
+            default_limit: 10,
         }
     }
 }
@@ -155,6 +163,8 @@ pub enum SqlError {
     Refused(String),
     #[error("UnknownColumnError: {0}")]
     UnknownColumn(String),
+    #[error("TableDoesNotExistError: {0}")]
+    UnknownTable(String),
     #[error("QueryValidationError: {0}")]
     Invalid(String),
     #[error("QueryExecutionError: {0}")]
@@ -174,6 +184,7 @@ impl SqlError {
     pub fn pinot_code(&self) -> i32 {
         match self {
             SqlError::Parse(_) => 150,
+            SqlError::UnknownTable(_) => 190,
             SqlError::Execution(_) => 200,
             SqlError::Busy(_) => 211,
             SqlError::ResourceLimit(_) => 245,
@@ -204,7 +215,7 @@ impl SqlError {
             }
             DataFusionError::Plan(m) => {
                 if m.contains("table") && m.contains("not found") {
-                    SqlError::Invalid(format!("{m} (the table is `orders`)"))
+                    SqlError::UnknownTable(format!("{m} (the table is `orders`)"))
                 } else {
                     SqlError::Invalid(m.clone())
                 }
@@ -223,6 +234,18 @@ impl SqlError {
     }
 }
 
+/// Segments a query touched, as Pinot's broker response counts them (the rows still in
+/// memory are one consuming segment).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentCounts {
+    /// Segments of the table when the query ran.
+    pub queried: u64,
+    /// Segments the query read (the others were skipped by their time range).
+    pub processed: u64,
+    pub consuming_queried: u64,
+    pub consuming_processed: u64,
+}
+
 /// The result of a query, with what the Pinot response reports about it.
 #[derive(Debug, Clone)]
 pub struct QueryOutput {
@@ -232,12 +255,18 @@ pub struct QueryOutput {
     pub docs_scanned: u64,
     /// Rows in the table at the time of the query.
     pub total_docs: u64,
+    pub segments: SegmentCounts,
     /// More rows (or bytes) than the limits: the result was cut.
     pub truncated: bool,
     /// Why it was cut, naming the limit.
     pub truncated_reason: Option<String>,
     pub time_used_ms: u64,
     pub grain: Grain,
+    /// The answer's JSON is cut at this many bytes (`sql.max_response_bytes`, or less when the
+    /// query's options ask for less).
+    pub max_response_bytes: usize,
+    /// The query's `SET` / `OPTION(...)` options.
+    pub options: options::QueryOptions,
 }
 
 impl QueryOutput {

@@ -97,9 +97,9 @@ fn row_cells(batch: &datafusion::arrow::array::RecordBatch, r: usize) -> Value {
 /// rows are written.
 pub fn broker_response_json(
     out: &QueryOutput,
-    max_bytes: usize,
     deadline: Option<(Instant, u64)>,
 ) -> Result<String, SqlError> {
+    let max_bytes = out.max_response_bytes;
     let names: Vec<&String> = out.schema.fields().iter().map(|f| f.name()).collect();
     let types: Vec<String> = out
         .schema
@@ -134,19 +134,36 @@ pub fn broker_response_json(
     }
     rows.push(']');
     let schema = json!({"columnNames": names, "columnDataTypes": types});
-    let stats = json!({
+    let mut stats = json!({
         "exceptions": [],
         "numServersQueried": 1,
         "numServersResponded": 1,
         "numDocsScanned": out.docs_scanned,
         "totalDocs": out.total_docs,
+        "numSegmentsQueried": out.segments.queried,
+        "numSegmentsProcessed": out.segments.processed,
+        // Segments with a matching row: every processed one as far as rtap counts (an upper
+        // bound), none when no row matched.
+        "numSegmentsMatched": if out.docs_scanned > 0 { out.segments.processed } else { 0 },
+        "numConsumingSegmentsQueried": out.segments.consuming_queried,
+        "numConsumingSegmentsProcessed": out.segments.consuming_processed,
+        "numConsumingSegmentsMatched": if out.docs_scanned > 0 { out.segments.consuming_processed } else { 0 },
+        "numEntriesScannedInFilter": 0,
+        "numEntriesScannedPostFilter": out.docs_scanned * out.schema.fields().len() as u64,
         "numRowsResultSet": written,
         "partialResult": reason.is_some(),
         "partialResultReason": reason,
         "numGroupsLimitReached": false,
         "timeUsedMs": out.time_used_ms,
-    })
-    .to_string();
+    });
+    // Options of the query that had no effect: known to Pinot but meaningless here, or unknown.
+    if !out.options.ignored.is_empty() {
+        stats["ignoredQueryOptions"] = json!(out.options.ignored);
+    }
+    if !out.options.unknown.is_empty() {
+        stats["unknownQueryOptions"] = json!(out.options.unknown);
+    }
+    let stats = stats.to_string();
     // The statistics object without its opening brace follows the result table.
     let stats = stats.strip_prefix('{').unwrap_or(&stats);
     Ok(format!(
@@ -161,6 +178,11 @@ pub fn broker_error(e: &SqlError, time_used_ms: u64) -> Value {
         "numServersResponded": 0,
         "numDocsScanned": 0,
         "totalDocs": 0,
+        "numSegmentsQueried": 0,
+        "numSegmentsProcessed": 0,
+        "numSegmentsMatched": 0,
+        "numEntriesScannedInFilter": 0,
+        "numEntriesScannedPostFilter": 0,
         "numRowsResultSet": 0,
         "partialResult": false,
         "numGroupsLimitReached": false,
