@@ -58,6 +58,15 @@ fn convert(value: &ScalarValue, target: &DataType, side: &Expr) -> Result<Option
     let from = value.data_type();
     if is_number(target) && is_text(&from) {
         let text = value.to_string();
+        // Pinot reads 'true'/'false' as 1/0, and a timestamp as epoch ms, for a number column.
+        let special = match text.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(1),
+            "false" => Some(0),
+            t => timestamp_ms(t),
+        };
+        if let Some(n) = special {
+            return ScalarValue::Int64(Some(n)).cast_to(target).map(Some);
+        }
         return match ScalarValue::try_from_string(text.trim().to_string(), target) {
             Ok(v) => Ok(Some(v)),
             // A decimal literal against an integer column: compare as numbers.
@@ -85,6 +94,14 @@ fn coerce_literal(e: Expr, other_type: &DataType, other: &Expr) -> Result<Expr> 
         Some(Some(v)) => Ok(Expr::Literal(v, None)),
         _ => Ok(e),
     }
+}
+
+/// `yyyy-mm-dd hh:mm:ss[.fff]` (UTC) as epoch ms, as Pinot reads a timestamp literal.
+fn timestamp_ms(text: &str) -> Option<i64> {
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+        .map(|t| t.and_utc().timestamp_millis())
 }
 
 fn mirrored(op: Operator) -> Operator {

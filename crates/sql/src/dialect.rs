@@ -148,6 +148,22 @@ fn unquoted(t: &Token) -> Option<&Word> {
     }
 }
 
+/// A token as SQL text, quotes inside strings and quoted names doubled (sqlparser prints them
+/// bare: `'x'' OR ''1''=''1'` would come out as `'x' OR '1'='1'`).
+pub(crate) fn sql_text(t: &Token) -> String {
+    match t {
+        Token::SingleQuotedString(s) => format!("'{}'", s.replace('\'', "''")),
+        Token::DoubleQuotedString(s) => format!("\"{}\"", s.replace('"', "\"\"")),
+        Token::Word(w) if w.quote_style == Some('"') => {
+            format!("\"{}\"", w.value.replace('"', "\"\""))
+        }
+        Token::Word(w) if w.quote_style == Some('`') => {
+            format!("`{}`", w.value.replace('`', "``"))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// For every `(`, the index of its matching `)` (None when it has none), in one pass.
 fn matching_parens(tokens: &[Token]) -> Vec<Option<usize>> {
     let mut out = vec![None; tokens.len()];
@@ -181,7 +197,7 @@ fn split_args(inner: &[Token]) -> Vec<String> {
             _ => {}
         }
         if let Some(last) = args.last_mut() {
-            last.push_str(&t.to_string());
+            last.push_str(&sql_text(t));
         }
     }
     let args: Vec<String> = args.into_iter().map(|a| a.trim().to_string()).collect();
@@ -296,6 +312,10 @@ fn pinot_call(name: &str, args: &[String], filter: &str) -> Option<String> {
 /// The name of the column holding one value of a grouped multi-value column (`coupon#value`).
 const VALUE_SUFFIX: &str = "#value";
 
+/// Most multi-value columns one GROUP BY may group by value: each multiplies the rows by its
+/// values' count.
+const MAX_GROUPED_LISTS: usize = 3;
+
 /// How the dialect writes `VALUEIN(list, values...)`.
 const VALUE_IN: &str = "array_intersect(";
 
@@ -349,7 +369,7 @@ fn top_level_clauses(tokens: &[Token]) -> Vec<(usize, Keyword)> {
 /// its name with `AS "coupon"`); WHERE keeps the list, with Pinot's any-value semantics. Only a
 /// plain single-SELECT query reading the table once is rewritten. `GROUP BY VALUEIN(coupon,
 /// 'A', 'B')` groups by the values of that filtered list the same way. Returns what to unnest.
-fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Vec<Unnested> {
+fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Result<Vec<Unnested>, SqlError> {
     let clauses = top_level_clauses(tokens);
     let reads = tokens
         .iter()
@@ -363,18 +383,39 @@ fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Vec<Unnested> 
         .iter()
         .any(|(_, k)| matches!(k, Keyword::UNION | Keyword::EXCEPT | Keyword::INTERSECT));
     let Some(group_at) = clauses.iter().position(|(_, k)| *k == Keyword::GROUP) else {
-        return Vec::new();
+        return Ok(Vec::new());
+    };
+    let Some(select_at) = clauses.iter().position(|(_, k)| *k == Keyword::SELECT) else {
+        return Ok(Vec::new());
     };
     if reads != 1 || selects != 1 || set_ops {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let end_of = |at: usize| clauses.get(at + 1).map_or(tokens.len(), |(i, _)| *i);
+    let len = tokens.len();
+    let end_of = |at: usize| clauses.get(at + 1).map_or(len, |(i, _)| *i);
     let group_range = clauses[group_at].0..end_of(group_at);
     let is_list = |t: &Token| matches!(t, Token::Word(w) if w.quote_style == Some('"') && catalog.lists.contains(&w.value));
     let is_value_in = |t: &Token| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.starts_with(VALUE_IN));
+    let items = select_items(&tokens[clauses[select_at].0 + 1..end_of(select_at)]);
     let mut grouped: Vec<Unnested> = Vec::new();
+    // `GROUP BY 1` naming a multi-value select item: (position, the item's token).
+    let mut ordinals: Vec<(usize, Token)> = Vec::new();
     let mut depth = 0usize;
-    for t in &tokens[group_range] {
+    for i in group_range.clone() {
+        let by_position = match &tokens[i] {
+            Token::Number(n, _) if depth == 0 => n
+                .parse::<usize>()
+                .ok()
+                .and_then(|k| k.checked_sub(1))
+                .and_then(|k| items.get(k))
+                .filter(|item| item.len() == 1 && (is_list(&item[0]) || is_value_in(&item[0])))
+                .map(|item| item[0].clone()),
+            _ => None,
+        };
+        if let Some(t) = &by_position {
+            ordinals.push((i, t.clone()));
+        }
+        let t = by_position.as_ref().unwrap_or(&tokens[i]);
         match t {
             Token::LParen => depth += 1,
             Token::RParen => depth = depth.saturating_sub(1),
@@ -404,7 +445,19 @@ fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Vec<Unnested> 
         }
     }
     if grouped.is_empty() {
-        return grouped;
+        return Ok(grouped);
+    }
+    if grouped.len() > MAX_GROUPED_LISTS {
+        return Err(SqlError::ResourceLimit(format!(
+            "GROUP BY {} multi-value columns: at most {MAX_GROUPED_LISTS} (every combination of \
+             their values is a row)",
+            grouped.len()
+        )));
+    }
+    for (at, t) in ordinals {
+        if let Some(g) = grouped.iter().find(|g| g.token == t) {
+            tokens[at] = quoted(&g.value);
+        }
     }
     // The ranges to rewrite: the select list and every clause after WHERE.
     let mut ranges = Vec::new();
@@ -459,7 +512,7 @@ fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Vec<Unnested> 
             i += 1;
         }
     }
-    grouped
+    Ok(grouped)
 }
 
 /// `ORDER BY 2` where the second select item is an expression over aggregates
@@ -474,10 +527,69 @@ fn order_by_positions(tokens: &mut Vec<Token>) {
     ) else {
         return;
     };
-    // The select items, split at top-level commas, each without `AS alias`.
+    let items = select_items(&tokens[clauses[select].0 + 1..end_of(select)]);
+    // Only items that compute something: a position of a plain column works as it is.
+    let computed = |item: &[Token]| {
+        item.iter().any(|t| {
+            *t == Token::LParen
+                || matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.contains('('))
+        })
+    };
+    let (start, end) = (clauses[order].0, end_of(order));
+    // Copies are bounded: at most as many bytes as the query has (ORDER BY 1, 1, 1, ... of a
+    // long item would otherwise copy it without end); past that, positions stay as written.
+    let bytes = |ts: &[Token]| ts.iter().map(|t| sql_text(t).len()).sum::<usize>();
+    let mut budget = bytes(tokens);
+    let mut replaced: Vec<(usize, &Vec<Token>)> = Vec::new();
+    for i in start..end {
+        let Token::Number(n, _) = &tokens[i] else {
+            continue;
+        };
+        let alone = prev_significant(tokens, i).is_some_and(|p| {
+            tokens[p] == Token::Comma || matches!(&tokens[p], Token::Word(w) if w.keyword == Keyword::BY)
+        }) && next_significant(tokens, i).is_none_or(|n| {
+            n >= end
+                || tokens[n] == Token::Comma
+                || matches!(&tokens[n], Token::Word(w) if matches!(w.keyword, Keyword::ASC | Keyword::DESC | Keyword::NULLS))
+        });
+        let item = n
+            .parse::<usize>()
+            .ok()
+            .and_then(|k| k.checked_sub(1))
+            .and_then(|k| items.get(k));
+        if let Some(item) = item.filter(|it| alone && computed(it)) {
+            let size = bytes(item);
+            if size > budget {
+                break;
+            }
+            budget -= size;
+            replaced.push((i, item));
+        }
+    }
+    if replaced.is_empty() {
+        return;
+    }
+    let copied: usize = replaced.iter().map(|(_, item)| item.len()).sum();
+    let mut out = Vec::with_capacity(tokens.len() + copied);
+    let mut next = replaced.into_iter().peekable();
+    for (i, t) in tokens.iter().enumerate() {
+        match next.peek() {
+            Some((at, item)) if *at == i => {
+                out.extend(item.iter().cloned());
+                next.next();
+            }
+            _ => out.push(t.clone()),
+        }
+    }
+    *tokens = out;
+}
+
+/// The items of a select list, split at top-level commas, each without `AS alias` and the
+/// white space around it.
+fn select_items(list: &[Token]) -> Vec<Vec<Token>> {
     let mut items: Vec<Vec<Token>> = vec![Vec::new()];
     let mut depth = 0usize;
-    for t in &tokens[clauses[select].0 + 1..end_of(select)] {
+    for t in list {
         match t {
             Token::LParen => depth += 1,
             Token::RParen => depth = depth.saturating_sub(1),
@@ -507,42 +619,78 @@ fn order_by_positions(tokens: &mut Vec<Token>) {
         while item.last().is_some_and(is_space) {
             item.pop();
         }
-        while item.first().is_some_and(is_space) {
-            item.remove(0);
+        let first = item.iter().position(|t| !is_space(t)).unwrap_or(item.len());
+        item.drain(..first);
+    }
+    items
+}
+
+/// Pinot's function calls rewritten, in one pass over `tokens`: the matching parentheses are
+/// found once and the output is built as a new list (no splicing). The arguments (and FILTER
+/// clause) of a replaced call are rewritten first, so Pinot calls nest; a FILTER clause after a
+/// replaced call moves to the aggregate inside the replacement.
+fn rewrite_calls(tokens: &[Token]) -> Vec<Token> {
+    let matches = matching_parens(tokens);
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let name = unquoted(&tokens[i]).map(|w| w.value.to_uppercase());
+        let open = next_significant(tokens, i).filter(|&j| tokens[j] == Token::LParen);
+        if let (Some(name), Some(open)) = (name, open) {
+            if let Some(close) = matches[open] {
+                let filter = next_significant(tokens, close)
+                    .filter(|&f| matches!(unquoted(&tokens[f]), Some(w) if w.keyword == Keyword::FILTER))
+                    .and_then(|f| next_significant(tokens, f).filter(|&o| tokens[o] == Token::LParen))
+                    .and_then(|o| matches[o]);
+                if is_pinot_name(&name) {
+                    let inner = rewrite_calls(&tokens[open + 1..close]);
+                    let filter_text: String = match filter {
+                        Some(end) => rewrite_calls(&tokens[close + 1..=end])
+                            .iter()
+                            .map(sql_text)
+                            .collect(),
+                        None => String::new(),
+                    };
+                    let args = split_args(&inner);
+                    if let Some(replacement) = pinot_call(&name, &args, &filter_text) {
+                        out.push(word(&replacement));
+                        i = filter.unwrap_or(close) + 1;
+                        continue;
+                    }
+                }
+            }
         }
+        out.push(tokens[i].clone());
+        i += 1;
     }
-    // Only items that compute something: a position of a plain column works as it is.
-    let computed = |item: &[Token]| {
-        item.iter().any(|t| {
-            *t == Token::LParen
-                || matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.contains('('))
-        })
-    };
-    let (start, end) = (clauses[order].0, end_of(order));
-    let mut replaced = Vec::new();
-    for i in start..end {
-        let Token::Number(n, _) = &tokens[i] else {
-            continue;
-        };
-        let alone = prev_significant(tokens, i).is_some_and(|p| {
-            tokens[p] == Token::Comma || matches!(&tokens[p], Token::Word(w) if w.keyword == Keyword::BY)
-        }) && next_significant(tokens, i).is_none_or(|n| {
-            n >= end
-                || tokens[n] == Token::Comma
-                || matches!(&tokens[n], Token::Word(w) if matches!(w.keyword, Keyword::ASC | Keyword::DESC | Keyword::NULLS))
-        });
-        let item = n
-            .parse::<usize>()
-            .ok()
-            .and_then(|k| k.checked_sub(1))
-            .and_then(|k| items.get(k));
-        if let Some(item) = item.filter(|it| alone && computed(it)) {
-            replaced.push((i, item.clone()));
-        }
-    }
-    for (i, item) in replaced.into_iter().rev() {
-        tokens.splice(i..=i, item);
-    }
+    out
+}
+
+/// Names [`pinot_call`] may rewrite (with the right arguments).
+fn is_pinot_name(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "SUMMV",
+        "COUNTMV",
+        "MINMV",
+        "MAXMV",
+        "AVGMV",
+        "DISTINCTCOUNT",
+        "DISTINCTCOUNTMV",
+        "DISTINCTCOUNTHLL",
+        "PERCENTILE",
+        "PERCENTILEEST",
+        "PERCENTILETDIGEST",
+        "MODE",
+        "LASTWITHTIME",
+        "FIRSTWITHTIME",
+        "SUMPRECISION",
+        "ARRAYLENGTH",
+        "CARDINALITY",
+        "CONCAT",
+        "VALUEIN",
+        "SUBSTR",
+    ];
+    NAMES.contains(&name) || name.starts_with("PERCENTILE")
 }
 
 /// The rewritten query and the grain it runs at.
@@ -711,45 +859,12 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Rewritten, SqlError> {
         (true, true) => Grain::Coupon,
         (false, true) => Grain::ItemAndCoupon,
     };
-    // Pinot functions, in one pass: the matching parentheses are found once, and the output
-    // is built as a new list (no splicing), so the rewrite is linear in the query's length.
-    // The arguments of a replaced call are copied as they are; a FILTER clause after it moves
-    // to the aggregate inside the replacement.
-    let matches = matching_parens(&tokens);
-    let mut out = Vec::with_capacity(tokens.len());
-    let mut i = 0;
-    while i < tokens.len() {
-        let name = unquoted(&tokens[i]).map(|w| w.value.to_uppercase());
-        let open = next_significant(&tokens, i).filter(|&j| tokens[j] == Token::LParen);
-        if let (Some(name), Some(open)) = (name, open) {
-            if let Some(close) = matches[open] {
-                let filter = next_significant(&tokens, close)
-                    .filter(|&f| matches!(unquoted(&tokens[f]), Some(w) if w.keyword == Keyword::FILTER))
-                    .and_then(|f| next_significant(&tokens, f).filter(|&o| tokens[o] == Token::LParen))
-                    .and_then(|o| matches[o]);
-                let filter_text: String = match filter {
-                    Some(end) => tokens[close + 1..=end]
-                        .iter()
-                        .map(|t| t.to_string())
-                        .collect(),
-                    None => String::new(),
-                };
-                let args = split_args(&tokens[open + 1..close]);
-                if let Some(replacement) = pinot_call(&name, &args, &filter_text) {
-                    out.push(word(&replacement));
-                    i = filter.unwrap_or(close) + 1;
-                    continue;
-                }
-            }
-        }
-        out.push(tokens[i].clone());
-        i += 1;
-    }
+    let out = rewrite_calls(&tokens);
     let mut tokens = out;
 
     order_by_positions(&mut tokens);
     let grouped_lists = if grain == Grain::Order {
-        group_by_values(&mut tokens, catalog)
+        group_by_values(&mut tokens, catalog)?
     } else {
         Vec::new()
     };
@@ -800,7 +915,7 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Rewritten, SqlError> {
         }
     }
 
-    let sql: String = tokens.iter().map(|t| t.to_string()).collect();
+    let sql: String = tokens.iter().map(sql_text).collect();
     Ok(Rewritten { sql, grain })
 }
 
@@ -895,6 +1010,30 @@ mod tests {
         assert_eq!(
             rw("SELECT customer_state, COUNT(*) FROM orders GROUP BY 1 ORDER BY 1, 5, 2 + 1"),
             "SELECT \"customer_state\", COUNT(*) FROM orders GROUP BY 1 ORDER BY 1, 5, 2 + 1"
+        );
+    }
+
+    #[test]
+    fn order_by_positions_copy_a_bounded_amount() {
+        let long = format!("LENGTH('{}')", "x".repeat(10_000));
+        let sql = format!(
+            "SELECT {long} FROM orders ORDER BY {}",
+            vec!["1"; 1_000].join(", ")
+        );
+        let out = rw(&sql);
+        assert!(
+            out.len() < 3 * sql.len(),
+            "{} bytes from {}",
+            out.len(),
+            sql.len()
+        );
+    }
+
+    #[test]
+    fn nested_calls_and_quotes() {
+        assert_eq!(
+            rw("SELECT DISTINCTCOUNT(SUBSTR(customer_city, 0, 3)) FROM orders WHERE customer_name = 'it''s'"),
+            "SELECT count(DISTINCT pinot_substr(\"customer_city\", 0, 3)) FROM orders WHERE \"customer_name\" = 'it''s'"
         );
     }
 

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext, TaskContext};
@@ -490,6 +491,16 @@ async fn execute(
     if !params.is_empty() {
         df = df.with_param_values(params).map_err(df_err)?;
     }
+    refuse_list_groups(df.logical_plan())?;
+    let reads_table = df
+        .logical_plan()
+        .exists(|p| {
+            Ok(matches!(
+                p,
+                datafusion::logical_expr::LogicalPlan::TableScan(_)
+            ))
+        })
+        .unwrap_or(true);
     // Pinot answers a selection or group-by without LIMIT with its first rows only.
     if pinot && config.default_limit > 0 && !has_limit(df.logical_plan()) {
         df = df.limit(0, Some(config.default_limit)).map_err(df_err)?;
@@ -563,7 +574,7 @@ async fn execute(
     let mut docs_scanned = docs_scanned(&plan);
     // A COUNT(*) over rows that are all in memory is answered from their statistics, without a
     // scan: every row counted, as Pinot reports an answer from segment metadata.
-    if files_read == 0 && !memory_read && lane_reads_table(&rewritten.sql, &inner.catalog) {
+    if files_read == 0 && !memory_read && reads_table && has_node(&plan, "PlaceholderRowExec") {
         (files_read, memory_read, docs_scanned) =
             (snapshot.segments.len() as u64, true, total_docs);
     }
@@ -600,13 +611,40 @@ async fn execute(
     })
 }
 
-/// Whether the rewritten query reads the table (names it after FROM or JOIN).
-fn lane_reads_table(sql: &str, catalog: &dialect::Catalog) -> bool {
-    let lower = sql.to_lowercase();
-    let table = catalog.table();
-    ["from ", "join "]
-        .iter()
-        .any(|k| lower.contains(&format!("{k}{table}")) || lower.contains(&format!("{k}(select")))
+/// Whether the plan has a node named `name`.
+fn has_node(plan: &Arc<dyn ExecutionPlan>, name: &str) -> bool {
+    plan.name() == name || plan.children().into_iter().any(|c| has_node(c, name))
+}
+
+/// Pinot groups by each value of a multi-value column; the dialect rewrites the forms it can
+/// (`GROUP BY coupon`, its position, `VALUEIN`, in the outermost SELECT). Any other grouping by
+/// a whole list would answer different groups than Pinot without a word, so it is refused.
+fn refuse_list_groups(plan: &datafusion::logical_expr::LogicalPlan) -> Result<(), SqlError> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ExprSchemable, LogicalPlan};
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Aggregate(a) = node {
+            for e in &a.group_expr {
+                if matches!(
+                    e.get_type(a.input.schema()),
+                    Ok(DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..))
+                ) {
+                    found = Some(e.schema_name().to_string());
+                    return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    match found {
+        Some(name) => Err(SqlError::Invalid(format!(
+            "GROUP BY {name} would group whole multi-value lists; rtap groups by each value (as \
+             Pinot does) for `GROUP BY column`, its position or VALUEIN(...) in the outermost \
+             SELECT reading the table once, without line_items.* or coupon_codes.name columns"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Whether the query's own text limits its rows (its plan's root is a LIMIT with a count).

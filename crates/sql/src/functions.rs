@@ -314,7 +314,15 @@ impl ScalarUDFImpl for ToDateTime {
         if !(2..=3).contains(&args.args.len()) {
             return exec_err!("ToDateTime(millis, 'pattern' [, 'time zone'])");
         }
-        let format = java_pattern_to_chrono(&scalar_string(&args.args[1], "ToDateTime's pattern")?);
+        let pattern = scalar_string(&args.args[1], "ToDateTime's pattern")?;
+        if pattern.len() > crate::pinot_functions::MAX_PATTERN_BYTES {
+            return plan_err!(
+                "ToDateTime: a pattern is at most {} bytes, got {}",
+                crate::pinot_functions::MAX_PATTERN_BYTES,
+                pattern.len()
+            );
+        }
+        let format = java_pattern_to_chrono(&pattern);
         let tz: chrono_tz::Tz = match args.args.get(2) {
             Some(v) => {
                 let name = scalar_string(v, "ToDateTime's time zone")?;

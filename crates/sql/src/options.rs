@@ -259,7 +259,7 @@ pub fn split(sql: &str) -> Result<(String, QueryOptions), SqlError> {
     }
     let text: String = tokens[start..end.max(start)]
         .iter()
-        .map(|t| t.to_string())
+        .map(crate::dialect::sql_text)
         .collect();
     Ok((text, options))
 }

@@ -37,6 +37,10 @@ use serde_json::Value;
 
 use crate::functions::{java_pattern_to_chrono, scalar_string, NowMs};
 
+/// Longest date pattern accepted: a value formatted with it stays small (a pattern of
+/// thousands of `E`s would make kilobytes per row).
+pub(crate) const MAX_PATTERN_BYTES: usize = 256;
+
 const SECOND: i64 = 1_000;
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
@@ -129,6 +133,12 @@ fn parse_tz(name: &str) -> Result<chrono_tz::Tz> {
 /// `1:MILLISECONDS:EPOCH`, `1:DAYS:SIMPLE_DATE_FORMAT:yyyy-MM-dd [tz(Zone)]`, `EPOCH`,
 /// `EPOCH|SECONDS[|5]`, `TIMESTAMP`, `SIMPLE_DATE_FORMAT|yyyy-MM-dd[|Zone]`.
 fn parse_format(s: &str) -> Result<Format> {
+    if s.len() > MAX_PATTERN_BYTES {
+        return plan_err!(
+            "DATETIMECONVERT: a time format is at most {MAX_PATTERN_BYTES} bytes, got {}",
+            s.len()
+        );
+    }
     let bad = || {
         plan_err!("DATETIMECONVERT: unknown time format {s:?} (e.g. '1:MILLISECONDS:EPOCH', 'EPOCH|SECONDS', 'SIMPLE_DATE_FORMAT|yyyy-MM-dd')")
     };
@@ -231,12 +241,6 @@ fn parse_datetime(value: &str, format: &str, tz: &chrono_tz::Tz) -> Option<i64> 
     tz.from_local_datetime(&naive)
         .earliest()
         .map(|t| t.timestamp_millis())
-}
-
-fn format_datetime(ms: i64, format: &str, tz: &chrono_tz::Tz) -> Option<String> {
-    let t = tz.timestamp_millis_opt(ms).single()?;
-    let items = chrono::format::StrftimeItems::new(format).parse().ok()?;
-    Some(t.format_with_items(items.iter()).to_string())
 }
 
 /// Apache commons `StringUtils.substring(s, start, end)` over characters.
@@ -383,6 +387,12 @@ fn lists_of_numbers(v: &ColumnarValue, rows: usize) -> Result<Vec<Option<Vec<f64
     for item in list.iter() {
         out.push(match item {
             Some(values) => {
+                if !values.data_type().is_numeric() {
+                    return exec_err!(
+                        "PERCENTILE and MODE take numbers, got {}",
+                        values.data_type()
+                    );
+                }
                 let values = cast(&values, &DataType::Float64)?;
                 Some(
                     values
@@ -515,9 +525,15 @@ impl PinotFn {
                     .collect::<Int64Array>(),
             ),
             Format::Text { pattern, tz } => {
+                let items = chrono::format::StrftimeItems::new(pattern)
+                    .parse()
+                    .or_else(|e| plan_err!("DATETIMECONVERT: bad pattern: {e}"))?;
                 let mut out = StringBuilder::new();
                 for m in bucketed {
-                    out.append_option(m.and_then(|m| format_datetime(m, pattern, tz)));
+                    out.append_option(
+                        m.and_then(|m| tz.timestamp_millis_opt(m).single())
+                            .map(|t| t.format_with_items(items.iter()).to_string()),
+                    );
                 }
                 Arc::new(out.finish())
             }

@@ -58,6 +58,9 @@ struct Case {
     /// The Pinot error code the query answers (0: any error).
     #[serde(default)]
     error: Option<i64>,
+    /// The answer (or error) comes within this many ms (`timeUsedMs`).
+    #[serde(default)]
+    max_time_ms: Option<u64>,
 }
 
 fn orders() -> Vec<Vec<u8>> {
@@ -116,7 +119,7 @@ fn orders() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn engine(dir: &std::path::Path) -> SqlEngine {
+fn engine(dir: &std::path::Path, config: SqlConfig) -> SqlEngine {
     let now = T0 + 10 * MINUTE;
     let clock = clock::ManualClock::new(now);
     let table = Arc::new(
@@ -147,12 +150,18 @@ fn engine(dir: &std::path::Path) -> SqlEngine {
     let batch = ingestor.ingest(&msgs, now).batch.expect("rows");
     assert_eq!(batch.num_rows(), 10, "every order is valid");
     table.append(batch).expect("append");
-    SqlEngine::new(table, SqlConfig::default(), clock).expect("engine")
+    SqlEngine::new(table, config, clock).expect("engine")
 }
 
 /// What is wrong with the answer to `case`, if anything.
 fn check(case: &Case, answer: &Value) -> Vec<String> {
     let mut wrong = Vec::new();
+    if let Some(ms) = case.max_time_ms {
+        match answer["timeUsedMs"].as_u64() {
+            Some(t) if t <= ms => {}
+            other => wrong.push(format!("expected an answer within {ms} ms, took {other:?}")),
+        }
+    }
     let errors = answer["exceptions"].as_array().cloned().unwrap_or_default();
     if let Some(code) = case.error {
         match errors.first() {
@@ -216,7 +225,7 @@ async fn pinot_documented_queries_answer_as_pinot_does() {
         serde_json::from_str(include_str!("pinot/cases.json")).expect("cases.json parses");
     assert!(cases.len() >= 80, "the suite keeps at least 80 queries");
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = engine(dir.path());
+    let engine = engine(dir.path(), SqlConfig::default());
     let mut by_feature: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     let mut failures = Vec::new();
     for case in &cases {
@@ -256,4 +265,22 @@ async fn pinot_documented_queries_answer_as_pinot_does() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// `sql.default_limit = 0`: a selection without LIMIT answers every row (15 line items).
+#[tokio::test]
+async fn default_limit_zero_answers_every_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limited = engine(dir.path(), SqlConfig::default());
+    let sql = "SELECT line_items.product.name FROM orders";
+    let rows = |v: &Value| v["resultTable"]["rows"].as_array().map_or(0, Vec::len);
+    assert_eq!(rows(&limited.query_pinot(sql).await), 10);
+    drop(limited);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = SqlConfig {
+        default_limit: 0,
+        ..SqlConfig::default()
+    };
+    let all = engine(dir.path(), config);
+    assert_eq!(rows(&all.query_pinot(sql).await), 15);
 }
