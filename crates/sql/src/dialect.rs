@@ -152,7 +152,26 @@ fn unquoted(t: &Token) -> Option<&Word> {
 /// bare: `'x'' OR ''1''=''1'` would come out as `'x' OR '1'='1'`).
 pub(crate) fn sql_text(t: &Token) -> String {
     match t {
-        Token::SingleQuotedString(s) => format!("'{}'", s.replace('\'', "''")),
+        // Strings whose content the tokenizer decoded (escapes, raw, triple quotes, unicode):
+        // one plain string with the same content.
+        Token::SingleQuotedString(s)
+        | Token::TripleSingleQuotedString(s)
+        | Token::EscapedStringLiteral(s)
+        | Token::UnicodeStringLiteral(s)
+        | Token::SingleQuotedRawStringLiteral(s)
+        | Token::TripleSingleQuotedRawStringLiteral(s)
+        | Token::DoubleQuotedRawStringLiteral(s)
+        | Token::TripleDoubleQuotedRawStringLiteral(s)
+        | Token::TripleDoubleQuotedString(s)
+        | Token::NationalStringLiteral(s) => format!("'{}'", s.replace('\'', "''")),
+        Token::DollarQuotedString(d) => format!("'{}'", d.value.replace('\'', "''")),
+        Token::HexStringLiteral(s) => format!("X'{}'", s.replace('\'', "''")),
+        Token::SingleQuotedByteStringLiteral(s)
+        | Token::TripleSingleQuotedByteStringLiteral(s)
+        | Token::DoubleQuotedByteStringLiteral(s)
+        | Token::TripleDoubleQuotedByteStringLiteral(s) => {
+            format!("B'{}'", s.replace('\'', "''"))
+        }
         Token::DoubleQuotedString(s) => format!("\"{}\"", s.replace('"', "\"\"")),
         Token::Word(w) if w.quote_style == Some('"') => {
             format!("\"{}\"", w.value.replace('"', "\"\""))
@@ -369,7 +388,7 @@ fn top_level_clauses(tokens: &[Token]) -> Vec<(usize, Keyword)> {
 /// its name with `AS "coupon"`); WHERE keeps the list, with Pinot's any-value semantics. Only a
 /// plain single-SELECT query reading the table once is rewritten. `GROUP BY VALUEIN(coupon,
 /// 'A', 'B')` groups by the values of that filtered list the same way. Returns what to unnest.
-fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Result<Vec<Unnested>, SqlError> {
+fn group_by_values(tokens: &mut [Token], catalog: &Catalog) -> Result<Vec<Unnested>, SqlError> {
     let clauses = top_level_clauses(tokens);
     let reads = tokens
         .iter()
@@ -402,8 +421,13 @@ fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Result<Vec<Unn
     let mut ordinals: Vec<(usize, Token)> = Vec::new();
     let mut depth = 0usize;
     for i in group_range.clone() {
+        let alone = prev_significant(tokens, i).is_some_and(|p| {
+            tokens[p] == Token::Comma
+                || matches!(&tokens[p], Token::Word(w) if w.keyword == Keyword::BY)
+        }) && next_significant(tokens, i)
+            .is_none_or(|n| n >= group_range.end || tokens[n] == Token::Comma);
         let by_position = match &tokens[i] {
-            Token::Number(n, _) if depth == 0 => n
+            Token::Number(n, _) if depth == 0 && alone => n
                 .parse::<usize>()
                 .ok()
                 .and_then(|k| k.checked_sub(1))
@@ -435,6 +459,12 @@ fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Result<Vec<Unn
                         format!("valuein{}{VALUE_SUFFIX}", grouped.len()),
                     )
                 };
+                if grouped.len() == MAX_GROUPED_LISTS {
+                    return Err(SqlError::ResourceLimit(format!(
+                        "GROUP BY more than {MAX_GROUPED_LISTS} multi-value columns (every \
+                         combination of their values is a row)"
+                    )));
+                }
                 grouped.push(Unnested {
                     token: t.clone(),
                     list,
@@ -446,13 +476,6 @@ fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Result<Vec<Unn
     }
     if grouped.is_empty() {
         return Ok(grouped);
-    }
-    if grouped.len() > MAX_GROUPED_LISTS {
-        return Err(SqlError::ResourceLimit(format!(
-            "GROUP BY {} multi-value columns: at most {MAX_GROUPED_LISTS} (every combination of \
-             their values is a row)",
-            grouped.len()
-        )));
     }
     for (at, t) in ordinals {
         if let Some(g) = grouped.iter().find(|g| g.token == t) {
@@ -472,7 +495,6 @@ fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Result<Vec<Unn
     for (start, end, is_select) in ranges.into_iter().rev() {
         let mut depth = 0usize;
         let mut i = start;
-        let mut end = end;
         while i < end {
             match &tokens[i] {
                 Token::LParen => depth += 1,
@@ -483,7 +505,7 @@ fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Result<Vec<Unn
                         break;
                     };
                     let list_column = is_list(&tokens[i]);
-                    tokens[i] = quoted(&g.value);
+                    let value = quoted(&g.value);
                     // A bare select item keeps the column's name.
                     let bare = is_select
                         && list_column
@@ -495,17 +517,16 @@ fn group_by_values(tokens: &mut Vec<Token>, catalog: &Catalog) -> Result<Vec<Unn
                             n >= end
                                 || matches!(&tokens[n], Token::Comma)
                         });
-                    if bare {
-                        let alias = [
-                            Token::Whitespace(Whitespace::Space),
-                            word("AS"),
-                            Token::Whitespace(Whitespace::Space),
-                            quoted(&name),
-                        ];
-                        tokens.splice(i + 1..i + 1, alias);
-                        end += 4;
-                        i += 4;
-                    }
+                    // One token for one (no splicing: linear however many items there are).
+                    tokens[i] = if bare {
+                        word(&format!(
+                            "{} AS {}",
+                            sql_text(&value),
+                            sql_text(&quoted(&name))
+                        ))
+                    } else {
+                        value
+                    };
                 }
                 _ => {}
             }
@@ -587,6 +608,13 @@ fn order_by_positions(tokens: &mut Vec<Token>) {
 /// The items of a select list, split at top-level commas, each without `AS alias` and the
 /// white space around it.
 fn select_items(list: &[Token]) -> Vec<Vec<Token>> {
+    let first = list.iter().position(|t| !is_space(t)).unwrap_or(list.len());
+    let list = match list.get(first) {
+        Some(Token::Word(w)) if matches!(w.keyword, Keyword::DISTINCT | Keyword::ALL) => {
+            &list[first + 1..]
+        }
+        _ => list,
+    };
     let mut items: Vec<Vec<Token>> = vec![Vec::new()];
     let mut depth = 0usize;
     for t in list {
@@ -632,38 +660,57 @@ fn select_items(list: &[Token]) -> Vec<Vec<Token>> {
 fn rewrite_calls(tokens: &[Token]) -> Vec<Token> {
     let matches = matching_parens(tokens);
     let mut out = Vec::with_capacity(tokens.len());
-    let mut i = 0;
-    while i < tokens.len() {
+    rewrite_range(tokens, &matches, 0..tokens.len(), &mut out);
+    out
+}
+
+/// [`rewrite_calls`] over `range`: every token is rewritten once (a call that is not Pinot's
+/// keeps its already rewritten arguments), so nested calls cost linear time.
+fn rewrite_range(
+    tokens: &[Token],
+    matches: &[Option<usize>],
+    range: std::ops::Range<usize>,
+    out: &mut Vec<Token>,
+) {
+    let end = range.end;
+    let mut i = range.start;
+    while i < end {
         let name = unquoted(&tokens[i]).map(|w| w.value.to_uppercase());
-        let open = next_significant(tokens, i).filter(|&j| tokens[j] == Token::LParen);
-        if let (Some(name), Some(open)) = (name, open) {
-            if let Some(close) = matches[open] {
-                let filter = next_significant(tokens, close)
-                    .filter(|&f| matches!(unquoted(&tokens[f]), Some(w) if w.keyword == Keyword::FILTER))
-                    .and_then(|f| next_significant(tokens, f).filter(|&o| tokens[o] == Token::LParen))
-                    .and_then(|o| matches[o]);
-                if is_pinot_name(&name) {
-                    let inner = rewrite_calls(&tokens[open + 1..close]);
-                    let filter_text: String = match filter {
-                        Some(end) => rewrite_calls(&tokens[close + 1..=end])
-                            .iter()
-                            .map(sql_text)
-                            .collect(),
-                        None => String::new(),
-                    };
-                    let args = split_args(&inner);
+        let open = next_significant(tokens, i).filter(|&j| j < end && tokens[j] == Token::LParen);
+        let close = open.and_then(|o| matches[o]).filter(|&c| c < end);
+        if let (Some(name), Some(open), Some(close)) = (name, open, close) {
+            if is_pinot_name(&name) {
+                let mut inner = Vec::new();
+                rewrite_range(tokens, matches, open + 1..close, &mut inner);
+                let args = split_args(&inner);
+                // Whether the call is rewritten does not depend on its FILTER clause.
+                if pinot_call(&name, &args, "").is_some() {
+                    let filter = next_significant(tokens, close)
+                        .filter(|&f| f < end && matches!(unquoted(&tokens[f]), Some(w) if w.keyword == Keyword::FILTER))
+                        .and_then(|f| next_significant(tokens, f).filter(|&o| o < end && tokens[o] == Token::LParen))
+                        .and_then(|o| matches[o])
+                        .filter(|&e| e < end);
+                    let mut filter_tokens = Vec::new();
+                    if let Some(e) = filter {
+                        rewrite_range(tokens, matches, close + 1..e + 1, &mut filter_tokens);
+                    }
+                    let filter_text: String = filter_tokens.iter().map(sql_text).collect();
                     if let Some(replacement) = pinot_call(&name, &args, &filter_text) {
                         out.push(word(&replacement));
                         i = filter.unwrap_or(close) + 1;
                         continue;
                     }
                 }
+                out.extend_from_slice(&tokens[i..=open]);
+                out.extend(inner);
+                out.push(tokens[close].clone());
+                i = close + 1;
+                continue;
             }
         }
         out.push(tokens[i].clone());
         i += 1;
     }
-    out
 }
 
 /// Names [`pinot_call`] may rewrite (with the right arguments).
@@ -1027,6 +1074,25 @@ mod tests {
             out.len(),
             sql.len()
         );
+    }
+
+    #[test]
+    fn nested_calls_cost_linear_time() {
+        // 40 levels of a call that is not rewritten (CONCAT with 2 arguments): 2^40 steps if
+        // each level rewrote its arguments again.
+        let sql = format!(
+            "SELECT {}customer_city{} FROM orders",
+            "CONCAT(".repeat(40),
+            ", 'a')".repeat(40)
+        );
+        let out = rw(&sql);
+        assert_eq!(out.matches("CONCAT(").count(), 40, "{out}");
+        let sql = format!(
+            "SELECT {}1{} FROM orders",
+            "SUMMV(".repeat(40),
+            ")".repeat(40)
+        );
+        assert_eq!(rw(&sql).matches("mv_sum(").count(), 40);
     }
 
     #[test]

@@ -492,15 +492,13 @@ async fn execute(
         df = df.with_param_values(params).map_err(df_err)?;
     }
     refuse_list_groups(df.logical_plan())?;
-    let reads_table = df
-        .logical_plan()
-        .exists(|p| {
-            Ok(matches!(
-                p,
-                datafusion::logical_expr::LogicalPlan::TableScan(_)
-            ))
-        })
-        .unwrap_or(true);
+    // Reads the table without a filter (a COUNT(*) answered from statistics counted every row;
+    // with a filter such as `WHERE 1 = 0` no row was counted).
+    let has = |f: fn(&datafusion::logical_expr::LogicalPlan) -> bool| {
+        df.logical_plan().exists(|p| Ok(f(p))).unwrap_or(true)
+    };
+    let reads_table = has(|p| matches!(p, datafusion::logical_expr::LogicalPlan::TableScan(_)))
+        && !has(|p| matches!(p, datafusion::logical_expr::LogicalPlan::Filter(_)));
     // Pinot answers a selection or group-by without LIMIT with its first rows only.
     if pinot && config.default_limit > 0 && !has_limit(df.logical_plan()) {
         df = df.limit(0, Some(config.default_limit)).map_err(df_err)?;
@@ -621,21 +619,51 @@ fn has_node(plan: &Arc<dyn ExecutionPlan>, name: &str) -> bool {
 /// a whole list would answer different groups than Pinot without a word, so it is refused.
 fn refuse_list_groups(plan: &datafusion::logical_expr::LogicalPlan) -> Result<(), SqlError> {
     use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{Distinct, Expr};
     use datafusion::logical_expr::{ExprSchemable, LogicalPlan};
+    let is_list = |t: &DataType| {
+        matches!(
+            t,
+            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+        )
+    };
     let mut found = None;
-    let _ = plan.apply(|node| {
-        if let LogicalPlan::Aggregate(a) = node {
-            for e in &a.group_expr {
-                if matches!(
-                    e.get_type(a.input.schema()),
-                    Ok(DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..))
-                ) {
-                    found = Some(e.schema_name().to_string());
-                    return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+    // Subqueries too (`WHERE x IN (SELECT ... GROUP BY coupon)`).
+    let _ = plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::Aggregate(a) => {
+                let keys: Vec<&Expr> = a
+                    .group_expr
+                    .iter()
+                    .flat_map(|e| match e {
+                        Expr::GroupingSet(set) => set.distinct_expr(),
+                        other => vec![other],
+                    })
+                    .collect();
+                for e in keys {
+                    if e.get_type(a.input.schema()).is_ok_and(|t| is_list(&t)) {
+                        found = Some(e.schema_name().to_string());
+                    }
                 }
             }
+            // SELECT DISTINCT over a list column.
+            LogicalPlan::Distinct(Distinct::All(input)) => {
+                if let Some(f) = input
+                    .schema()
+                    .fields()
+                    .iter()
+                    .find(|f| is_list(f.data_type()))
+                {
+                    found = Some(f.name().clone());
+                }
+            }
+            _ => {}
         }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        Ok(if found.is_some() {
+            datafusion::common::tree_node::TreeNodeRecursion::Stop
+        } else {
+            datafusion::common::tree_node::TreeNodeRecursion::Continue
+        })
     });
     match found {
         Some(name) => Err(SqlError::Invalid(format!(

@@ -249,7 +249,12 @@ pub fn java_pattern_to_chrono(pattern: &str) -> String {
             // Quoted literal text.
             i += 1;
             while i < chars.len() && chars[i] != '\'' {
-                out.push(chars[i]);
+                // Literal text: a `%` must not start a chrono specifier.
+                if chars[i] == '%' {
+                    out.push_str("%%");
+                } else {
+                    out.push(chars[i]);
+                }
                 i += 1;
             }
             i += 1;

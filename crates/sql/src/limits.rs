@@ -217,22 +217,23 @@ pub fn check_text(
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
         .tokenize()
         .map_err(|e| SqlError::Parse(e.to_string()))?;
-    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
+    // Parentheses and CASE ... END nest apart: an END without a CASE closes nothing.
+    let (mut depth, mut cases, mut deepest, mut operators) = (0usize, 0usize, 0usize, 0usize);
     for t in &tokens {
         match t {
             Token::LParen | Token::LBracket => {
                 depth += 1;
-                deepest = deepest.max(depth);
+                deepest = deepest.max(depth + cases);
             }
             Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
             Token::Word(w) => match w.keyword {
                 // CASE ... END nests like parentheses.
                 Keyword::CASE => {
                     operators += 1;
-                    depth += 1;
-                    deepest = deepest.max(depth);
+                    cases += 1;
+                    deepest = deepest.max(depth + cases);
                 }
-                Keyword::END => depth = depth.saturating_sub(1),
+                Keyword::END => cases = cases.saturating_sub(1),
                 Keyword::AND
                 | Keyword::OR
                 | Keyword::NOT
@@ -283,6 +284,16 @@ pub fn check_text(
 mod tests {
     use super::*;
     use datafusion::execution::memory_pool::GreedyMemoryPool;
+
+    #[test]
+    fn an_end_without_case_opens_no_room_for_parentheses() {
+        let sql = format!("SELECT {}1{} FROM t", "f(END ".repeat(10), ")".repeat(10));
+        assert!(
+            check_text(&sql, 10_000, 4, 100).is_err(),
+            "10 levels of parentheses"
+        );
+        assert!(check_text("SELECT CASE WHEN (1) THEN 2 END FROM t", 1000, 4, 10).is_ok());
+    }
 
     #[test]
     fn text_limits_name_the_limit() {
