@@ -74,11 +74,6 @@ impl Catalog {
 }
 
 impl Catalog {
-    /// The table's name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// The canonical spelling of a column name (as written when it names no column).
     pub fn canonical(&self, name: &str) -> String {
         self.columns

@@ -12,11 +12,12 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch,
-};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::compute::is_null;
+use datafusion::arrow::compute::kernels::zip::zip;
 use datafusion::arrow::compute::{cast_with_options, CastOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CastKind, DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr,
     FunctionArguments, SelectItem, SetExpr, Statement, UnaryOperator, Value,
@@ -353,46 +354,20 @@ fn convert(column: &ArrayRef, kind: Option<Kind>, null_handling: bool) -> Option
         safe: false,
         ..CastOptions::default()
     };
-    let cast = |c: &ArrayRef, t: &DataType| cast_with_options(c, t, &strict);
-    Some(match kind {
-        Kind::Arithmetic => cast(column, &DataType::Float64).ok()?,
-        Kind::Double(empty) => {
-            let c = cast(column, &DataType::Float64).ok()?;
-            if !fill {
-                return Some(c);
-            }
-            let c = c.as_any().downcast_ref::<Float64Array>()?;
-            Arc::new(
-                c.iter()
-                    .map(|v| Some(v.unwrap_or(empty)))
-                    .collect::<Float64Array>(),
-            )
+    let (target, empty) = match kind {
+        Kind::Arithmetic => (DataType::Float64, None),
+        Kind::Double(e) => (DataType::Float64, Some(ScalarValue::Float64(Some(e)))),
+        Kind::Long(e) => (DataType::Int64, Some(ScalarValue::Int64(Some(e)))),
+        Kind::Int(e) => (DataType::Int32, Some(ScalarValue::Int32(Some(e)))),
+    };
+    let c = cast_with_options(column, &target, &strict).ok()?;
+    match empty {
+        Some(empty) if fill => {
+            let nulls = is_null(&c).ok()?;
+            zip(&nulls, &empty.to_scalar().ok()?, &c).ok()
         }
-        Kind::Long(empty) => {
-            let c = cast(column, &DataType::Int64).ok()?;
-            if !fill {
-                return Some(c);
-            }
-            let c = c.as_any().downcast_ref::<Int64Array>()?;
-            Arc::new(
-                c.iter()
-                    .map(|v| Some(v.unwrap_or(empty)))
-                    .collect::<Int64Array>(),
-            )
-        }
-        Kind::Int(empty) => {
-            let c = cast(column, &DataType::Int32).ok()?;
-            if !fill {
-                return Some(c);
-            }
-            let c = c.as_any().downcast_ref::<Int32Array>()?;
-            Arc::new(
-                c.iter()
-                    .map(|v| Some(v.unwrap_or(empty)))
-                    .collect::<Int32Array>(),
-            )
-        }
-    })
+        _ => Some(c),
+    }
 }
 
 /// The schema with DataFusion's table qualifier taken out of column names
