@@ -50,6 +50,57 @@ pub enum Command {
     /// Print the effective configuration (defaults, --config file, environment and flags
     /// merged) as a documented TOML file to start your own from.
     Config(UpArgs),
+    /// Write the Apache Pinot schema and REALTIME table config that make a Pinot cluster hold
+    /// the same table as rtap from the same topic (every column, the derived ones as ingestion
+    /// transforms, retention, indexes, dedup on order_id, the Kafka stream), as two JSON files
+    /// in --out.
+    PinotConfig(PinotConfigArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PinotConfigArgs {
+    /// Directory to write orders_schema.json and orders_realtime_table_config.json into
+    /// (created if missing; existing files of those names are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Configuration file (TOML): its table retention, dedup horizon and Kafka settings are used.
+    #[arg(long, env = "RTAP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers as the Pinot servers reach them [default: kafka.brokers, else
+    /// localhost:9092].
+    #[arg(long, env = "RTAP_KAFKA")]
+    pub kafka: Option<String>,
+    /// Topic of the orders [default: FakeEcommOrders].
+    #[arg(long, env = "RTAP_TOPIC")]
+    pub topic: Option<String>,
+    /// The topic's partition count, when `rtap produce` fills it (keyed by order_id, murmur2
+    /// like Java clients): Pinot then prunes segments by partition for order_id lookups. Leave
+    /// it out for a topic other producers fill.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub partitions: Option<i32>,
+    /// Copies of every segment in the Pinot cluster.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub replicas: u32,
+    /// Leave out Pinot's dedup on order_id: for a topic that other producers fill without
+    /// keying it by order_id (Pinot dedups within a partition only).
+    #[arg(long)]
+    pub no_dedup: bool,
+    /// Rows a consuming segment takes before Pinot commits it.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub flush_rows: u64,
+}
+
+impl PinotConfigArgs {
+    /// The configuration whose table, dedup and Kafka settings the Pinot config mirrors.
+    pub fn config(&self) -> anyhow::Result<RtapConfig> {
+        let mut c = RtapConfig::load(self.config.as_deref())?;
+        if self.kafka.is_some() {
+            c.kafka.brokers = self.kafka.clone();
+        }
+        set(&mut c.kafka.topic, &self.topic);
+        c.validate()?;
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -75,6 +126,18 @@ pub struct PipelineArgs {
     /// [default: 5].
     #[arg(long, env = "RTAP_CHECKPOINT_INTERVAL", value_parser = parse_interval)]
     pub checkpoint_interval: Option<f64>,
+    /// With --kafka: be a replica. Read every partition of the topic in a consumer group of
+    /// this instance's own (<group>-replica-<instance id>), so that several rtap instances on
+    /// one topic hold the same table and give the same answers (put them behind a load balancer
+    /// that checks /health?maxLag=N). Without it, instances in one group split the partitions
+    /// and each one answers for its own only (every response says which).
+    #[arg(long, env = "RTAP_REPLICA")]
+    pub replica: bool,
+    /// Answer the analytics endpoints, the dashboard's panels and /query/sql from this Apache
+    /// Pinot broker (pinot://host:port, e.g. one fed by the table config of `rtap pinot-config`)
+    /// instead of rtap's own table; the rolling windows of /orders/overview stay in rtap.
+    #[arg(long, env = "RTAP_OLAP")]
+    pub olap: Option<String>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -332,6 +395,12 @@ impl PipelineArgs {
         set(&mut c.http.http_port, &self.http_port);
         set(&mut c.http.dashboard_port, &self.dashboard_port);
         set(&mut c.table.seal_after_secs, &self.checkpoint_interval);
+        if self.replica {
+            c.kafka.replica = true;
+        }
+        if self.olap.is_some() {
+            c.olap.broker = self.olap.clone();
+        }
         self.kafka.apply(c);
     }
 }

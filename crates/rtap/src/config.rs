@@ -32,6 +32,25 @@ pub struct RtapConfig {
     pub ingest: IngestConfig,
     pub sql: SqlConfig,
     pub windows: WindowConfig,
+    pub olap: OlapSettings,
+}
+
+/// `--olap`: an Apache Pinot broker that answers the analytics endpoints and `/query/sql`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OlapSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    pub timeout_ms: u64,
+}
+
+impl Default for OlapSettings {
+    fn default() -> Self {
+        OlapSettings {
+            broker: None,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// Where rtap listens.
@@ -117,6 +136,9 @@ pub struct KafkaSettings {
     pub group: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
+    /// Read every partition in a consumer group of this instance's own, so that several
+    /// instances on one topic hold the same table (replicas) instead of splitting it.
+    pub replica: bool,
 }
 
 impl Default for RtapConfig {
@@ -131,6 +153,7 @@ impl Default for RtapConfig {
             ingest: IngestConfig::default(),
             sql: SqlConfig::default(),
             windows: WindowConfig::default(),
+            olap: OlapSettings::default(),
         }
     }
 }
@@ -175,6 +198,7 @@ impl Default for KafkaSettings {
             partitions: 24,
             group: "rtap".into(),
             instance_id: None,
+            replica: false,
         }
     }
 }
@@ -209,6 +233,7 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("kafka.topic", "the orders topic; --topic, RTAP_TOPIC", None),
     ("kafka.partitions", "partitions when rtap creates the topic (1..10000); --partitions, RTAP_PARTITIONS", None),
     ("kafka.group", "consumer group of ingest; --group, RTAP_GROUP", None),
+    ("kafka.replica", "true: read every partition in a consumer group of this instance's own (<group>-replica-<instance id>), so instances on one topic are replicas with the same table and answers; false: instances in one group split the partitions; --replica, RTAP_REPLICA", None),
     ("kafka.instance_id", "static group member id (default: made once from the host name and data directory, kept in <data_dir>/instance-id; \"\" = dynamic membership: the member leaves the group when it stops); --instance-id, RTAP_INSTANCE_ID", Some("\"rtap-a\"")),
     ("table.max_memory_rows", "seal the in-memory rows into a Parquet segment at this many rows", None),
     ("table.max_memory_bytes", "... or at this many bytes of Arrow buffers, whichever comes first", None),
@@ -252,6 +277,8 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("windows.size_ms", "rolling window length (windows.* apply to a fresh data directory; a checkpoint keeps its own)", None),
     ("windows.advance_ms", "window hop (a multiple of it is the window length)", None),
     ("windows.grace_ms", "how late an order may be and still count in the windows", None),
+    ("olap.broker", "an Apache Pinot broker (pinot://host:port) that answers the analytics endpoints and /query/sql instead of rtap's own table (the rolling windows stay in rtap); --olap, RTAP_OLAP", Some("\"pinot://127.0.0.1:8099\"")),
+    ("olap.timeout_ms", "a request to the broker that takes longer fails (the endpoint answers 502)", None),
 ];
 
 impl RtapConfig {
@@ -276,6 +303,18 @@ impl RtapConfig {
 
     /// Checks every value once, at start-up; the error names the key and the bad value.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.kafka.replica && self.kafka.brokers.is_none() {
+            anyhow::bail!("kafka.replica (--replica) needs Kafka: give the brokers with --kafka");
+        }
+        if let Some(b) = &self.olap.broker {
+            server::olap::broker_base(b).map_err(|e| anyhow::anyhow!("olap.broker: {e}"))?;
+        }
+        if !(100..=3_600_000).contains(&self.olap.timeout_ms) {
+            anyhow::bail!(
+                "olap.timeout_ms must be from 100 to 3600000, got {}",
+                self.olap.timeout_ms
+            );
+        }
         let g = &self.generator;
         if !g.rate_per_sec.is_finite() || g.rate_per_sec < 0.0 {
             anyhow::bail!(

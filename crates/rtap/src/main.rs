@@ -8,6 +8,7 @@
 //! - `cli`: the commands and their flags (`rtap --help`).
 //! - `config`: [`config::RtapConfig`], the one configuration (file < env < flags), validated once.
 //! - `commands`: one file per command (`up`, `serve`, `api`, `produce`, `query`, `config`).
+//! - `pinot_config`: the Apache Pinot schema and table config of `rtap pinot-config`.
 //! - `pipeline`: builds the running pipeline of `up` and `serve` and stops it in order
 //!   (`pipeline/mod.rs`); resuming from a checkpoint (`resume`), the ingest loop, the table's
 //!   single writer (`ingest_loop`), `/api/status` and the live summary (`status`), sockets
@@ -23,6 +24,7 @@
 mod cli;
 mod commands;
 mod config;
+mod pinot_config;
 mod pipeline;
 mod signals;
 

@@ -38,7 +38,17 @@ fn help_lists_exactly_the_implemented_commands() {
         .collect();
     assert_eq!(
         commands,
-        ["up", "backfill", "api", "produce", "serve", "query", "config", "help"]
+        [
+            "up",
+            "backfill",
+            "api",
+            "produce",
+            "serve",
+            "query",
+            "config",
+            "pinot-config",
+            "help"
+        ]
     );
     let up = rtap().args(["up", "--help"]).output().expect("run");
     let up = String::from_utf8_lossy(&up.stdout);
@@ -290,6 +300,99 @@ fn bad_flags_and_busy_ports_are_clear_errors() {
         err.contains("cannot open the Postgres order store"),
         "{err}"
     );
+}
+
+#[test]
+fn pinot_config_writes_a_schema_and_table_config_from_the_flags_and_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rtap.toml");
+    std::fs::write(
+        &file,
+        "[table]\nretention_ms = 604800000\n[kafka]\ntopic = \"Orders2\"\n",
+    )
+    .expect("config");
+    let out_dir = dir.path().join("pinot").join("new");
+    let out = rtap()
+        .args([
+            "pinot-config",
+            "--kafka",
+            "k1:9092",
+            "--replicas",
+            "3",
+            "--partitions",
+            "8",
+        ])
+        .arg("--config")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("pinot-admin.sh AddTable"), "{stdout}");
+    let read = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(out_dir.join(name)).expect(name)).expect("json")
+    };
+    let schema = read("orders_schema.json");
+    let table = read("orders_realtime_table_config.json");
+    assert_eq!(schema["schemaName"], "orders");
+    assert_eq!(schema["primaryKeyColumns"], serde_json::json!(["order_id"]));
+    let columns: usize = [
+        "dimensionFieldSpecs",
+        "metricFieldSpecs",
+        "dateTimeFieldSpecs",
+    ]
+    .iter()
+    .map(|k| schema[*k].as_array().map_or(0, Vec::len))
+    .sum();
+    assert_eq!(columns, 61, "every column of the table");
+    assert_eq!(table["tableType"], "REALTIME");
+    assert_eq!(table["segmentsConfig"]["retentionTimeValue"], "7");
+    assert_eq!(table["segmentsConfig"]["replication"], "3");
+    let stream = &table["ingestionConfig"]["streamIngestionConfig"]["streamConfigMaps"][0];
+    assert_eq!(stream["stream.kafka.broker.list"], "k1:9092");
+    assert_eq!(stream["stream.kafka.topic.name"], "Orders2");
+    assert_eq!(
+        table["tableIndexConfig"]["segmentPartitionConfig"]["columnPartitionMap"]["order_id"]
+            ["numPartitions"],
+        8
+    );
+    assert!(
+        std::fs::read_dir(&out_dir).expect("dir").count() == 2,
+        "no partial files left behind"
+    );
+
+    // Bad values are refused before anything is written.
+    let nowhere = dir.path().join("nowhere");
+    for bad in [
+        ["--replicas", "0"],
+        ["--partitions", "0"],
+        ["--flush-rows", "0"],
+    ] {
+        let out = rtap()
+            .arg("pinot-config")
+            .args(bad)
+            .arg("--out")
+            .arg(&nowhere)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(!nowhere.exists());
+    }
+    // An --out that is a file is a clear error.
+    let out = rtap()
+        .args(["pinot-config", "--out"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot create"), "{err}");
 }
 
 /// `rtap config` with the given environment and arguments: its stdout.

@@ -1,11 +1,12 @@
 //! rtap against a real Kafka-protocol broker (tansu, installed by scripts/install-tansu.sh;
 //! `RTAP_TANSU` names the binary): produce, consume into the table, and exact counts through
-//! consumer restarts, kill -9, a broker restart, two consumers in one group, poison messages,
-//! and producing from a Postgres-backed orders API.
+//! consumer restarts, kill -9, a broker restart, two consumers in one group (each saying which
+//! partitions it holds), replicas with identical answers, poison messages, and producing from
+//! a Postgres-backed orders API.
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use common::{
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
+use serde_json::json;
 
 #[test]
 fn produced_orders_reach_the_table_exactly_once_across_restarts_and_kills() {
@@ -112,6 +114,257 @@ fn two_consumers_in_one_group_split_the_partitions() {
     let mut all = ids_a.clone();
     all.extend(ids_b);
     assert_exactly(&all, &generated_ids(5, n));
+    // Each one says it holds only its partitions: in /api/status, in the headers of every
+    // answer, and on the dashboard's snapshot.
+    let (pa, pb) = (held_partitions(&http_a), held_partitions(&http_b));
+    assert!(!pa.is_empty() && !pb.is_empty(), "A {pa:?}, B {pb:?}");
+    assert!(pa.iter().all(|p| !pb.contains(p)), "A {pa:?}, B {pb:?}");
+    let mut both: Vec<i64> = pa.iter().chain(&pb).copied().collect();
+    both.sort_unstable();
+    assert_eq!(both, (0..6).collect::<Vec<_>>());
+    for (http, held) in [(&http_a, &pa), (&http_b, &pb)] {
+        let (_, headers, _) = get_with_headers(&format!("{http}/orders/latestorders"));
+        assert_eq!(
+            headers.get("x-rtap-coverage").map(String::as_str),
+            Some("partial")
+        );
+        assert_eq!(
+            headers.get("x-rtap-partitions").cloned(),
+            Some(ranges(held)),
+            "{headers:?}"
+        );
+        assert_eq!(
+            headers.get("x-rtap-topic-partitions").map(String::as_str),
+            Some("6")
+        );
+        let (_, headers, _) = get_with_headers(&format!("{http}/api/status"));
+        assert_eq!(
+            headers.get("x-rtap-coverage").map(String::as_str),
+            Some("partial")
+        );
+    }
+    assert!(terminate(&mut a).success());
+    assert!(terminate(&mut b).success());
+}
+
+/// GET `url`: the status, the headers (lower-case names) and the JSON body (null if none).
+fn get_with_headers(url: &str) -> (u16, HashMap<String, String>, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let resp = reqwest::get(url).await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, headers, body)
+    })
+}
+
+/// The partitions `/api/status` says this instance reads, once the topic's partition count is
+/// known; checked against the Kafka source's own stage.
+fn held_partitions(http: &str) -> Vec<i64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = get_json(&format!("{http}/api/status")).map(|(_, v)| v);
+        let coverage = status.as_ref().map(|s| s["coverage"].clone());
+        if let Some(c) = coverage.filter(|c| c["topicPartitions"].is_u64()) {
+            let held: Vec<i64> = c["partitions"]
+                .as_array()
+                .expect("partitions")
+                .iter()
+                .map(|p| p.as_i64().expect("a partition"))
+                .collect();
+            let source = status
+                .as_ref()
+                .and_then(|s| s["stages"].as_array())
+                .and_then(|st| st.iter().find(|x| x["name"] == "kafka-source"))
+                .expect("kafka-source stage");
+            let mut assigned: Vec<i64> = source["detail"]["assignedPartitions"]
+                .as_array()
+                .expect("assigned")
+                .iter()
+                .map(|p| p.as_i64().expect("a partition"))
+                .collect();
+            assigned.sort_unstable();
+            assert_eq!(held, assigned);
+            assert_eq!(c["complete"], held.len() as u64 == c["topicPartitions"]);
+            assert_eq!(
+                c["state"],
+                if c["complete"] == true {
+                    "complete"
+                } else {
+                    "partial"
+                }
+            );
+            return held;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no coverage in /api/status: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What `X-Rtap-Partitions` says for `partitions` (ascending ranges).
+fn ranges(partitions: &[i64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < partitions.len() {
+        let start = partitions[i];
+        while i + 1 < partitions.len() && partitions[i + 1] == partitions[i] + 1 {
+            i += 1;
+        }
+        out.push(if partitions[i] == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", partitions[i])
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
+/// Every answer a client or the dashboard reads, in an order that lets two instances be
+/// compared: the fixed endpoints, one customer's orders, and SQL over the whole table.
+fn answers(http: &str, customer: &str) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for path in [
+        "/orders/overview",
+        "/orders/overview2",
+        "/orders/ordersperminute",
+        "/orders/popular",
+        "/orders/latestorders",
+        "/orders/couponslastminute",
+        "/orders/toplocations",
+        "/users/",
+    ] {
+        let (code, _, body) = get_with_headers(&format!("{http}{path}"));
+        assert_eq!(code, 200, "{path}: {body}");
+        out.push((path.to_string(), body));
+    }
+    let (_, _, body) = get_with_headers(&format!("{http}/users/{customer}/orders"));
+    out.push(("/users/{id}/orders".into(), body));
+    for sql in [
+        // Sums of doubles are rounded: replicas add the same rows in another order, which
+        // moves the last binary digits (the endpoints round money to the cent).
+        "SELECT COUNT(*), ROUND(SUM(order_total), 2), MIN(time_ms), MAX(time_ms) FROM orders",
+        "SELECT shipping_status, COUNT(*), SUM(totalQuantity) FROM orders GROUP BY shipping_status ORDER BY shipping_status",
+        "SELECT coupon, COUNT(*) FROM orders GROUP BY coupon ORDER BY coupon",
+    ] {
+        out.push((sql.to_string(), json!(common::sql_rows(http, sql))));
+    }
+    out
+}
+
+/// Asks A, then B, then A again until A's two answers agree (nothing moved between, e.g. a
+/// minute boundary), then B's must equal them. Bounded in attempts.
+fn assert_same_answers(a: &str, b: &str) {
+    let latest = get_json(&format!("{a}/orders/latestorders"))
+        .expect("latest")
+        .1;
+    let customer = latest[0]["customerId"]
+        .as_str()
+        .expect("a customer")
+        .to_string();
+    for attempt in 0..10 {
+        let first = answers(a, &customer);
+        let other = answers(b, &customer);
+        let again = answers(a, &customer);
+        if first != again {
+            assert!(attempt < 9, "A's answers kept moving");
+            continue;
+        }
+        for ((what, x), (_, y)) in first.iter().zip(&other) {
+            assert_eq!(x, y, "{what}: the replicas disagree");
+        }
+        return;
+    }
+}
+
+#[test]
+fn replicas_on_one_topic_hold_the_same_table_and_catch_up_after_a_kill() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 12_000u64;
+    let producer_dir = dir.path().join("producer");
+    let run_producer = |more: u64| {
+        let status = produce(
+            &broker.addr(),
+            &producer_dir,
+            &["--from", "generator", "--rate", "6000", "--seed", "9"],
+        )
+        .args(["--max-orders", &more.to_string(), "--partitions", "4"])
+        .status()
+        .expect("rtap produce");
+        assert!(status.success(), "rtap produce: {status}");
+    };
+    let (mut a, http_a) = serve(&dir.path().join("a"), &broker.addr(), &["--replica"]);
+    let (mut b, http_b) = serve(&dir.path().join("b"), &broker.addr(), &["--replica"]);
+    run_producer(n);
+    wait_count(&http_a, n, Duration::from_secs(120));
+    wait_count(&http_b, n, Duration::from_secs(120));
+    assert_exactly(&table_ids(&http_a), &generated_ids(9, n));
+    assert_exactly(&table_ids(&http_b), &generated_ids(9, n));
+    // Each reads every partition, in a group of its own.
+    assert_eq!(held_partitions(&http_a), vec![0, 1, 2, 3]);
+    assert_eq!(held_partitions(&http_b), vec![0, 1, 2, 3]);
+    let group = |http: &str| {
+        get_json(&format!("{http}/api/status")).expect("status").1["stages"]
+            .as_array()
+            .and_then(|st| st.iter().find(|x| x["name"] == "kafka-source").cloned())
+            .expect("kafka-source")["detail"]["group"]
+            .as_str()
+            .expect("group")
+            .to_string()
+    };
+    let (ga, gb) = (group(&http_a), group(&http_b));
+    assert!(
+        ga.starts_with("rtap-replica-") && gb.starts_with("rtap-replica-"),
+        "{ga} {gb}"
+    );
+    assert_ne!(ga, gb);
+    let (_, headers, _) = get_with_headers(&format!("{http_a}/orders/popular"));
+    assert_eq!(
+        headers.get("x-rtap-coverage").map(String::as_str),
+        Some("complete")
+    );
+    assert_eq!(
+        headers.get("x-rtap-partitions").map(String::as_str),
+        Some("0-3")
+    );
+    assert_same_answers(&http_a, &http_b);
+    // B dies; more orders arrive; B comes back on its directory and catches up.
+    kill9(&mut b);
+    run_producer(3_000); // 3,000 more: it resumes after the last order confirmed
+    wait_count(&http_a, n + 3_000, Duration::from_secs(120));
+    let (mut b, http_b) = serve(&dir.path().join("b"), &broker.addr(), &["--replica"]);
+    wait_count(&http_b, n + 3_000, Duration::from_secs(120));
+    assert_exactly(&table_ids(&http_b), &generated_ids(9, n + 3_000));
+    assert_eq!(group(&http_b), gb, "the same group across a restart");
+    // Caught up: the load balancer's check passes with no lag allowed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = get_json(&format!("{http_b}/health?maxLag=0")).expect("health");
+        if code == 200 {
+            assert_eq!(body["lag"], 0);
+            break;
+        }
+        assert_eq!(body["status"], "behind");
+        assert!(
+            Instant::now() < deadline,
+            "B never caught up: {body}; status: {}",
+            get_json(&format!("{http_b}/api/status")).map_or(serde_json::Value::Null, |r| r.1)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_same_answers(&http_a, &http_b);
     assert!(terminate(&mut a).success());
     assert!(terminate(&mut b).success());
 }
@@ -382,4 +635,235 @@ fn a_missing_topic_is_waited_for_and_record_timestamps_fill_in_time_ms() {
     assert_eq!(rows[0][0], order.order_id.to_string());
     assert_eq!(rows[0][1], record_ms);
     assert!(terminate(&mut consumer).success());
+}
+
+/// Java's `Utils.murmur2` (what Kafka's Java producer and Pinot's "Murmur" partition function
+/// hash a key with), and `toPositive`.
+fn java_murmur2(key: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
+    let mut chunks = key.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        for (i, b) in tail.iter().enumerate().rev() {
+            h ^= u32::from(*b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// The partition Java's default partitioner picks for `key`.
+fn java_murmur2_partition(key: &[u8], partitions: u32) -> u32 {
+    (java_murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+#[test]
+fn produced_orders_land_where_a_java_producer_puts_them() {
+    // `rtap pinot-config --partitions` tells Pinot the topic is partitioned by Murmur on
+    // order_id: true only if rtap's producer picks partitions as Java clients do.
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 2_000u64;
+    let status = produce(
+        &broker.addr(),
+        &dir.path().join("producer"),
+        &["--from", "generator", "--rate", "0", "--seed", "10"],
+    )
+    .args(["--max-orders", &n.to_string(), "--partitions", "5"])
+    .status()
+    .expect("rtap produce");
+    assert!(status.success());
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", "murmur-check")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["FakeEcommOrders"]).expect("subscribe");
+    let (mut seen, mut per_partition) = (0u64, [0u64; 5]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen < n {
+        assert!(Instant::now() < deadline, "read {seen} of {n}");
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        use rdkafka::Message;
+        let key = m.key().expect("keyed by order_id");
+        assert_eq!(
+            m.partition() as u32,
+            java_murmur2_partition(key, 5),
+            "order {}",
+            String::from_utf8_lossy(key)
+        );
+        per_partition[m.partition() as usize] += 1;
+        seen += 1;
+    }
+    assert!(per_partition.iter().all(|c| *c > 200), "{per_partition:?}");
+}
+
+#[test]
+fn the_murmur2_here_is_javas() {
+    // Values of org.apache.kafka.common.utils.Utils.murmur2 (Kafka's own UtilsTest):
+    // murmur2("21".getBytes()) == -973932308, murmur2("foobar") == -790332482,
+    // murmur2("a-little-bit-long-string") == -985981536, murmur2("a-little-bit-longer-string")
+    // == -1486304829, murmur2("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") == -58897971,
+    // murmur2({'a','b','c'}) == 479470107.
+    for (key, java) in [
+        ("21", -973_932_308i32),
+        ("foobar", -790_332_482),
+        ("a-little-bit-long-string", -985_981_536),
+        ("a-little-bit-longer-string", -1_486_304_829),
+        (
+            "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+            -58_897_971,
+        ),
+        ("abc", 479_470_107),
+    ] {
+        assert_eq!(java_murmur2(key.as_bytes()), java as u32, "{key}");
+    }
+}
+
+/// `rtap serve --kafka` on a given analytics port (so it can come back on the same one).
+fn serve_on(
+    data: &std::path::Path,
+    broker: &str,
+    port: u16,
+    extra: &[&str],
+) -> (std::process::Child, String) {
+    let mut cmd = rtap();
+    cmd.args([
+        "serve",
+        "--http-port",
+        &port.to_string(),
+        "--dashboard-port",
+        "0",
+    ])
+    .args([
+        "--checkpoint-interval",
+        "0.5",
+        "--kafka",
+        broker,
+        "--data-dir",
+    ])
+    .arg(data)
+    .args(extra)
+    .stderr(Stdio::null());
+    let s = common::start(cmd);
+    (s.child, s.http.expect("analytics URL"))
+}
+
+#[test]
+fn olap_sends_every_endpoint_to_the_pinot_broker_and_says_so_when_it_is_gone() {
+    // A second rtap on the same topic speaks Pinot's broker API: B's answers must equal A's
+    // own, come from A, and fail clearly while A is away.
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 5_000u64;
+    let port = common::free_port();
+    let (mut a, http_a) = serve_on(&dir.path().join("a"), &broker.addr(), port, &["--replica"]);
+    let olap = format!("pinot://127.0.0.1:{port}");
+    let (mut b, http_b) = serve(
+        &dir.path().join("b"),
+        &broker.addr(),
+        &["--replica", "--olap", &olap],
+    );
+    let status = produce(
+        &broker.addr(),
+        &dir.path().join("producer"),
+        &["--from", "generator", "--rate", "5000", "--seed", "11"],
+    )
+    .args(["--max-orders", &n.to_string(), "--partitions", "3"])
+    .status()
+    .expect("rtap produce");
+    assert!(status.success());
+    wait_count(&http_a, n, Duration::from_secs(120));
+    wait_count(&http_b, n, Duration::from_secs(120));
+    assert_same_answers(&http_a, &http_b);
+    let stage = |http: &str, name: &str| {
+        get_json(&format!("{http}/api/status")).expect("status").1["stages"]
+            .as_array()
+            .and_then(|st| st.iter().find(|x| x["name"] == name).cloned())
+    };
+    let olap_stage = stage(&http_b, "olap").expect("an olap stage");
+    assert_eq!(olap_stage["state"], "running", "{olap_stage}");
+    assert_eq!(
+        olap_stage["detail"]["broker"],
+        format!("http://127.0.0.1:{port}")
+    );
+    assert!(
+        stage(&http_a, "olap").is_none(),
+        "A answers from its own table"
+    );
+
+    // A goes away: B's SQL answers fail with a clear error, its windows still answer, and its
+    // status says what is wrong.
+    kill9(&mut a);
+    let (code, body) = get_json(&format!("{http_b}/orders/latestorders")).expect("answer");
+    assert_eq!(code, 503, "{body}");
+    let error = body["error"].as_str().expect("error").to_string();
+    assert!(
+        error.contains("Pinot broker at http://127.0.0.1:") && error.contains("unreachable"),
+        "{error}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (code, body) = rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("{http_b}/query/sql"))
+            .json(&json!({"sql": "SELECT COUNT(*) FROM orders"}))
+            .send()
+            .await
+            .expect("post");
+        (
+            resp.status().as_u16(),
+            resp.json::<serde_json::Value>().await.expect("json"),
+        )
+    });
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["exceptions"][0]["errorCode"], 427, "{body}");
+    let (code, overview) = get_json(&format!("{http_b}/orders/overview")).expect("overview");
+    assert_eq!(code, 200, "the windows stay in rtap: {overview}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = stage(&http_b, "olap").expect("olap stage");
+        if s["state"] == "waiting" {
+            assert!(
+                s["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("unreachable")),
+                "{s}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the olap stage still says {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, _) = get_json(&format!("{http_b}/health")).expect("health");
+    assert_eq!(code, 200, "ingest and windows still run");
+
+    // A comes back on its port: B answers again, equal to A.
+    let (mut a, http_a) = serve_on(&dir.path().join("a"), &broker.addr(), port, &["--replica"]);
+    wait_count(&http_a, n, Duration::from_secs(120));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_json(&format!("{http_b}/orders/latestorders")).map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "B did not answer again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_same_answers(&http_a, &http_b);
+    assert!(terminate(&mut a).success());
+    assert!(terminate(&mut b).success());
 }

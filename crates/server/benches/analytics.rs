@@ -128,7 +128,8 @@ async fn endpoints(
         clock,
         recent: Some(recent.clone()),
     });
-    let app = server::analytics::router(engine, Some(recent)).merge(server::overview::router(live));
+    let app =
+        server::analytics::router(engine, Some(recent), None).merge(server::overview::router(live));
     tokio::spawn(async move { axum::serve(listener, app).await });
     let client = reqwest::Client::new();
     let latest: serde_json::Value = client

@@ -305,6 +305,11 @@ function render(s) {
   shownSnapshot = s;
   $("last-update").textContent = nyTime.format(new Date(s.generatedAt));
   $("last-update").dataset.ms = String(s.generatedAt);
+  // Instances in one consumer group hold only their partitions: say so above the numbers.
+  const cov = s.coverage;
+  const partial = Boolean(cov && cov.state === "partial");
+  $("coverage").hidden = !partial;
+  $("coverage").textContent = partial ? "Partial view: this instance holds " + cov.text : "";
   renderKpis(s.overview || {});
 
   const pts = list(s.series && s.series.points);

@@ -19,6 +19,7 @@ use sql::response::cell;
 use sql::{QueryOutput, SqlEngine};
 
 use crate::error::ApiError;
+use crate::olap::PinotBroker;
 use crate::recent::{self, SharedRecent};
 
 const MINUTE_MS: i64 = 60_000;
@@ -26,24 +27,102 @@ const MINUTE_MS: i64 = 60_000;
 const MAX_SQL_BODY_BYTES: usize = 1024 * 1024;
 
 /// What the endpoints answer from: the SQL engine, and the recent answers kept at ingest (the
-/// fixed endpoints use them when they are trusted; `?source=sql` asks SQL regardless).
+/// fixed endpoints use them when they are trusted; `?source=sql` asks SQL regardless); or, with
+/// `--olap`, a Pinot broker for all of them.
 #[derive(Clone)]
 pub struct Analytics {
     pub engine: Arc<SqlEngine>,
     pub recent: Option<SharedRecent>,
+    pub olap: Option<Arc<PinotBroker>>,
+}
+
+/// A query's rows, from rtap's engine or from the broker.
+pub(crate) enum Answer {
+    Local(QueryOutput),
+    Remote(Vec<Vec<Value>>),
+}
+
+impl Answer {
+    fn num_rows(&self) -> usize {
+        match self {
+            Answer::Local(out) => out.num_rows(),
+            Answer::Remote(rows) => rows.len(),
+        }
+    }
+
+    /// Rows as JSON objects keyed by `keys`, in column order.
+    pub(crate) fn objects(&self, keys: &[&str]) -> Vec<Value> {
+        match self {
+            Answer::Local(out) => objects(out, keys),
+            Answer::Remote(rows) => rows
+                .iter()
+                .map(|row| {
+                    Value::Object(
+                        keys.iter()
+                            .zip(row.iter().chain(std::iter::repeat(&Value::Null)))
+                            .map(|(k, v)| ((*k).to_string(), whole_numbers_as_integers(v)))
+                            .collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A broker types every sum DOUBLE (Pinot does): a count or quantity comes back as `5.0` where
+/// rtap's engine says `5`. Whole numbers are made integers again, so the endpoints answer the
+/// same JSON either way (money is rounded to the cent afterwards, as a float, in both).
+fn whole_numbers_as_integers(v: &Value) -> Value {
+    match v.as_f64() {
+        Some(x) if v.is_f64() && x.fract() == 0.0 && x.abs() < 9.0e15 => json!(x as i64),
+        _ => v.clone(),
+    }
 }
 
 impl Analytics {
-    /// The recent answers, unless the request asked for SQL (`source=sql` in its query string).
+    /// The recent answers, unless the request asked for SQL (`source=sql` in its query string)
+    /// or the answers come from a Pinot broker.
     fn recent(&self, query: &Option<String>) -> Option<&recent::RecentAnswers> {
         let sql = query
             .as_deref()
             .is_some_and(|q| q.split('&').any(|p| p == "source=sql"));
-        (!sql).then_some(self.recent.as_deref()).flatten()
+        (!sql && self.olap.is_none())
+            .then_some(self.recent.as_deref())
+            .flatten()
+    }
+
+    /// The endpoints of the item and coupon grains (`/orders/popular`,
+    /// `/orders/couponslastminute`) answer from rtap's own table even with `--olap`: their SQL
+    /// counts per line item and per coupon (`line_items.quantity`), which rtap's SQL layer
+    /// unnests and Pinot's table (lists per order, see `rtap pinot-config`) cannot express.
+    fn item_grain(self) -> Analytics {
+        Analytics { olap: None, ..self }
+    }
+
+    /// Runs one of rtap's own queries with `params` bound: on the engine, or on the broker.
+    pub(crate) async fn run(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Answer, ApiError> {
+        match &self.olap {
+            Some(broker) => {
+                // rtap's own queries and typed parameters: a failure here is a bug.
+                let text = crate::olap::inline(sql, &params).map_err(|e| {
+                    ApiError::Query(sql::SqlError::Execution(format!("--olap: {e}")))
+                })?;
+                Ok(Answer::Remote(broker.rows(&text).await?))
+            }
+            None => Ok(Answer::Local(self.engine.run(sql, params).await?)),
+        }
     }
 }
 
-pub fn router(engine: Arc<SqlEngine>, recent: Option<SharedRecent>) -> Router {
+pub fn router(
+    engine: Arc<SqlEngine>,
+    recent: Option<SharedRecent>,
+    olap: Option<Arc<PinotBroker>>,
+) -> Router {
     Router::new()
         .route("/query/sql", get(query_get).post(query_post))
         .route("/orders/overview2", get(overview2))
@@ -57,20 +136,21 @@ pub fn router(engine: Arc<SqlEngine>, recent: Option<SharedRecent>) -> Router {
         .route("/users/{customer_id}/orders", get(user_orders))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_SQL_BODY_BYTES))
-        .with_state(Analytics { engine, recent })
+        .with_state(Analytics {
+            engine,
+            recent,
+            olap,
+        })
 }
 
 /// Every SQL panel of the dashboard, computed exactly as the endpoints compute them (so the page
 /// shows the API's numbers). A panel that fails carries `{"error": ...}` instead.
-pub async fn panels(engine: Arc<SqlEngine>, recent: Option<SharedRecent>) -> Value {
+pub async fn panels(a: Analytics) -> Value {
     fn value(r: Result<Json<Value>, ApiError>) -> Value {
         r.map(|j| j.0)
             .unwrap_or_else(|e| json!({"error": e.to_string()}))
     }
-    let a = Analytics {
-        engine: engine.clone(),
-        recent,
-    };
+    let engine = a.engine.clone();
     let (per_minute, popular, latest, coupons, locations) = tokio::join!(
         orders_per_minute(State(a.clone()), RawQuery(None)),
         popular(State(a.clone()), RawQuery(None)),
@@ -128,12 +208,12 @@ pub(crate) fn round_money(rows: &mut [Value], keys: &[&str]) {
     }
 }
 
-async fn run(engine: &SqlEngine, sql: &str, params: Vec<i64>) -> Result<QueryOutput, ApiError> {
+async fn run(a: &Analytics, sql: &str, params: Vec<i64>) -> Result<Answer, ApiError> {
     let params = params
         .into_iter()
         .map(|p| ScalarValue::Int64(Some(p)))
         .collect();
-    Ok(engine.run(sql, params).await?)
+    a.run(sql, params).await
 }
 
 fn period(row: &Value, suffix: &str) -> Value {
@@ -154,14 +234,12 @@ fn period(row: &Value, suffix: &str) -> Value {
     })
 }
 
-async fn overview2(
-    State(Analytics { engine, .. }): State<Analytics>,
-) -> Result<Json<Value>, ApiError> {
+async fn overview2(State(a): State<Analytics>) -> Result<Json<Value>, ApiError> {
     // The same bounds as the rolling windows: the window covering the last minute ends at the
     // end of the current second.
-    let end = (engine.now_ms().div_euclid(1000) + 1) * 1000;
+    let end = (a.engine.now_ms().div_euclid(1000) + 1) * 1000;
     let out = run(
-        &engine,
+        &a,
         include_str!("queries/overview.sql"),
         vec![end - 2 * MINUTE_MS, end - MINUTE_MS, end],
     )
@@ -178,10 +256,7 @@ async fn overview2(
         "delivered_before",
         "refunded_before",
     ];
-    let row = objects(&out, &keys)
-        .into_iter()
-        .next()
-        .unwrap_or(Value::Null);
+    let row = out.objects(&keys).into_iter().next().unwrap_or(Value::Null);
     Ok(Json(json!({
         "currentTimePeriod": period(&row, "now"),
         "previousTimePeriod": period(&row, "before"),
@@ -199,12 +274,12 @@ async fn orders_per_minute(
     // The current minute and the 59 before it (as the recent answers count them).
     let (start, end) = rolling::recent::hour_window(now);
     let out = run(
-        &a.engine,
+        &a,
         &crate::history::series_sql("MINUTE"),
         vec![start - 1, end - 1],
     )
     .await?;
-    let mut rows = objects(&out, crate::history::SERIES_KEYS);
+    let mut rows = out.objects(crate::history::SERIES_KEYS);
     for row in &mut rows {
         if let Value::Object(o) = row {
             o.remove("start");
@@ -225,38 +300,44 @@ async fn popular(
     State(a): State<Analytics>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let a = a.item_grain();
     let now = a.engine.now_ms();
     if let Some(v) = a.recent(&q).and_then(|r| recent::popular(r, now)) {
         return Ok(Json(v));
     }
-    let engine = a.engine;
     let bounds = last_minute(now);
     let items = run(
-        &engine,
+        &a,
         include_str!("queries/popular_items.sql"),
         bounds.clone(),
     )
     .await?;
-    let categories = run(
-        &engine,
-        include_str!("queries/popular_categories.sql"),
-        bounds,
-    )
-    .await?;
+    let categories = run(&a, include_str!("queries/popular_categories.sql"), bounds).await?;
     Ok(Json(json!({
-        "itemNames": objects(&items, &["itemName", "orders", "quantity"]),
-        "categories": objects(&categories, &["category", "orders", "quantity"]),
+        "itemNames": items.objects(&["itemName", "orders", "quantity"]),
+        "categories": categories.objects(&["category", "orders", "quantity"]),
     })))
 }
 
+/// The queries sent to the broker with `--olap` (name, SQL): every column they name is a
+/// column of the Pinot table `rtap pinot-config` writes (checked by rtap's tests).
+pub const OLAP_QUERIES: [(&str, &str); 6] = [
+    ("overview", include_str!("queries/overview.sql")),
+    ("latest_orders", include_str!("queries/latest_orders.sql")),
+    ("top_cities", include_str!("queries/top_cities.sql")),
+    ("top_states", include_str!("queries/top_states.sql")),
+    ("recent_users", include_str!("queries/recent_users.sql")),
+    ("user_orders", include_str!("queries/user_orders.sql")),
+];
+
 /// Runs a "newest N" query over the last few minutes first, and over everything only when the
 /// recent data has fewer than `want` rows: the common case reads only the newest segments.
-async fn newest(engine: &SqlEngine, sql: &str, want: usize) -> Result<QueryOutput, ApiError> {
-    let recent = run(engine, sql, vec![engine.now_ms() - 5 * MINUTE_MS]).await?;
+async fn newest(a: &Analytics, sql: &str, want: usize) -> Result<Answer, ApiError> {
+    let recent = run(a, sql, vec![a.engine.now_ms() - 5 * MINUTE_MS]).await?;
     if recent.num_rows() >= want {
         return Ok(recent);
     }
-    run(engine, sql, vec![i64::MIN]).await
+    run(a, sql, vec![i64::MIN]).await
 }
 
 async fn latest_orders(
@@ -269,19 +350,15 @@ async fn latest_orders(
     {
         return Ok(Json(v));
     }
-    let engine = a.engine;
-    let out = newest(&engine, include_str!("queries/latest_orders.sql"), 10).await?;
-    let mut rows = objects(
-        &out,
-        &[
-            "orderId",
-            "timestamp",
-            "orderTotal",
-            "customerId",
-            "productsOrdered",
-            "totalQuantity",
-        ],
-    );
+    let out = newest(&a, include_str!("queries/latest_orders.sql"), 10).await?;
+    let mut rows = out.objects(&[
+        "orderId",
+        "timestamp",
+        "orderTotal",
+        "customerId",
+        "productsOrdered",
+        "totalQuantity",
+    ]);
     round_money(&mut rows, &["orderTotal"]);
     Ok(Json(Value::Array(rows)))
 }
@@ -290,20 +367,15 @@ async fn coupons(
     State(a): State<Analytics>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let a = a.item_grain();
     let now = a.engine.now_ms();
     if let Some(v) = a.recent(&q).and_then(|r| recent::coupons(r, now)) {
         return Ok(Json(v));
     }
-    let out = run(
-        &a.engine,
-        include_str!("queries/coupons.sql"),
-        last_minute(now),
-    )
-    .await?;
-    Ok(Json(Value::Array(objects(
-        &out,
-        &["coupon_code", "times_used"],
-    ))))
+    let out = run(&a, include_str!("queries/coupons.sql"), last_minute(now)).await?;
+    Ok(Json(Value::Array(
+        out.objects(&["coupon_code", "times_used"]),
+    )))
 }
 
 async fn top_locations(
@@ -314,18 +386,12 @@ async fn top_locations(
     if let Some(v) = a.recent(&q).and_then(|r| recent::top_locations(r, now)) {
         return Ok(Json(v));
     }
-    let engine = a.engine;
     let bounds = last_minute(now);
-    let cities = run(
-        &engine,
-        include_str!("queries/top_cities.sql"),
-        bounds.clone(),
-    )
-    .await?;
-    let states = run(&engine, include_str!("queries/top_states.sql"), bounds).await?;
+    let cities = run(&a, include_str!("queries/top_cities.sql"), bounds.clone()).await?;
+    let states = run(&a, include_str!("queries/top_states.sql"), bounds).await?;
     Ok(Json(json!({
-        "cities": objects(&cities, &["city", "totalOrders"]),
-        "states": objects(&states, &["state", "totalOrders"]),
+        "cities": cities.objects(&["city", "totalOrders"]),
+        "states": states.objects(&["state", "totalOrders"]),
     })))
 }
 
@@ -339,19 +405,17 @@ async fn recent_users(
     {
         return Ok(Json(v));
     }
-    let engine = a.engine;
-    let out = newest(&engine, include_str!("queries/recent_users.sql"), 50).await?;
-    Ok(Json(Value::Array(objects(
-        &out,
-        &["customer_id", "timestamp"],
-    ))))
+    let out = newest(&a, include_str!("queries/recent_users.sql"), 50).await?;
+    Ok(Json(Value::Array(
+        out.objects(&["customer_id", "timestamp"]),
+    )))
 }
 
 /// Longest customer id accepted (a UUID is 36 characters).
 const MAX_CUSTOMER_ID_CHARS: usize = 128;
 
 async fn user_orders(
-    State(Analytics { engine, .. }): State<Analytics>,
+    State(a): State<Analytics>,
     Path(customer_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     if customer_id.is_empty()
@@ -362,13 +426,13 @@ async fn user_orders(
             "customer id must be 1 to {MAX_CUSTOMER_ID_CHARS} printable characters"
         )));
     }
-    let out = engine
+    let out = a
         .run(
             include_str!("queries/user_orders.sql"),
             vec![ScalarValue::Utf8(Some(customer_id))],
         )
         .await?;
-    let mut rows = objects(&out, &["order_id", "order_total", "timestamp"]);
+    let mut rows = out.objects(&["order_id", "order_total", "timestamp"]);
     round_money(&mut rows, &["order_total"]);
     Ok(Json(Value::Array(rows)))
 }
@@ -379,16 +443,49 @@ struct SqlRequest {
 }
 
 async fn query_get(
-    State(Analytics { engine, .. }): State<Analytics>,
+    State(a): State<Analytics>,
     query: Result<Query<SqlRequest>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(req) =
         query.map_err(|e| ApiError::BadRequest(format!("expected ?sql=<query>: {e}")))?;
-    Ok(json_text(engine.query_pinot_json(&req.sql).await))
+    Ok(answer_sql(&a, &req.sql).await)
+}
+
+/// `/query/sql`: rtap's engine, or the broker's answer passed through as it came (a broker
+/// that cannot be reached: Pinot's error 427 in a broker response, HTTP 503).
+async fn answer_sql(a: &Analytics, sql: &str) -> Response {
+    let Some(broker) = &a.olap else {
+        return json_text(a.engine.query_pinot_json(sql).await);
+    };
+    match broker.query_text(sql).await {
+        Ok((status, body)) => (
+            axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK),
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(error) => {
+            let error = ApiError::Olap(error);
+            tracing::warn!(error = %error, "/query/sql: no answer from the broker");
+            (
+                error.status(),
+                Json(json!({
+                    "exceptions": [{
+                        "errorCode": crate::olap::UNREACHABLE_CODE,
+                        "message": error.to_string(),
+                    }],
+                    "numDocsScanned": 0,
+                    "totalDocs": 0,
+                    "timeUsedMs": 0,
+                })),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn query_post(
-    State(Analytics { engine, .. }): State<Analytics>,
+    State(a): State<Analytics>,
     body: Result<Json<SqlRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|e| {
@@ -397,7 +494,7 @@ async fn query_post(
             e.body_text()
         ))
     })?;
-    Ok(json_text(engine.query_pinot_json(&req.sql).await))
+    Ok(answer_sql(&a, &req.sql).await)
 }
 
 /// A response of JSON text made elsewhere (the SQL engine writes its answers itself).

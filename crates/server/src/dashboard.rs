@@ -71,6 +71,10 @@ pub struct Dashboard {
     snapshots: Counter,
     viewers_gauge: Gauge,
     history: History,
+    /// Which partitions the numbers cover (Kafka sources): shown on the page when partial.
+    coverage: Option<crate::status::CoverageFn>,
+    /// `--olap`: the panels' SQL goes to this Pinot broker.
+    olap: Option<Arc<crate::olap::PinotBroker>>,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -100,6 +104,8 @@ impl Dashboard {
         live: Arc<Live>,
         stop: watch::Receiver<bool>,
         max_viewers: usize,
+        coverage: Option<crate::status::CoverageFn>,
+        olap: Option<Arc<crate::olap::PinotBroker>>,
     ) -> Arc<Self> {
         Arc::new(Dashboard {
             engine,
@@ -112,6 +118,8 @@ impl Dashboard {
             snapshots: Counter::default(),
             viewers_gauge: Gauge::default(),
             history: History::default(),
+            coverage,
+            olap,
         })
     }
 
@@ -137,12 +145,19 @@ impl Dashboard {
         // windows saw.
         let overview = overview_at(&self.live, now);
         let series = series_at(&self.live, now, SERIES_SECONDS);
-        let mut panels =
-            crate::analytics::panels(self.engine.clone(), self.live.recent.clone()).await;
+        let mut panels = crate::analytics::panels(crate::analytics::Analytics {
+            engine: self.engine.clone(),
+            recent: self.live.recent.clone(),
+            olap: self.olap.clone(),
+        })
+        .await;
         if let Value::Object(map) = &mut panels {
             map.insert("generatedAt".into(), json!(now));
             map.insert("overview".into(), overview);
             map.insert("series".into(), series);
+            if let Some(c) = self.coverage.as_ref().and_then(|f| f()) {
+                map.insert("coverage".into(), crate::status::coverage_json(&c));
+            }
         }
         panels
     }

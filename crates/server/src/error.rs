@@ -18,6 +18,9 @@ pub enum ApiError {
     /// One of rtap's own queries failed: a bug or an overload, never the caller's fault.
     #[error("query failed: {0}")]
     Query(#[from] sql::SqlError),
+    /// The Pinot broker of `--olap` gave no rows (unreachable, busy, slow, or it refused).
+    #[error(transparent)]
+    Olap(#[from] crate::olap::OlapError),
 }
 
 impl ApiError {
@@ -33,6 +36,8 @@ impl ApiError {
                 | sql::SqlError::ResourceLimit(_),
             ) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Query(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Olap(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Olap(_) => StatusCode::BAD_GATEWAY,
         }
     }
 }

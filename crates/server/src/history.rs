@@ -252,7 +252,7 @@ pub(crate) const SERIES_KEYS: &[&str] = &[
 
 /// Orders per `unit` ("MINUTE" or "HOUR", never the caller's text) in ($1, $2], newest first,
 /// with each bucket's start and New York stamp.
-pub(crate) fn series_sql(unit: &'static str) -> String {
+pub fn series_sql(unit: &'static str) -> String {
     include_str!("queries/series.sql").replace("{UNIT}", unit)
 }
 

@@ -16,6 +16,7 @@
 //! - [`status`]: `/api/status` and `/metrics` (Prometheus), request latency per endpoint.
 //! - [`error`]: the one place where errors become HTTP statuses and JSON bodies.
 //! - [`access`]: host check, cross-site writes, the bearer token, CORS.
+//! - [`olap`]: `--olap pinot://`: the endpoints answered by an Apache Pinot broker.
 //! - [`listen`]: serving a router with bounds on every connection (count, timeouts, shutdown).
 
 pub mod access;
@@ -24,6 +25,7 @@ pub mod dashboard;
 pub mod error;
 pub mod history;
 pub mod listen;
+pub mod olap;
 pub mod orders_api;
 pub mod overview;
 pub mod recent;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, RawQuery, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use serde_json::Value;
+use sources::Coverage;
 
 /// One stage of the pipeline as `/api/status` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +42,124 @@ pub struct StageStatus {
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub stages: Vec<StageStatus>,
+    /// The partitions of the topic this instance reads (Kafka sources only).
+    pub coverage: Option<Coverage>,
+}
+
+/// Asks the source which partitions this instance reads, at the moment of a request.
+pub type CoverageFn = Arc<dyn Fn() -> Option<Coverage> + Send + Sync>;
+
+/// Partition numbers as ascending ranges, `0-5,8,10-11`: short even for thousands of partitions.
+pub fn partition_ranges(partitions: &[i32]) -> String {
+    let mut sorted = partitions.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end.saturating_add(1) {
+            i += 1;
+            end = sorted[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}-{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Coverage as `/api/status` and the dashboard show it.
+pub fn coverage_json(c: &Coverage) -> Value {
+    serde_json::json!({
+        "state": c.state(),
+        "complete": c.complete(),
+        "topic": c.topic,
+        "partitions": c.partitions,
+        "topicPartitions": c.topic_partitions,
+        "moved": c.moved,
+        "text": coverage_text(c),
+    })
+}
+
+/// One line for people: "all 24 partitions of FakeEcommOrders" or "partitions 0-2 of the 24
+/// of FakeEcommOrders: answers cover only those".
+pub fn coverage_text(c: &Coverage) -> String {
+    let held = if c.partitions.is_empty() {
+        "no partitions (waiting for the consumer group to assign some)".to_string()
+    } else {
+        let ranges = partition_ranges(&c.partitions);
+        if ranges.len() <= 120 {
+            format!("partitions {ranges}")
+        } else {
+            format!("{} partitions", c.partitions.len())
+        }
+    };
+    match (c.state(), c.topic_partitions) {
+        ("complete", Some(n)) => format!("all {n} partitions of {}", c.topic),
+        (_, Some(n)) if c.moved => format!(
+            "{held} of the {n} of {} now, but the consumer group moved partitions to or from it \
+             since it started: its answers lack what other instances read from them meanwhile",
+            c.topic
+        ),
+        (_, Some(n)) => format!(
+            "{held} of the {n} of {}: answers cover only those (other instances in the consumer group hold the rest)",
+            c.topic
+        ),
+        _ => format!("{held} of {} (the topic's partition count is not known yet)", c.topic),
+    }
+}
+
+/// Longest `X-Rtap-Partitions` value: proxies refuse responses with large headers (nginx's
+/// default buffer is 4 KB for all of them).
+const MAX_PARTITIONS_HEADER: usize = 512;
+
+/// The partition ranges, or "N partitions (see /api/status)" when they would not fit
+/// [`MAX_PARTITIONS_HEADER`] (thousands of partitions assigned in a scattered way).
+fn partitions_header(partitions: &[i32]) -> String {
+    let ranges = partition_ranges(partitions);
+    if ranges.len() <= MAX_PARTITIONS_HEADER {
+        ranges
+    } else {
+        format!("{} partitions (listed in /api/status)", partitions.len())
+    }
+}
+
+/// Middleware: every response says which partitions its numbers cover, in `X-Rtap-Coverage`
+/// (`complete`, `partial` or `unknown`), `X-Rtap-Partitions` (ranges, `0-5,8`) and
+/// `X-Rtap-Topic-Partitions`. Nothing is added for a source without partitions.
+async fn cover(State(coverage): State<CoverageFn>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Some(c) = coverage() {
+        let headers = response.headers_mut();
+        let pairs = [
+            ("x-rtap-coverage", c.state().to_string()),
+            ("x-rtap-partitions", partitions_header(&c.partitions)),
+            (
+                "x-rtap-topic-partitions",
+                c.topic_partitions
+                    .map_or_else(String::new, |n| n.to_string()),
+            ),
+        ];
+        for (name, value) in pairs {
+            if let Ok(v) = header::HeaderValue::from_str(&value) {
+                headers.insert(header::HeaderName::from_static(name), v);
+            }
+        }
+    }
+    response
+}
+
+/// Wraps `app` so every response carries the coverage headers (see [`cover`]).
+pub fn covered(app: Router, coverage: CoverageFn) -> Router {
+    app.layer(axum::middleware::from_fn_with_state(coverage, cover))
 }
 
 /// Upper bounds (seconds) of the request latency buckets.
@@ -133,11 +252,15 @@ impl Telemetry {
             .stages
             .iter()
             .all(|s| s.state != "failed" && s.state != "stopped");
-        serde_json::json!({
+        let mut status = serde_json::json!({
             "status": if healthy { "ok" } else { "degraded" },
             "uptimeSeconds": self.started.elapsed().as_secs(),
             "stages": report.stages,
-        })
+        });
+        if let Some(c) = &report.coverage {
+            status["coverage"] = coverage_json(c);
+        }
+        status
     }
 
     /// The metrics in the OpenMetrics text format (which Prometheus reads).
@@ -183,8 +306,30 @@ async fn metrics(State(t): State<Arc<Telemetry>>) -> Response {
 
 /// `GET /health`: 200 `{"status": "ok", "rows"}` while every stage runs, 503
 /// `{"status": "unhealthy", "failed": [{"stage", "error"}]}` once one has failed (what a load
-/// balancer or supervisor should watch).
-async fn health(State(t): State<Arc<Telemetry>>) -> Response {
+/// balancer or supervisor should watch). With `?maxLag=N` also 503 `{"status": "behind", "lag"}`
+/// while ingest is more than N messages behind its source, or its lag is not known yet (a
+/// replica that is catching up is taken out of rotation until it has).
+async fn health(State(t): State<Arc<Telemetry>>, RawQuery(query): RawQuery) -> Response {
+    let max_lag = match query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|p| p.strip_prefix("maxLag="))
+    {
+        None => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    Json(serde_json::json!({
+                        "error": format!("maxLag must be a whole number of messages, got {v:?}")
+                    })),
+                )
+                    .into_response()
+            }
+        },
+    };
     let report = t.report();
     let failed: Vec<Value> = report
         .stages
@@ -198,8 +343,20 @@ async fn health(State(t): State<Arc<Telemetry>>) -> Response {
         .find(|s| s.name == "table")
         .map(|s| s.detail["rows"].clone())
         .unwrap_or(Value::Null);
-    if failed.is_empty() {
-        Json(serde_json::json!({"status": "ok", "rows": rows})).into_response()
+    let lag = report
+        .stages
+        .iter()
+        .find(|s| s.name == "ingest")
+        .and_then(|s| s.detail["lag"].as_u64());
+    let behind = max_lag.filter(|max| lag.is_none_or(|l| l > *max));
+    if failed.is_empty() && behind.is_none() {
+        Json(serde_json::json!({"status": "ok", "rows": rows, "lag": lag})).into_response()
+    } else if let (true, Some(max)) = (failed.is_empty(), behind) {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "behind", "lag": lag, "maxLag": max, "rows": rows})),
+        )
+            .into_response()
     } else {
         (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

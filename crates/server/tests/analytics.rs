@@ -177,7 +177,7 @@ async fn serve(table: Arc<RealtimeTable>, windows: Windows, answers: Answers) ->
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = server::analytics::router(engine, recent).merge(server::overview::router(live));
+    let app = server::analytics::router(engine, recent, None).merge(server::overview::router(live));
     tokio::spawn(async move { axum::serve(listener, app).await });
     base
 }

@@ -42,6 +42,40 @@ pub struct SourceReport {
     pub last_error: Option<String>,
 }
 
+/// Which partitions of the topic an instance reads. Instances that share a consumer group split
+/// the partitions, and each one's table, windows and answers cover only its own: this says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coverage {
+    pub topic: String,
+    /// The partitions assigned to this instance, ascending (empty between a revocation and the
+    /// next assignment).
+    pub partitions: Vec<i32>,
+    /// How many partitions the topic has, once the client has its metadata.
+    pub topic_partitions: Option<usize>,
+    /// The group moved partitions to or from this instance since it started: its table lacks
+    /// what other instances read from them meanwhile, even if it reads every partition now.
+    pub moved: bool,
+}
+
+impl Coverage {
+    /// Every partition of the topic is read here (false while that is not known).
+    pub fn complete(&self) -> bool {
+        !self.moved
+            && self
+                .topic_partitions
+                .is_some_and(|n| n > 0 && self.partitions.len() >= n)
+    }
+
+    /// "complete", "partial" or "unknown" (the topic's partition count not known yet).
+    pub fn state(&self) -> &'static str {
+        match self.topic_partitions {
+            None => "unknown",
+            Some(_) if self.complete() => "complete",
+            Some(_) => "partial",
+        }
+    }
+}
+
 /// What ingest reads from. A source emits [`SourceEvent`]s on the channel it was started with,
 /// in order, and only lets go of what it emitted (commits) when told a checkpoint holding it is
 /// durable.
@@ -66,6 +100,11 @@ pub trait Source: Send + Sync {
     /// Set when the source can no longer go on exactly (partitions revoked without a
     /// checkpoint): the pipeline restarts from its last checkpoint.
     fn failure(&self) -> Option<String> {
+        None
+    }
+    /// The partitions this instance reads, when the source has partitions (Kafka); `None`
+    /// means it reads everything there is (the embedded source).
+    fn coverage(&self) -> Option<Coverage> {
         None
     }
 }

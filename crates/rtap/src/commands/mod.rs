@@ -4,6 +4,7 @@
 mod api;
 mod backfill;
 mod config;
+mod pinot_config;
 mod produce;
 mod query;
 mod serve;
@@ -20,5 +21,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Api(args) => api::run(args).await,
         Command::Query(args) => query::run(args).await,
         Command::Config(args) => config::run(args),
+        Command::PinotConfig(args) => pinot_config::run(&args),
     }
 }

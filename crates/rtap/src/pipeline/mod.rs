@@ -95,7 +95,12 @@ pub struct Running {
     http_server: tokio::task::JoinHandle<std::io::Result<()>>,
     dash_server: tokio::task::JoinHandle<std::io::Result<()>>,
     summary: tokio::task::JoinHandle<()>,
+    /// The consumer group ingest reads in (with `--replica`, this instance's own).
+    group: Option<String>,
 }
+
+/// How often the `--olap` broker's health is checked.
+const OLAP_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Builds and starts every stage of `mode` from `config`. `restarts`: how many times the
 /// supervisor restarted the pipeline before (shown in `/api/status`).
@@ -118,14 +123,26 @@ pub async fn start(
         Mode::Serve => None,
     };
     let kafka = match kafka {
-        Some(mut k) if k.instance_id.is_none() => {
-            k.instance_id = Some(
-                sources::kafka::persistent_instance_id(data_dir)
-                    .context("cannot set up the consumer's instance id")?,
-            );
+        Some(mut k) => {
+            if k.instance_id.is_none() {
+                k.instance_id = Some(
+                    sources::kafka::persistent_instance_id(data_dir)
+                        .context("cannot set up the consumer's instance id")?,
+                );
+            }
+            if config.kafka.replica {
+                // A group of its own, the same across restarts (the id is kept in the data
+                // directory, or given): it reads every partition and resumes from its commits.
+                let id = match k.instance_id.as_deref().filter(|id| !id.is_empty()) {
+                    Some(id) => id.to_string(),
+                    None => sources::kafka::persistent_instance_id(data_dir)
+                        .context("cannot set up the replica's instance id")?,
+                };
+                k.group = format!("{}-replica-{id}", k.group);
+            }
             Some(k)
         }
-        other => other,
+        None => None,
     };
     let source_kind = if kafka.is_some() {
         "kafka"
@@ -342,6 +359,23 @@ pub async fn start(
         api_server = Some(server);
         api_addr = Some(addr);
     }
+    // `--olap`: the endpoints' SQL goes to a Pinot broker (checked every few seconds).
+    let olap = match &config.olap.broker {
+        Some(spec) => Some(Arc::new(
+            server::olap::PinotBroker::new(
+                spec,
+                server::olap::BrokerLimits {
+                    // An answer is bounded like rtap's own (`sql.max_response_bytes`).
+                    max_answer_bytes: config.sql.max_response_bytes,
+                    ..server::olap::BrokerLimits::with_timeout(std::time::Duration::from_millis(
+                        config.olap.timeout_ms,
+                    ))
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("olap.broker: {e}"))?,
+        )),
+        None => None,
+    };
     let parts = Arc::new(Parts {
         metrics: ingest_metrics.clone(),
         checkpoints: checkpoint_metrics.clone(),
@@ -361,6 +395,7 @@ pub async fn start(
             restarts: f.job.restarts(),
         }),
         restarts,
+        olap: olap.clone(),
     });
     let mut registry = Registry::default();
     ingest_metrics.register(&mut registry);
@@ -378,11 +413,18 @@ pub async fn start(
     if kafka.is_some() {
         source_metrics.register_kafka(&mut registry);
     }
+    // Instances in one consumer group each hold their partitions only: every answer says so.
+    let coverage: server::status::CoverageFn = {
+        let source = source.clone();
+        Arc::new(move || source.coverage())
+    };
     let board = server::dashboard::Dashboard::new(
         engine.clone(),
         live.clone(),
         http_stop_rx.clone(),
         config.http.max_viewers,
+        Some(coverage.clone()),
+        olap.clone(),
     );
     board.register(&mut registry);
     let connection_stats = |port: usize| connections[port].1.clone();
@@ -404,9 +446,12 @@ pub async fn start(
     )
     .await?;
     let analytics = server::status::measured(
-        server::analytics::router(engine.clone(), live.recent.clone())
-            .merge(server::overview::router(live.clone()))
-            .merge(server::status::router(telemetry.clone())),
+        server::status::covered(
+            server::analytics::router(engine.clone(), live.recent.clone(), olap.clone())
+                .merge(server::overview::router(live.clone()))
+                .merge(server::status::router(telemetry.clone())),
+            coverage.clone(),
+        ),
         telemetry.clone(),
     );
     let http_server = http::serve(
@@ -424,7 +469,11 @@ pub async fn start(
     )
     .await?;
     let dashboard = server::status::measured(
-        server::dashboard::router(board.clone()).merge(server::status::router(telemetry.clone())),
+        server::status::covered(
+            server::dashboard::router(board.clone())
+                .merge(server::status::router(telemetry.clone())),
+            coverage,
+        ),
         telemetry,
     );
     board.spawn_refresher();
@@ -435,6 +484,9 @@ pub async fn start(
         dash_stats,
         http_stop_rx.clone(),
     );
+    if let Some(broker) = &olap {
+        broker.spawn_checks(OLAP_CHECK_EVERY, http_stop_rx.clone());
+    }
     let summary = tokio::spawn(http::live_summary(parts.clone(), http_stop_rx));
     Ok(Running {
         api_addr,
@@ -453,6 +505,7 @@ pub async fn start(
         http_server,
         dash_server,
         summary,
+        group: kafka.as_ref().map(|k| k.group.clone()),
     })
 }
 
@@ -539,12 +592,18 @@ impl Running {
         let from = match &kafka {
             Some(k) => format!(
                 ", consuming {} on {} as group {}",
-                k.topic, k.brokers, k.group
+                k.topic,
+                k.brokers,
+                self.group.as_deref().unwrap_or(&k.group)
             ),
             None => String::new(),
         };
+        let olap = match self.parts.olap.as_ref() {
+            Some(b) => format!("; answers from the Pinot broker at {}", b.base()),
+            None => String::new(),
+        };
         println!(
-            "rtap {command}: analytics API and SQL on http://{}  (table: {} rows under {}{from})",
+            "rtap {command}: analytics API and SQL on http://{}  (table: {} rows under {}{from}{olap})",
             self.http_addr,
             self.parts.table.snapshot().rows(),
             self.config.data_dir.display()

@@ -39,6 +39,8 @@ pub struct Parts {
     pub generator: Option<GeneratorFlags>,
     /// Times the supervisor restarted the pipeline from its last checkpoint.
     pub restarts: u64,
+    /// `--olap`: the Pinot broker that answers the endpoints.
+    pub olap: Option<Arc<server::olap::PinotBroker>>,
 }
 
 impl Parts {
@@ -163,7 +165,13 @@ impl Parts {
             detail: json!({"streamTimeMs": stream_time, "late": windows_late}),
             last_error: None,
         });
-        Report { stages }
+        if let Some(broker) = &self.olap {
+            stages.push(broker.stage());
+        }
+        Report {
+            stages,
+            coverage: self.source.coverage(),
+        }
     }
 
     /// The one-line live summary.

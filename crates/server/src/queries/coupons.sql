@@ -4,3 +4,4 @@ FROM orders
 WHERE time_ms > $1 AND time_ms <= $2
 GROUP BY coupon_codes.name
 ORDER BY times_used DESC, coupon_code
+LIMIT 1000

@@ -81,6 +81,15 @@ impl ClientContext for SourceContext {
         let Some(partitions) = v["topics"][&self.topic]["partitions"].as_object() else {
             return;
         };
+        // Every partition the topic's metadata lists is in the statistics (assigned here or
+        // not), plus librdkafka's internal "-1".
+        let known = partitions
+            .values()
+            .filter(|p| p["partition"].as_i64().is_some_and(|n| n >= 0))
+            .count();
+        if known > 0 {
+            self.status.topic_partitions.store(known, Ordering::Release);
+        }
         let marks = partitions
             .values()
             .filter_map(|p| {
@@ -92,7 +101,8 @@ impl ClientContext for SourceContext {
                         .iter()
                         .filter_map(|k| p[*k].as_i64())
                         .find(|o| *o >= 0);
-                    (partition, (high, position))
+                    let low = p["lo_offset"].as_i64().unwrap_or(0).clamp(0, high);
+                    (partition, (high, low, position))
                 })
             })
             .collect();
@@ -159,12 +169,31 @@ impl ConsumerContext for SourceContext {
         if let Ok(mut marks) = self.status.watermarks.lock() {
             marks.retain(|p, _| !losing.contains(p));
         }
+        if let Ok(mut assigned) = self.status.assigned.lock() {
+            assigned.retain(|p| !losing.contains(p));
+        }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(topic = %self.topic, partitions = ?partitions, "partitions assigned");
+            let mut sorted = partitions.clone();
+            sorted.sort_unstable();
+            if let Ok(mut first) = self.status.first_assignment.lock() {
+                match first.as_ref() {
+                    None => *first = Some(sorted),
+                    Some(f) if *f != sorted => {
+                        if !self.status.moved.swap(true, Ordering::AcqRel) {
+                            tracing::warn!(
+                                "the consumer group moved partitions to or from this instance: \
+                                 its table lacks what other instances read from them meanwhile"
+                            );
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
             if let Ok(mut a) = self.status.assigned.lock() {
                 *a = partitions;
             }
@@ -258,6 +287,10 @@ impl Source for KafkaSource {
                 "brokers": self.config.brokers, "topic": self.config.topic,
                 "group": self.config.group,
                 "assignedPartitions": assigned,
+                "topicPartitions": match status.topic_partitions.load(Ordering::Relaxed) {
+                    0 => None,
+                    n => Some(n),
+                },
                 "messages": status.messages.get(),
                 "waitingForTopic": waiting,
                 "paused": paused,
@@ -267,12 +300,34 @@ impl Source for KafkaSource {
     }
 
     fn lag(&self, ingested: &Offsets) -> Option<u64> {
+        // Unknown until every assigned partition has reported its watermarks: a sum over only
+        // some of them would call a replica caught up while a partition has not started.
+        if !self.status.every_assigned_partition_reported() {
+            return None;
+        }
         let lags = self.status.partition_lag(ingested);
         (!lags.is_empty()).then(|| lags.iter().map(|(_, l)| l).sum())
     }
 
     fn partition_lag(&self, ingested: &Offsets) -> Vec<(i32, u64)> {
         self.status.partition_lag(ingested)
+    }
+
+    fn coverage(&self) -> Option<crate::Coverage> {
+        let mut partitions = self
+            .status
+            .assigned
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        partitions.sort_unstable();
+        let known = self.status.topic_partitions.load(Ordering::Acquire);
+        Some(crate::Coverage {
+            topic: self.config.topic.clone(),
+            partitions,
+            topic_partitions: (known > 0).then_some(known),
+            moved: self.status.moved.load(Ordering::Acquire),
+        })
     }
 
     fn failure(&self) -> Option<String> {

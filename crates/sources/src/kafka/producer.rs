@@ -107,6 +107,10 @@ impl OrderProducer {
         let producer: ThreadedProducer<Tracker> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("acks", "all")
+            // Java clients' partitioner (murmur2 of the key): an order lands in the partition a
+            // Java producer would pick, which Pinot's "Murmur" partition function assumes
+            // (`rtap pinot-config --partitions`). librdkafka's own default is CRC32.
+            .set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")
             .set("linger.ms", "5")
