@@ -133,9 +133,10 @@ pub struct PipelineArgs {
     /// and each one answers for its own only (every response says which).
     #[arg(long, env = "RTAP_REPLICA")]
     pub replica: bool,
-    /// Answer the analytics endpoints, the dashboard's panels and /query/sql from this Apache
-    /// Pinot broker (pinot://host:port, e.g. one fed by the table config of `rtap pinot-config`)
-    /// instead of rtap's own table; the rolling windows of /orders/overview stay in rtap.
+    /// Answer the analytics endpoints and /query/sql from this Apache Pinot broker
+    /// (pinot://host:port, e.g. one fed by the table config of `rtap pinot-config`) instead of
+    /// rtap's own table; the rolling windows, the item and coupon panels and the dashboard's
+    /// time ranges stay in rtap.
     #[arg(long, env = "RTAP_OLAP")]
     pub olap: Option<String>,
     #[command(flatten)]

@@ -278,7 +278,7 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("windows.advance_ms", "window hop (a multiple of it is the window length)", None),
     ("windows.grace_ms", "how late an order may be and still count in the windows", None),
     ("olap.broker", "an Apache Pinot broker (pinot://host:port) that answers the analytics endpoints and /query/sql instead of rtap's own table (the rolling windows stay in rtap); --olap, RTAP_OLAP", Some("\"pinot://127.0.0.1:8099\"")),
-    ("olap.timeout_ms", "a request to the broker that takes longer fails (the endpoint answers 502)", None),
+    ("olap.timeout_ms", "a request to the broker that takes longer fails (the endpoint answers 503)", None),
 ];
 
 impl RtapConfig {

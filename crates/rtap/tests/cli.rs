@@ -395,6 +395,29 @@ fn pinot_config_writes_a_schema_and_table_config_from_the_flags_and_the_file() {
     assert!(err.contains("cannot create"), "{err}");
 }
 
+#[test]
+fn a_reader_that_stops_reading_is_not_a_crash() {
+    // `rtap config | head -1`: the pipe closes before rtap writes (its read end is dropped
+    // right after the start, long before rtap has parsed its configuration).
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in [
+        vec!["config"],
+        vec!["pinot-config", "--out", dir.path().to_str().expect("utf-8")],
+    ] {
+        let mut child = rtap()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
 /// `rtap config` with the given environment and arguments: its stdout.
 fn config_output(env: &[(&str, &str)], args: &[&str]) -> String {
     let mut cmd = rtap();

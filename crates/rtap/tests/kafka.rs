@@ -19,8 +19,19 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::json;
 
+/// The tests of this file run one at a time: each starts a broker and several rtap processes,
+/// and two of them at once on two cores starve each other's consumers (the exactly-once test's
+/// last consumer once got nothing for 150 s beside the replica test).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn produced_orders_reach_the_table_exactly_once_across_restarts_and_kills() {
+    let _serial = serial();
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
@@ -49,6 +60,7 @@ fn produced_orders_reach_the_table_exactly_once_across_restarts_and_kills() {
 
 #[test]
 fn a_broker_restart_mid_stream_loses_nothing() {
+    let _serial = serial();
     let mut broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 20_000u64;
@@ -77,6 +89,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
 
 #[test]
 fn two_consumers_in_one_group_split_the_partitions() {
+    let _serial = serial();
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 20_000u64;
@@ -290,6 +303,7 @@ fn assert_same_answers(a: &str, b: &str) {
 
 #[test]
 fn replicas_on_one_topic_hold_the_same_table_and_catch_up_after_a_kill() {
+    let _serial = serial();
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 12_000u64;
@@ -371,6 +385,7 @@ fn replicas_on_one_topic_hold_the_same_table_and_catch_up_after_a_kill() {
 
 #[test]
 fn poison_messages_go_to_dead_letters_and_the_partition_goes_on() {
+    let _serial = serial();
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     // Create the topic (one partition, so the order of messages is known).
@@ -445,6 +460,7 @@ fn poison_messages_go_to_dead_letters_and_the_partition_goes_on() {
 
 #[test]
 fn produce_from_a_postgres_backed_api_sends_every_order_once() {
+    let _serial = serial();
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let url = tokio::runtime::Builder::new_current_thread()
@@ -535,6 +551,7 @@ fn produce_from_a_postgres_backed_api_sends_every_order_once() {
 
 #[test]
 fn up_with_kafka_runs_the_whole_pipeline_through_the_topic() {
+    let _serial = serial();
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
@@ -573,6 +590,7 @@ fn up_with_kafka_runs_the_whole_pipeline_through_the_topic() {
 
 #[test]
 fn a_missing_topic_is_waited_for_and_record_timestamps_fill_in_time_ms() {
+    let _serial = serial();
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     // The consumer starts before the topic exists: it waits and says so in /api/status.
@@ -671,6 +689,7 @@ fn java_murmur2_partition(key: &[u8], partitions: u32) -> u32 {
 
 #[test]
 fn produced_orders_land_where_a_java_producer_puts_them() {
+    let _serial = serial();
     // `rtap pinot-config --partitions` tells Pinot the topic is partitioned by Murmur on
     // order_id: true only if rtap's producer picks partitions as Java clients do.
     let broker = Broker::start();
@@ -715,6 +734,7 @@ fn produced_orders_land_where_a_java_producer_puts_them() {
 
 #[test]
 fn the_murmur2_here_is_javas() {
+    let _serial = serial();
     // Values of org.apache.kafka.common.utils.Utils.murmur2 (Kafka's own UtilsTest):
     // murmur2("21".getBytes()) == -973932308, murmur2("foobar") == -790332482,
     // murmur2("a-little-bit-long-string") == -985981536, murmur2("a-little-bit-longer-string")
@@ -766,6 +786,7 @@ fn serve_on(
 
 #[test]
 fn olap_sends_every_endpoint_to_the_pinot_broker_and_says_so_when_it_is_gone() {
+    let _serial = serial();
     // A second rtap on the same topic speaks Pinot's broker API: B's answers must equal A's
     // own, come from A, and fail clearly while A is away.
     let broker = Broker::start();
@@ -835,6 +856,21 @@ fn olap_sends_every_endpoint_to_the_pinot_broker_and_says_so_when_it_is_gone() {
     });
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["exceptions"][0]["errorCode"], 427, "{body}");
+    // Every endpoint sent to the broker says so; the item and coupon grains stay local.
+    for path in [
+        "/orders/overview2",
+        "/orders/ordersperminute",
+        "/orders/toplocations",
+        "/users/",
+        "/orders/latestorders",
+    ] {
+        let (code, body) = get_json(&format!("{http_b}{path}")).expect("answer");
+        assert_eq!(code, 503, "{path}: {body}");
+    }
+    for path in ["/orders/popular", "/orders/couponslastminute"] {
+        let (code, body) = get_json(&format!("{http_b}{path}")).expect("answer");
+        assert_eq!(code, 200, "{path}: {body}");
+    }
     let (code, overview) = get_json(&format!("{http_b}/orders/overview")).expect("overview");
     assert_eq!(code, 200, "the windows stay in rtap: {overview}");
     let deadline = Instant::now() + Duration::from_secs(20);

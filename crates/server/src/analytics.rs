@@ -337,7 +337,8 @@ async fn newest(a: &Analytics, sql: &str, want: usize) -> Result<Answer, ApiErro
     if recent.num_rows() >= want {
         return Ok(recent);
     }
-    run(a, sql, vec![i64::MIN]).await
+    // Every stored order has time_ms > 0 (ingest refuses others).
+    run(a, sql, vec![0]).await
 }
 
 async fn latest_orders(
@@ -458,8 +459,13 @@ async fn answer_sql(a: &Analytics, sql: &str) -> Response {
         return json_text(a.engine.query_pinot_json(sql).await);
     };
     match broker.query_text(sql).await {
+        // A broker's own refusal (401, 500, ...) is not rtap refusing the caller: 502.
         Ok((status, body)) => (
-            axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK),
+            if (200..300).contains(&status) {
+                axum::http::StatusCode::OK
+            } else {
+                axum::http::StatusCode::BAD_GATEWAY
+            },
             [(header::CONTENT_TYPE, "application/json")],
             body,
         )

@@ -124,7 +124,11 @@ pub fn broker_base(spec: &str) -> Result<String, String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err("--olap must not carry credentials in the URL".to_string());
     }
-    if url.port().is_none() || rest.contains(['?', '#']) {
+    let authority = rest.split('/').next().unwrap_or_default();
+    let port_given = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    if !port_given || rest.contains(['?', '#']) {
         return Err(format!(
             "--olap {spec:?}: give host and port, e.g. pinot://broker:8099 (Pinot's default)"
         ));
@@ -225,7 +229,9 @@ impl PinotBroker {
                 ),
             ));
         }
-        self.ok();
+        if status.is_success() {
+            self.ok();
+        }
         Ok((status.as_u16(), body))
     }
 
@@ -241,6 +247,11 @@ impl PinotBroker {
                 first["errorCode"],
                 clip(&first["message"].to_string(), 300)
             )));
+        }
+        // A broker that pruned every segment answers without a resultTable (older Pinot
+        // releases): no rows.
+        if answer.get("resultTable").is_none_or(Value::is_null) {
+            return Ok(Vec::new());
         }
         let rows = answer["resultTable"]["rows"]
             .as_array()
@@ -421,6 +432,7 @@ mod tests {
             "no TLS in this build"
         );
         assert!(broker_base("pinot://b").is_err(), "a port is needed");
+        assert_eq!(broker_base("pinot://b:80").as_deref(), Ok("http://b:80"));
         assert!(broker_base("pinot://b:8099?x=1").is_err());
         assert!(broker_base("b:8099").is_err());
         assert!(broker_base("pinot://").is_err());

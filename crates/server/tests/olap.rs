@@ -106,6 +106,17 @@ async fn requests_past_the_in_flight_bound_fail_as_busy_instead_of_piling_up() {
 }
 
 #[tokio::test]
+async fn an_answer_without_a_result_table_is_no_rows() {
+    // Older Pinot brokers leave resultTable out when every segment was pruned.
+    let spec = fake_broker(json!({"exceptions": [], "numDocsScanned": 0}), None).await;
+    let broker = PinotBroker::new(&spec, limits()).expect("broker");
+    assert_eq!(
+        broker.rows("SELECT a FROM orders").await.expect("rows"),
+        Vec::<Vec<Value>>::new()
+    );
+}
+
+#[tokio::test]
 async fn a_refusal_and_an_unreachable_broker_are_clear_errors() {
     let refusal = json!({"exceptions": [{"errorCode": 150, "message": "SQLParsingError"}]});
     let spec = fake_broker(refusal, None).await;

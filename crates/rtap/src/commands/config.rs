@@ -4,6 +4,5 @@ use crate::cli::UpArgs;
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    print!("{}", crate::config::render(&config)?);
-    Ok(())
+    super::print_out(&crate::config::render(&config)?)
 }

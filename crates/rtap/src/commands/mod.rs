@@ -12,6 +12,17 @@ mod up;
 
 use crate::cli::Command;
 
+/// Writes `text` to stdout. A reader that stopped reading (`rtap config | head`) is not an
+/// error: the rest is not wanted (`println!` would panic on the broken pipe).
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(args) => up::run(args).await,

@@ -33,17 +33,16 @@ pub fn run(args: &PinotConfigArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", partial.display()))?;
         std::fs::rename(&partial, &path)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("wrote {}", path.display());
+        super::print_out(&format!("wrote {}\n", path.display()))?;
     }
     let dir = args.out.display();
-    println!(
+    super::print_out(&format!(
         "\nAdd them to a Pinot cluster (controller on port 9000):\n  \
          pinot-admin.sh AddTable -schemaFile {dir}/{SCHEMA_FILE} \
          -tableConfigFile {dir}/{TABLE_FILE} -controllerHost <host> -exec\n\
          or with its REST API:\n  \
          curl -X POST -H 'Content-Type: application/json' -d @{dir}/{SCHEMA_FILE} http://<host>:9000/schemas\n  \
          curl -X POST -H 'Content-Type: application/json' -d @{dir}/{TABLE_FILE} http://<host>:9000/tables\n\
-         (README, Scale-out)."
-    );
-    Ok(())
+         (README, Scale-out).\n"
+    ))
 }

@@ -44,9 +44,9 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&response)?);
+        super::print_out(&(serde_json::to_string_pretty(&response)? + "\n"))?;
     } else {
-        print_table(&response);
+        super::print_out(&table_text(&response))?;
     }
     match response["exceptions"].as_array() {
         Some(errors) if !errors.is_empty() => {
@@ -78,7 +78,8 @@ async fn query_local(args: &QueryArgs, config: &RtapConfig) -> anyhow::Result<se
     Ok(engine.query_pinot(&args.sql).await)
 }
 
-fn print_table(response: &serde_json::Value) {
+/// The result as a text table, then a line with the row count, time and rows scanned.
+fn table_text(response: &serde_json::Value) -> String {
     let table = &response["resultTable"];
     let names: Vec<String> = table["dataSchema"]["columnNames"]
         .as_array()
@@ -89,7 +90,7 @@ fn print_table(response: &serde_json::Value) {
         })
         .unwrap_or_default();
     if names.is_empty() {
-        return;
+        return String::new();
     }
     let rows: Vec<Vec<String>> = table["rows"]
         .as_array()
@@ -128,23 +129,25 @@ fn print_table(response: &serde_json::Value) {
             .collect::<Vec<_>>()
             .join(" | ")
     };
-    println!("{}", line(&names));
-    println!(
-        "{}",
-        widths
+    let mut out = format!("{}\n", line(&names));
+    out.push_str(
+        &widths
             .iter()
             .map(|w| "-".repeat(*w))
             .collect::<Vec<_>>()
-            .join("-+-")
+            .join("-+-"),
     );
+    out.push('\n');
     for r in &rows {
-        println!("{}", line(r));
+        out.push_str(&line(r));
+        out.push('\n');
     }
-    println!(
-        "({} rows, {} ms, {} of {} rows scanned)",
+    out.push_str(&format!(
+        "({} rows, {} ms, {} of {} rows scanned)\n",
         rows.len(),
         response["timeUsedMs"],
         response["numDocsScanned"],
         response["totalDocs"]
-    );
+    ));
+    out
 }
