@@ -180,19 +180,12 @@ impl ConsumerContext for SourceContext {
             tracing::info!(topic = %self.topic, partitions = ?partitions, "partitions assigned");
             let mut sorted = partitions.clone();
             sorted.sort_unstable();
-            if let Ok(mut first) = self.status.first_assignment.lock() {
-                match first.as_ref() {
-                    None => *first = Some(sorted),
-                    Some(f) if *f != sorted => {
-                        if !self.status.moved.swap(true, Ordering::AcqRel) {
-                            tracing::warn!(
-                                "the consumer group moved partitions to or from this instance: \
-                                 its table lacks what other instances read from them meanwhile"
-                            );
-                        }
-                    }
-                    Some(_) => {}
-                }
+            let known = self.status.topic_partitions.load(Ordering::Acquire);
+            if super::status::record_assignment(&sorted, known) {
+                tracing::warn!(
+                    "the consumer group moved partitions to or from this instance: its table \
+                     lacks what other instances read from them meanwhile"
+                );
             }
             if let Ok(mut a) = self.status.assigned.lock() {
                 *a = partitions;
@@ -305,8 +298,13 @@ impl Source for KafkaSource {
         if !self.status.every_assigned_partition_reported() {
             return None;
         }
-        let lags = self.status.partition_lag(ingested);
-        (!lags.is_empty()).then(|| lags.iter().map(|(_, l)| l).sum())
+        Some(
+            self.status
+                .partition_lag(ingested)
+                .iter()
+                .map(|(_, l)| l)
+                .sum(),
+        )
     }
 
     fn partition_lag(&self, ingested: &Offsets) -> Vec<(i32, u64)> {
@@ -326,7 +324,7 @@ impl Source for KafkaSource {
             topic: self.config.topic.clone(),
             partitions,
             topic_partitions: (known > 0).then_some(known),
-            moved: self.status.moved.load(Ordering::Acquire),
+            moved: super::status::moved(),
         })
     }
 
