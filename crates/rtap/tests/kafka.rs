@@ -827,6 +827,32 @@ fn olap_sends_every_endpoint_to_the_pinot_broker_and_says_so_when_it_is_gone() {
         stage(&http_a, "olap").is_none(),
         "A answers from its own table"
     );
+    // B's broker answers are not described by B's partitions; its own ones are.
+    let coverage = |http: &str, path: &str| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let resp = reqwest::get(format!("{http}{path}")).await.expect("get");
+                resp.headers()
+                    .get("x-rtap-coverage")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
+    };
+    assert_eq!(
+        coverage(&http_b, "/orders/latestorders").as_deref(),
+        Some("olap")
+    );
+    assert_eq!(
+        coverage(&http_b, "/orders/popular").as_deref(),
+        Some("complete")
+    );
+    assert_eq!(
+        coverage(&http_a, "/orders/latestorders").as_deref(),
+        Some("complete")
+    );
 
     // A goes away: B's SQL answers fail with a clear error, its windows still answer, and its
     // status says what is wrong.

@@ -123,7 +123,8 @@ pub fn router(
     recent: Option<SharedRecent>,
     olap: Option<Arc<PinotBroker>>,
 ) -> Router {
-    Router::new()
+    let answered_by_broker = olap.is_some();
+    let router = Router::new()
         .route("/query/sql", get(query_get).post(query_post))
         .route("/orders/overview2", get(overview2))
         .route("/orders/ordersperminute", get(orders_per_minute))
@@ -140,7 +141,33 @@ pub fn router(
             engine,
             recent,
             olap,
-        })
+        });
+    if answered_by_broker {
+        router.layer(axum::middleware::from_fn(mark_broker_answers))
+    } else {
+        router
+    }
+}
+
+/// Routes answered from rtap's own table even with `--olap` (see [`Analytics::item_grain`]).
+const LOCAL_WITH_OLAP: [&str; 2] = ["/orders/popular", "/orders/couponslastminute"];
+
+/// With `--olap`: marks the broker's answers (every route but [`LOCAL_WITH_OLAP`]) with
+/// [`crate::status::ANSWERED_BY`], so the coverage headers do not describe them by this
+/// instance's partitions.
+async fn mark_broker_answers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let local = LOCAL_WITH_OLAP.contains(&request.uri().path());
+    let mut response = next.run(request).await;
+    if !local && response.status() != axum::http::StatusCode::NOT_FOUND {
+        response.headers_mut().insert(
+            header::HeaderName::from_static(crate::status::ANSWERED_BY),
+            header::HeaderValue::from_static("pinot"),
+        );
+    }
+    response
 }
 
 /// Every SQL panel of the dashboard, computed exactly as the endpoints compute them (so the page

@@ -132,11 +132,24 @@ fn partitions_header(partitions: &[i32]) -> String {
     }
 }
 
+/// A response header saying who answered instead of this instance's table (`pinot`: the
+/// `--olap` broker). Such an answer is not bounded by the partitions this instance reads.
+pub const ANSWERED_BY: &str = "x-rtap-answered-by";
+
 /// Middleware: every response says which partitions its numbers cover, in `X-Rtap-Coverage`
 /// (`complete`, `partial` or `unknown`), `X-Rtap-Partitions` (ranges, `0-5,8`) and
-/// `X-Rtap-Topic-Partitions`. Nothing is added for a source without partitions.
+/// `X-Rtap-Topic-Partitions`. Nothing is added for a source without partitions. An answer from
+/// the `--olap` broker (marked [`ANSWERED_BY`]) says `X-Rtap-Coverage: olap` instead: what it
+/// covers is the broker's table, not this instance's partitions.
 async fn cover(State(coverage): State<CoverageFn>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
+    if response.headers().contains_key(ANSWERED_BY) {
+        response.headers_mut().insert(
+            header::HeaderName::from_static("x-rtap-coverage"),
+            header::HeaderValue::from_static("olap"),
+        );
+        return response;
+    }
     if let Some(c) = coverage() {
         let headers = response.headers_mut();
         let pairs = [

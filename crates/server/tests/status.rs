@@ -51,6 +51,15 @@ async fn serve(fake: Arc<Mutex<Fake>>) -> String {
                 "/orders/latestorders",
                 axum::routing::get(|| async { axum::Json(json!([])) }),
             )
+            .route(
+                "/orders/overview2",
+                axum::routing::get(|| async {
+                    (
+                        [(server::status::ANSWERED_BY, "pinot")],
+                        axum::Json(json!({})),
+                    )
+                }),
+            )
             .merge(server::status::router(telemetry)),
         coverage,
     );
@@ -125,6 +134,10 @@ async fn an_instance_that_holds_some_partitions_says_which_on_every_answer() {
     assert_eq!(headers["x-rtap-coverage"], "partial");
     assert_eq!(headers["x-rtap-partitions"], "0-2,5,7-8");
     assert_eq!(headers["x-rtap-topic-partitions"], "24");
+    // The --olap broker's answer is not bounded by this instance's partitions.
+    let (_, headers, _) = get(&format!("{base}/orders/overview2")).await;
+    assert_eq!(headers["x-rtap-coverage"], "olap");
+    assert!(headers.get("x-rtap-partitions").is_none());
     let (_, headers, status) = get(&format!("{base}/api/status")).await;
     assert_eq!(headers["x-rtap-coverage"], "partial");
     let c = &status["coverage"];
