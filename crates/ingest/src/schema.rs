@@ -35,7 +35,7 @@ pub const COUPON_GRAIN: (&str, &str) = ("coupon_codes.name", "coupon");
 /// Leaf columns whose values are (nearly) unique per order, or per customer with customers
 /// rarely repeating inside one row group: segments store them without a Parquet dictionary,
 /// which would cost time to build and be abandoned at its size limit anyway (BENCHMARKS.md).
-pub const PLAIN_COLUMNS: [&str; 14] = [
+pub const PLAIN_COLUMNS: [&str; 17] = [
     ORDER_ID,
     "timestamp",
     "customer_id",
@@ -50,7 +50,144 @@ pub const PLAIN_COLUMNS: [&str; 14] = [
     "payment_info",
     "status_id.list.item",
     "status_timestamp.list.item",
+    "__shipment_id.list.item",
+    "__shipment_timestamp.list.item",
+    "__shipment_tracking_number.list.item",
 ];
+
+/// Stored columns whose names start with this are not columns of SQL's `orders`: they hold
+/// what the JSON columns need beyond the other columns.
+pub const HIDDEN_PREFIX: &str = "__";
+/// `line_items[*].product.out_of_stock`.
+pub const ITEM_OUT_OF_STOCK: &str = "__item_out_of_stock";
+/// `shipments[*].shipment_id`, `.shipment_status`, `.shipment_timestamp`, `.tracking_number`.
+pub const SHIPMENT_ID: &str = "__shipment_id";
+pub const SHIPMENT_STATUS: &str = "__shipment_status";
+pub const SHIPMENT_TIMESTAMP: &str = "__shipment_timestamp";
+pub const SHIPMENT_TRACKING_NUMBER: &str = "__shipment_tracking_number";
+/// How many line items each shipment holds: shipment k holds the next `n` of `line_items`, in
+/// order (how orders are shipped, SPEC 1). NULL when the order's shipments are not such a split;
+/// then [`SHIPMENTS_TEXT`] keeps them as text.
+pub const SHIPMENT_ITEMS: &str = "__shipment_items";
+/// The order's `shipments` as JSON text, only when they cannot be rebuilt from the columns.
+pub const SHIPMENTS_TEXT: &str = "__shipments_text";
+
+/// Pinot's JSON columns of the original schema (the order's nested objects and arrays), with
+/// the stored columns each is rebuilt from. SQL sees them as text columns; they cost no disk:
+/// only what the other columns do not hold is stored (the hidden columns above).
+pub const JSON_COLUMNS: [(&str, &[&str]); 7] = [
+    (
+        "customer",
+        &[
+            "customer_address",
+            "customer_city",
+            "customer_id",
+            "customer_email",
+            "customer_name",
+            "customer_phone",
+            "customer_state",
+            "customer_zipcode",
+        ],
+    ),
+    (
+        "billing_address",
+        &[
+            "billing_address_city",
+            "billing_address_state",
+            "billing_address_street",
+            "billing_address_zipcode",
+        ],
+    ),
+    (
+        "shipping_address",
+        &[
+            "shipping_address_city",
+            "shipping_address_state",
+            "shipping_address_street",
+            "shipping_address_zipcode",
+        ],
+    ),
+    ("coupon_codes", &["coupon"]),
+    (
+        "status_history",
+        &["status", "status_id", "status_timestamp"],
+    ),
+    ("line_items", &LINE_ITEM_COLUMNS),
+    ("shipments", &SHIPMENT_COLUMNS),
+];
+
+/// A line item's leaves in the key order of its JSON: `free_qty`, then the product's
+/// `category`, `name`, `out_of_stock`, `price`, `product_id`, `stock`, then `quantity`.
+pub const LINE_ITEM_COLUMNS: [&str; 8] = [
+    "itemFreeQtys",
+    "itemCategories",
+    "itemNames",
+    ITEM_OUT_OF_STOCK,
+    "itemPrices",
+    "itemProductIds",
+    "itemStocks",
+    "itemQtys",
+];
+
+/// A shipment's columns: its line items (see [`LINE_ITEM_COLUMNS`]), then how many each
+/// shipment holds, its keys in JSON order, and the text kept when it is not a split.
+pub const SHIPMENT_COLUMNS: [&str; 14] = concat(
+    LINE_ITEM_COLUMNS,
+    [
+        SHIPMENT_ITEMS,
+        SHIPMENT_ID,
+        SHIPMENT_STATUS,
+        SHIPMENT_TIMESTAMP,
+        SHIPMENT_TRACKING_NUMBER,
+        SHIPMENTS_TEXT,
+    ],
+);
+
+/// `a` then `b` (`C` = `A` + `B`, checked when the constant is evaluated).
+const fn concat<const A: usize, const B: usize, const C: usize>(
+    a: [&'static str; A],
+    b: [&'static str; B],
+) -> [&'static str; C] {
+    assert!(A + B == C);
+    let mut out = [""; C];
+    let mut i = 0;
+    while i < A {
+        out[i] = a[i];
+        i += 1;
+    }
+    while i < C {
+        out[i] = b[i - A];
+        i += 1;
+    }
+    out
+}
+
+/// Field metadata naming a column's Pinot type where the Arrow type does not say it (`JSON`).
+pub const PINOT_TYPE: &str = "pinot_type";
+
+/// The columns of SQL's `orders`: the stored ones but the hidden, then the JSON columns (text).
+pub fn query_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let stored = order_schema();
+            let mut fields: Vec<Field> = stored
+                .fields()
+                .iter()
+                .filter(|f| !f.name().starts_with(HIDDEN_PREFIX))
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.extend(JSON_COLUMNS.iter().map(|(name, _)| {
+                Field::new(*name, DataType::Utf8, true).with_metadata(
+                    [(PINOT_TYPE.to_string(), "JSON".to_string())]
+                        .into_iter()
+                        .collect(),
+                )
+            }));
+            Arc::new(Schema::new(fields))
+        })
+        .clone()
+}
 
 fn list(name: &str, item: DataType) -> Field {
     Field::new(
@@ -130,6 +267,14 @@ pub fn order_schema() -> SchemaRef {
                 list("status", DataType::Utf8),
                 list("status_id", DataType::Utf8),
                 list("status_timestamp", DataType::Utf8),
+                // Stored only to rebuild the JSON columns (see [`JSON_COLUMNS`]); not in SQL.
+                list(ITEM_OUT_OF_STOCK, DataType::Boolean),
+                list(SHIPMENT_ID, DataType::Utf8),
+                list(SHIPMENT_STATUS, DataType::Utf8),
+                list(SHIPMENT_TIMESTAMP, DataType::Utf8),
+                list(SHIPMENT_TRACKING_NUMBER, DataType::Utf8),
+                list(SHIPMENT_ITEMS, DataType::Int32),
+                utf8(SHIPMENTS_TEXT),
             ];
             Arc::new(Schema::new(fields))
         })

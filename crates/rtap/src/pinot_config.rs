@@ -2,7 +2,7 @@
 //! cluster hold the same table as rtap, from the same topic.
 //!
 //! Everything comes from rtap's own definitions, so the two cannot drift apart: the columns and
-//! their types from [`ingest::schema::order_schema`], the derived columns from [`source`] (one
+//! their types from [`ingest::schema::query_schema`] (the JSON columns as Pinot JSON columns), the derived columns from [`source`] (one
 //! Pinot ingestion transform per column that is not a top-level field of the order), the time
 //! column, retention, dedup horizon and Kafka stream from the configuration, the indexes from
 //! what rtap builds (time-sorted segments, bloom filters on `order_id` and `customer_id`, the
@@ -144,7 +144,11 @@ impl Default for Options {
 }
 
 fn field_spec(field: &Field) -> anyhow::Result<Value> {
-    let (data_type, single) = pinot_type(field.data_type())?;
+    let (data_type, single) = match field.metadata().get(ingest::schema::PINOT_TYPE) {
+        // Pinot's JSON columns hold the order's objects and arrays as they come.
+        Some(t) if t == "JSON" => ("JSON", true),
+        _ => pinot_type(field.data_type())?,
+    };
     let mut spec = json!({"name": field.name(), "dataType": data_type});
     if !single {
         spec["singleValueField"] = json!(false);
@@ -157,7 +161,7 @@ fn field_spec(field: &Field) -> anyhow::Result<Value> {
 
 /// The Pinot schema of table `orders`.
 pub fn schema() -> anyhow::Result<Value> {
-    let arrow = ingest::schema::order_schema();
+    let arrow = ingest::schema::query_schema();
     let mut dimensions = Vec::new();
     let mut metrics = Vec::new();
     let mut times = Vec::new();
@@ -204,7 +208,7 @@ fn retention(ms: i64) -> (&'static str, String) {
 pub fn table_config(config: &RtapConfig, options: &Options) -> anyhow::Result<Value> {
     anyhow::ensure!(options.replicas >= 1, "replicas must be at least 1");
     anyhow::ensure!(options.flush_rows >= 1, "flush rows must be at least 1");
-    let arrow = ingest::schema::order_schema();
+    let arrow = ingest::schema::query_schema();
     let transforms: Vec<Value> = arrow
         .fields()
         .iter()
@@ -245,6 +249,8 @@ pub fn table_config(config: &RtapConfig, options: &Options) -> anyhow::Result<Va
         "invertedIndexColumns": inverted,
         "bloomFilterColumns": [ingest::schema::ORDER_ID, "customer_id"],
         "noDictionaryColumns": no_dictionary,
+        // JSON_MATCH needs Pinot's JSON index on the column.
+        "jsonIndexColumns": ingest::schema::JSON_COLUMNS.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
     });
     if let Some(n) = options.partitions {
         anyhow::ensure!(n >= 1, "partitions must be at least 1");

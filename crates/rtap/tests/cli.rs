@@ -350,7 +350,10 @@ fn pinot_config_writes_a_schema_and_table_config_from_the_flags_and_the_file() {
     .iter()
     .map(|k| schema[*k].as_array().map_or(0, Vec::len))
     .sum();
-    assert_eq!(columns, 61, "every column of the table");
+    assert_eq!(
+        columns, 68,
+        "every column of the table, the 7 JSON columns too"
+    );
     assert_eq!(table["tableType"], "REALTIME");
     assert_eq!(table["segmentsConfig"]["retentionTimeValue"], "7");
     assert_eq!(table["segmentsConfig"]["replication"], "3");

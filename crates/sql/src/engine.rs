@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
@@ -29,7 +30,10 @@ use table::{RealtimeTable, TableScan};
 use crate::bounded::{Bounded, Budget, Kind, WRAPPED};
 use crate::limits::{check_text, Gate, QueryPool};
 use crate::options::{self, QueryOptions};
-use crate::{coerce, dialect, functions, response, shape, NowMs, QueryOutput, SqlConfig, SqlError};
+use crate::{
+    coerce, dialect, functions, json_columns, response, shape, NowMs, QueryOutput, SqlConfig,
+    SqlError,
+};
 
 /// Rows per batch inside queries: smaller batches bound what one batch of a function can make.
 const BATCH_ROWS: usize = 4096;
@@ -262,7 +266,16 @@ impl SqlEngine {
                 .map_err(SqlError::from_datafusion)?;
             SessionContext::new_with_state(state)
         };
-        ctx.register_table("orders", Arc::new(TableScan::new(table.clone())))
+        // The order table as SQL sees it (with Pinot's JSON columns); any other table as stored.
+        let scan = TableScan::new(table.clone());
+        let provider: Arc<dyn TableProvider> = if table.schema() == &ingest::schema::order_schema()
+        {
+            Arc::new(json_columns::OrdersView::new(scan))
+        } else {
+            Arc::new(scan)
+        };
+        let catalog = dialect::Catalog::new("orders", &provider.schema());
+        ctx.register_table("orders", provider)
             .map_err(SqlError::from_datafusion)?;
         for f in functions::all(now_ms.clone()) {
             ctx.register_udf(f);
@@ -272,7 +285,6 @@ impl SqlEngine {
             .map(|(name, kind)| Ok(((*ctx.udf(name)?).clone(), *kind)))
             .collect::<Result<Vec<_>, DataFusionError>>()
             .map_err(SqlError::from_datafusion)?;
-        let catalog = dialect::Catalog::new("orders", table.schema());
         let threads = match config.threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,

@@ -494,6 +494,7 @@ pub fn all(now_ms: NowMs) -> Vec<ScalarUDF> {
         }));
     }
     out.extend(crate::pinot_functions::all(now_ms));
+    out.push(crate::json_match::udf());
     out
 }
 

@@ -25,6 +25,8 @@ mod concat_op;
 pub mod dialect;
 pub mod engine;
 pub mod functions;
+pub mod json_columns;
+mod json_match;
 pub mod limits;
 pub mod options;
 mod pinot_functions;

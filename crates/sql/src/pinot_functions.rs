@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use chrono::{NaiveDate, NaiveDateTime, TimeZone};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder,
-    Int64Array, Int64Builder, StringBuilder,
+    Array, ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, Float32Builder, Float64Builder,
+    Int32Builder, Int64Array, Int64Builder, StringBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
@@ -260,12 +260,14 @@ fn substring(s: &str, start: i64, end: Option<i64>) -> String {
 enum Step {
     Key(String),
     Index(usize),
+    /// `[*]`: every element (Jayway's indefinite path: the matches as a list).
+    Any,
 }
 
 /// `$.a.b[0]['c d']`: keys and indexes only (no wildcards or filters).
 fn parse_json_path(path: &str) -> Result<Vec<Step>> {
     let unsupported = || {
-        plan_err!("JSON_EXTRACT_SCALAR: the path {path:?} is not supported: use $ followed by .key, ['key'] and [index]")
+        plan_err!("JSON_EXTRACT_SCALAR: the path {path:?} is not supported: use $ followed by .key, ['key'], [index] and [*]")
     };
     let Some(mut rest) = path.trim().strip_prefix('$') else {
         return unsupported();
@@ -284,7 +286,9 @@ fn parse_json_path(path: &str) -> Result<Vec<Step>> {
                 return unsupported();
             };
             let inner = r[..close].trim();
-            if let Ok(i) = inner.parse::<usize>() {
+            if inner == "*" {
+                steps.push(Step::Any);
+            } else if let Ok(i) = inner.parse::<usize>() {
                 steps.push(Step::Index(i));
             } else if inner.len() >= 2
                 && ((inner.starts_with('\'') && inner.ends_with('\''))
@@ -302,14 +306,39 @@ fn parse_json_path(path: &str) -> Result<Vec<Step>> {
     Ok(steps)
 }
 
-fn walk<'a>(mut v: &'a Value, steps: &[Step]) -> Option<&'a Value> {
-    for s in steps {
-        v = match s {
-            Step::Key(k) => v.get(k)?,
-            Step::Index(i) => v.get(*i)?,
+/// The value at a path: for a path with `[*]`, the list of every match (empty when none), as
+/// Jayway's JsonPath answers an indefinite path.
+fn walk(v: &Value, steps: &[Step]) -> Option<Value> {
+    fn all<'a>(v: &'a Value, steps: &[Step], out: &mut Vec<&'a Value>) {
+        let Some((first, rest)) = steps.split_first() else {
+            out.push(v);
+            return;
         };
+        match first {
+            Step::Key(k) => {
+                if let Some(c) = v.get(k) {
+                    all(c, rest, out);
+                }
+            }
+            Step::Index(i) => {
+                if let Some(c) = v.get(*i) {
+                    all(c, rest, out);
+                }
+            }
+            Step::Any => match v {
+                Value::Array(items) => items.iter().for_each(|c| all(c, rest, out)),
+                Value::Object(map) => map.values().for_each(|c| all(c, rest, out)),
+                _ => {}
+            },
+        }
     }
-    Some(v)
+    let mut found = Vec::new();
+    all(v, steps, &mut found);
+    if steps.contains(&Step::Any) {
+        Some(Value::Array(found.into_iter().cloned().collect()))
+    } else {
+        found.pop().cloned()
+    }
 }
 
 /// JSON_EXTRACT_SCALAR's result type name as an Arrow type.
@@ -321,12 +350,90 @@ fn json_result_type(name: &str) -> Result<DataType> {
         "DOUBLE" => DataType::Float64,
         "BOOLEAN" => DataType::Boolean,
         "STRING" | "JSON" | "BIG_DECIMAL" => DataType::Utf8,
+        array if array.ends_with("_ARRAY") => {
+            let item = match array.trim_end_matches("_ARRAY") {
+                "INT" => DataType::Int32,
+                "LONG" | "TIMESTAMP" => DataType::Int64,
+                "FLOAT" => DataType::Float32,
+                "DOUBLE" => DataType::Float64,
+                "STRING" | "BIG_DECIMAL" => DataType::Utf8,
+                "BOOLEAN" => DataType::Boolean,
+                _ => return plan_err!("JSON_EXTRACT_SCALAR: result type {array:?} is not supported"),
+            };
+            DataType::new_list(item, true)
+        }
         other => {
             return plan_err!(
-                "JSON_EXTRACT_SCALAR: result type {other:?} is not supported (INT, LONG, FLOAT, DOUBLE, BOOLEAN, TIMESTAMP, BIG_DECIMAL, STRING, JSON)"
+                "JSON_EXTRACT_SCALAR: result type {other:?} is not supported (INT, LONG, FLOAT, DOUBLE, BOOLEAN, TIMESTAMP, BIG_DECIMAL, STRING, JSON and their _ARRAY forms)"
             )
         }
     })
+}
+
+/// JSON_EXTRACT_SCALAR with an `_ARRAY` result type: the values at the path as a multi-value
+/// result (a single value is a list of one; nothing there, an empty list). A null among the
+/// values takes the default, or is an error without one (Pinot's rule).
+fn json_extract_array(
+    docs: &datafusion::arrow::array::StringArray,
+    path: &[Step],
+    item: &FieldRef,
+    default: Option<&str>,
+) -> Result<ColumnarValue> {
+    let mut texts = StringBuilder::new();
+    let mut offsets = vec![0i32];
+    for doc in docs.iter() {
+        let found = doc
+            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            .and_then(|d| walk(&d, path));
+        let values = match found {
+            Some(Value::Array(items)) => items,
+            Some(Value::Null) | None => Vec::new(),
+            Some(one) => vec![one],
+        };
+        for v in &values {
+            match (json_text(v), default) {
+                (Some(t), _) => texts.append_value(t),
+                (None, Some(d)) => texts.append_value(d),
+                (None, None) => {
+                    return exec_err!(
+                        "At least one of the resolved JSON arrays include nulls, which is not supported in Pinot. Consider setting a default value as the forth argument of json_extract_scalar."
+                    )
+                }
+            }
+        }
+        let end = i32::try_from(texts.len())
+            .map_err(|_| datafusion::error::DataFusionError::Execution("too many values".into()))?;
+        offsets.push(end);
+    }
+    let texts: ArrayRef = Arc::new(texts.finish());
+    let values = if item.data_type() == &DataType::Boolean {
+        let t = texts.as_string::<i32>();
+        Arc::new(
+            t.iter()
+                .map(|v| v.map(|v| v.eq_ignore_ascii_case("true") || v == "1"))
+                .collect::<datafusion::arrow::array::BooleanArray>(),
+        ) as ArrayRef
+    } else {
+        let options = datafusion::arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        datafusion::arrow::compute::cast_with_options(&texts, item.data_type(), &options).map_err(
+            |e| {
+                datafusion::error::DataFusionError::Execution(format!(
+                    "JSON_EXTRACT_SCALAR: a value is not of type {}: {e}",
+                    item.data_type()
+                ))
+            },
+        )?
+    };
+    let list = datafusion::arrow::array::ListArray::try_new(
+        item.clone(),
+        datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),
+        values,
+        None,
+    )?;
+    Ok(ColumnarValue::Array(Arc::new(list)))
 }
 
 /// A JSON value as text (strings without their quotes), or None for null.
@@ -603,11 +710,14 @@ impl PinotFn {
             None => None,
         };
         let s = text(&args.args[0], args.number_rows)?;
+        if let DataType::List(item) = &ty {
+            return json_extract_array(s.as_string::<i32>(), &path, item, default.as_deref());
+        }
         let mut values: Vec<Option<String>> = Vec::with_capacity(s.len());
         for v in s.as_string::<i32>().iter() {
             let found = v
                 .and_then(|v| serde_json::from_str::<Value>(v).ok())
-                .and_then(|doc| walk(&doc, &path).and_then(json_text));
+                .and_then(|doc| walk(&doc, &path).as_ref().and_then(json_text));
             match (found, &default) {
                 (Some(f), _) => values.push(Some(f)),
                 (None, Some(d)) => values.push(Some(d.clone())),
@@ -969,10 +1079,24 @@ mod tests {
     fn json_paths() {
         let doc: Value = serde_json::from_str(r#"{"a": {"b": [10, {"c d": "x"}]}}"#).expect("json");
         let p = parse_json_path("$.a.b[1]['c d']").expect("path");
-        assert_eq!(walk(&doc, &p).and_then(json_text).as_deref(), Some("x"));
+        assert_eq!(
+            walk(&doc, &p).as_ref().and_then(json_text).as_deref(),
+            Some("x")
+        );
         let p = parse_json_path("$.a.b[0]").expect("path");
-        assert_eq!(walk(&doc, &p).and_then(json_text).as_deref(), Some("10"));
-        assert!(parse_json_path("$.a[*]").is_err());
+        assert_eq!(
+            walk(&doc, &p).as_ref().and_then(json_text).as_deref(),
+            Some("10")
+        );
+        let p = parse_json_path("$.a.b[*]").expect("path");
+        assert_eq!(
+            walk(&doc, &p).as_ref().and_then(json_text).as_deref(),
+            Some(r#"[10,{"c d":"x"}]"#),
+            "an indefinite path gives the list of its matches"
+        );
+        let p = parse_json_path("$.a.x[*].y").expect("path");
+        assert_eq!(walk(&doc, &p), Some(Value::Array(vec![])));
+        assert!(parse_json_path("$.a.*").is_err());
         assert!(parse_json_path("a.b").is_err());
     }
 }

@@ -105,7 +105,10 @@ pub fn broker_response_json(
         .schema
         .fields()
         .iter()
-        .map(|f| pinot_type(f.data_type()))
+        .map(|f| match f.metadata().get(ingest::schema::PINOT_TYPE) {
+            Some(t) if f.data_type() == &DataType::Utf8 => t.clone(),
+            _ => pinot_type(f.data_type()),
+        })
         .collect();
     let mut rows = String::from("[");
     let mut written = 0usize;

@@ -319,7 +319,8 @@ impl Shape {
                     Some(Kind::Double(_) | Kind::Arithmetic) => DataType::Float64,
                     Some(Kind::Long(_)) => DataType::Int64,
                     Some(Kind::Int(_)) => DataType::Int32,
-                    None => f.data_type().clone(),
+                    // A column as it is keeps what its field says (a JSON column's Pinot type).
+                    None => return f.as_ref().clone().with_name(name).with_nullable(true),
                 };
                 Field::new(name, data_type, true)
             })

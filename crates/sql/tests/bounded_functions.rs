@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
-use ingest::{schema, IngestConfig, Ingestor, Message, Position};
+use ingest::{schema, IngestConfig, Ingestor, Message};
 use orders::{Generator, GeneratorConfig};
 use sql::{Lane, SqlConfig, SqlEngine, SqlError};
 use table::{RealtimeTable, TableConfig};
@@ -35,18 +35,7 @@ async fn engine_with(dir: &std::path::Path, max_join_pairs: u64) -> SqlEngine {
     let docs: Vec<Vec<u8>> = (0..ROWS)
         .map(|k| g.generate(k + 1, T0 + k as i64 * 100).to_json())
         .collect();
-    let msgs: Vec<Message<'_>> = docs
-        .iter()
-        .enumerate()
-        .map(|(k, d)| Message {
-            position: Position {
-                partition: 0,
-                offset: k as i64,
-            },
-            payload: d,
-            record_time_ms: None,
-        })
-        .collect();
+    let msgs = Message::numbered(&docs);
     let mut ingestor = Ingestor::new(IngestConfig::default());
     table
         .append(ingestor.ingest(&msgs, T0 + 3_600_000).batch.expect("rows"))

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ingest::{schema, IngestConfig, Ingestor, Message, Position};
+use ingest::{schema, IngestConfig, Ingestor, Message};
 use orders::model::{CouponCode, LineItem};
 use orders::{Generator, GeneratorConfig};
 use serde_json::Value;
@@ -134,18 +134,7 @@ fn engine(dir: &std::path::Path, config: SqlConfig) -> SqlEngine {
         .expect("open"),
     );
     let docs = orders();
-    let msgs: Vec<Message<'_>> = docs
-        .iter()
-        .enumerate()
-        .map(|(k, d)| Message {
-            position: Position {
-                partition: 0,
-                offset: k as i64,
-            },
-            payload: d,
-            record_time_ms: None,
-        })
-        .collect();
+    let msgs = Message::numbered(&docs);
     let mut ingestor = Ingestor::new(IngestConfig::default());
     let batch = ingestor.ingest(&msgs, now).batch.expect("rows");
     assert_eq!(batch.num_rows(), 10, "every order is valid");

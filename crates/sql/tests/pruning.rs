@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ingest::{schema, IngestConfig, Ingestor, Message, Position};
+use ingest::{schema, IngestConfig, Ingestor, Message};
 use orders::{Generator, GeneratorConfig};
 use sql::{SqlConfig, SqlEngine};
 use table::{RealtimeTable, TableConfig};
@@ -55,18 +55,7 @@ async fn bounded_queries_skip_segments_and_retention_drops_old_ones() {
                 .to_json()
             })
             .collect();
-        let msgs: Vec<Message<'_>> = docs
-            .iter()
-            .enumerate()
-            .map(|(k, d)| Message {
-                position: Position {
-                    partition: 0,
-                    offset: k as i64,
-                },
-                payload: d,
-                record_time_ms: None,
-            })
-            .collect();
+        let msgs = Message::numbered(&docs);
         table
             .append(
                 ingestor

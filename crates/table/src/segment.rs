@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
+use datafusion::arrow::array::{new_null_array, Array, Int64Array, RecordBatch};
 use datafusion::arrow::compute::interleave_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -349,7 +349,7 @@ pub fn write_batches(
         .map_err(TableError::parquet)?;
     let mut rows = 0;
     for batch in batches {
-        let batch = batch?;
+        let batch = conform(batch?, schema)?;
         rows += batch.num_rows() as u64;
         writer.write(&batch).map_err(TableError::parquet)?;
     }
@@ -360,6 +360,33 @@ pub fn write_batches(
         bytes: sink.bytes,
         checksum: sink.hasher.digest(),
     })
+}
+
+/// `batch` with the columns of `schema`, taken by name: a segment written before a column was
+/// added to the table has none, and gets NULLs when a merge rewrites it.
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, TableError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => Err(TableError::Schema(format!(
+                "column {:?} is {} in a segment and {} in the table",
+                f.name(),
+                c.data_type(),
+                f.data_type()
+            ))),
+            None if f.is_nullable() => Ok(new_null_array(f.data_type(), batch.num_rows())),
+            None => Err(TableError::Schema(format!(
+                "column {:?} is missing from a segment and cannot be NULL",
+                f.name()
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(TableError::arrow)
 }
 
 /// xxh3-64 of a whole file (to check a segment against its manifest entry).

@@ -9,7 +9,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::RawOrder;
+use super::{RawOrder, Shipments};
 use crate::schema::order_schema;
 
 type StrList = ListBuilder<StringBuilder>;
@@ -44,6 +44,13 @@ pub(super) struct Columns {
     status: StrList,
     status_id: StrList,
     status_timestamp: StrList,
+    item_out_of_stock: ListBuilder<BooleanBuilder>,
+    shipment_id: StrList,
+    shipment_status: StrList,
+    shipment_timestamp: StrList,
+    shipment_tracking_number: StrList,
+    shipment_items: ListBuilder<Int32Builder>,
+    shipments_text: StringBuilder,
 }
 
 fn strings(n: usize, rows: usize) -> Vec<StringBuilder> {
@@ -80,6 +87,13 @@ impl Columns {
             status: ListBuilder::new(StringBuilder::new()),
             status_id: ListBuilder::new(StringBuilder::new()),
             status_timestamp: ListBuilder::new(StringBuilder::new()),
+            item_out_of_stock: ListBuilder::new(BooleanBuilder::new()),
+            shipment_id: ListBuilder::new(StringBuilder::new()),
+            shipment_status: ListBuilder::new(StringBuilder::new()),
+            shipment_timestamp: ListBuilder::new(StringBuilder::new()),
+            shipment_tracking_number: ListBuilder::new(StringBuilder::new()),
+            shipment_items: ListBuilder::new(Int32Builder::new()),
+            shipments_text: StringBuilder::new(),
         }
     }
 
@@ -187,7 +201,11 @@ impl Columns {
             self.item_prices.values().append_option(item.product.price);
             self.item_stocks.values().append_option(item.product.stock);
             self.item_free_qtys.values().append_option(item.free_qty);
+            self.item_out_of_stock
+                .values()
+                .append_option(item.product.out_of_stock);
         }
+        self.item_out_of_stock.append(true);
         self.item_names.append(true);
         self.item_categories.append(true);
         self.item_qtys.append(true);
@@ -212,10 +230,44 @@ impl Columns {
         self.status.append(true);
         self.status_id.append(true);
         self.status_timestamp.append(true);
+
+        let shipments = Shipments::of(o);
+        let split = match &shipments {
+            Shipments::Split(s) => Some(s.as_slice()),
+            _ => None,
+        };
+        for s in split.unwrap_or_default() {
+            let items = s.items.as_deref().unwrap_or_default();
+            self.shipment_items
+                .values()
+                .append_value(i32::try_from(items.len()).unwrap_or(i32::MAX));
+            self.shipment_id
+                .values()
+                .append_option(s.shipment_id.as_deref());
+            self.shipment_status
+                .values()
+                .append_option(s.shipment_status.as_deref());
+            self.shipment_timestamp
+                .values()
+                .append_option(s.shipment_timestamp.as_deref());
+            self.shipment_tracking_number
+                .values()
+                .append_option(s.tracking_number.as_deref());
+        }
+        let valid = split.is_some();
+        self.shipment_items.append(valid);
+        self.shipment_id.append(valid);
+        self.shipment_status.append(valid);
+        self.shipment_timestamp.append(valid);
+        self.shipment_tracking_number.append(valid);
+        self.shipments_text.append_option(match shipments {
+            Shipments::Text(t) => Some(t),
+            _ => None,
+        });
     }
 
     pub(super) fn finish(mut self) -> RecordBatch {
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(61);
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(68);
         columns.push(Arc::new(self.order_id.finish()));
         columns.push(Arc::new(self.time_ms.finish()));
         columns.extend(
@@ -259,6 +311,13 @@ impl Columns {
         columns.push(Arc::new(self.status.finish()));
         columns.push(Arc::new(self.status_id.finish()));
         columns.push(Arc::new(self.status_timestamp.finish()));
+        columns.push(Arc::new(self.item_out_of_stock.finish()));
+        columns.push(Arc::new(self.shipment_id.finish()));
+        columns.push(Arc::new(self.shipment_status.finish()));
+        columns.push(Arc::new(self.shipment_timestamp.finish()));
+        columns.push(Arc::new(self.shipment_tracking_number.finish()));
+        columns.push(Arc::new(self.shipment_items.finish()));
+        columns.push(Arc::new(self.shipments_text.finish()));
         // The builders produce exactly the schema's types, with nulls only in nullable
         // columns, so this cannot fail; a failure is a bug in this file.
         RecordBatch::try_new(order_schema(), columns)
