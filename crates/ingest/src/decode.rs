@@ -243,7 +243,70 @@ struct RawProduct<'a> {
     category: Option<Text<'a>>,
     price: Option<f64>,
     stock: Option<i32>,
+    /// Taken leniently (`true`, `1`, `"true"`, ...; anything else is no value): before it was
+    /// stored, an order with any value here was accepted.
+    #[serde(default, deserialize_with = "lenient_bool")]
     out_of_stock: Option<bool>,
+}
+
+/// A JSON boolean, a number (non-zero is true) or a text `"true"`/`"false"`; any other value
+/// (object, array, other text, null) is no value, never an error.
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<bool>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v != 0))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v != 0))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v != 0.0))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(if v.eq_ignore_ascii_case("true") {
+                Some(true)
+            } else if v.eq_ignore_ascii_case("false") {
+                Some(false)
+            } else {
+                None
+            })
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 #[derive(Deserialize, PartialEq)]
@@ -363,9 +426,14 @@ enum Shipments<'a> {
     None,
     /// Each a run of the line items, in order: how many each holds.
     Split(Vec<RawShipment<'a>>),
-    /// Anything else, kept as its text.
-    Text(&'a str),
+    /// Anything else, kept as compact JSON text (keys sorted, as the orders API writes),
+    /// when it is at most [`MAX_SHIPMENTS_TEXT`] bytes; longer, it is not kept (None).
+    Text(String),
 }
+
+/// The longest `shipments` text kept for an order whose shipments are not a split of its line
+/// items (a SQL value is at most 64 KiB, `sql.max_value_size`).
+pub const MAX_SHIPMENTS_TEXT: usize = 64 * 1024;
 
 impl<'a> Shipments<'a> {
     fn of(order: &RawOrder<'a>) -> Shipments<'a> {
@@ -376,22 +444,37 @@ impl<'a> Shipments<'a> {
         if text == "null" {
             return Shipments::None;
         }
+        let as_text = || match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => {
+                let compact = v.to_string();
+                if compact.len() <= MAX_SHIPMENTS_TEXT {
+                    Shipments::Text(compact)
+                } else {
+                    Shipments::None
+                }
+            }
+            Err(_) => Shipments::None,
+        };
         let Ok(shipments) = serde_json::from_str::<Vec<RawShipment<'a>>>(text) else {
-            return Shipments::Text(text);
+            return as_text();
         };
         let items = order.line_items.as_deref().unwrap_or_default();
+        if shipments.len() > items.len() + 1 {
+            // More shipments than items to put in them (empty ones): kept as text, bounded.
+            return as_text();
+        }
         let mut at = 0;
         for s in &shipments {
             let Some(part) = s.items.as_deref() else {
-                return Shipments::Text(text);
+                return as_text();
             };
             if items.get(at..at + part.len()) != Some(part) {
-                return Shipments::Text(text);
+                return as_text();
             }
             at += part.len();
         }
         if at != items.len() {
-            return Shipments::Text(text);
+            return as_text();
         }
         Shipments::Split(shipments)
     }
@@ -403,6 +486,8 @@ pub struct Parsed<'a> {
     pub order_id_hash: u128,
     pub time_ms: i64,
     order: RawOrder<'a>,
+    /// Read here, on the parsing threads, not while the row is built.
+    shipments: Shipments<'a>,
 }
 
 /// Parses one message; the size limit is checked before any parsing, event time against
@@ -454,11 +539,13 @@ pub fn parse<'a>(msg: &Message<'a>, limits: &Limits, now_ms: i64) -> Result<Pars
     }
     check_values(&order, limits).map_err(reject)?;
     order.time_ms = Some(time_ms);
+    let shipments = Shipments::of(&order);
     Ok(Parsed {
         position: msg.position,
         order_id_hash,
         time_ms,
         order,
+        shipments,
     })
 }
 
@@ -500,12 +587,23 @@ fn check_values(o: &RawOrder<'_>, limits: &Limits) -> Result<(), RejectReason> {
         }
     }
     let items = o.line_items.as_deref().unwrap_or_default();
-    if items.len() > limits.max_line_items {
-        return Err(RejectReason::BadValue {
-            field: "line_items",
-            value: format!("{} items", items.len()),
-            bound: format!("at most {}, ingest.max_line_items", limits.max_line_items),
-        });
+    // Every list of an order is bounded like its line items (a status history or coupon list
+    // of a million entries would make each JSON column read of it that large).
+    for (field, len) in [
+        ("line_items", items.len()),
+        ("coupon_codes", o.coupon_codes.as_ref().map_or(0, Vec::len)),
+        (
+            "status_history",
+            o.status_history.as_ref().map_or(0, Vec::len),
+        ),
+    ] {
+        if len > limits.max_line_items {
+            return Err(RejectReason::BadValue {
+                field,
+                value: format!("{len} entries"),
+                bound: format!("at most {}, ingest.max_line_items", limits.max_line_items),
+            });
+        }
     }
     for item in items {
         for (field, q) in [
@@ -548,7 +646,7 @@ pub fn to_batch<'a>(
 ) -> RecordBatch {
     let mut columns = Columns::new(rows_hint);
     for p in parsed {
-        columns.push(&p.order);
+        columns.push(&p.order, &p.shipments);
     }
     columns.finish()
 }
@@ -669,5 +767,76 @@ mod tests {
         kept[at] = 0xff;
         let err = reason(parse_one(&kept));
         assert!(err.starts_with("not a valid order"), "{err}");
+        // `shipments` is kept (the JSON column `shipments`): invalid UTF-8 in it is rejected
+        // like in any kept field.
+        let mut shipments =
+            br#"{"order_id":"a-1","time_ms":1700000000000,"shipments":"x"}"#.to_vec();
+        let at = shipments.len() - 3;
+        shipments[at] = 0xff;
+        let err = reason(parse_one(&shipments));
+        assert!(err.starts_with("not a valid order"), "{err}");
+    }
+
+    #[test]
+    fn out_of_stock_of_any_type_never_rejects_an_order() {
+        for (value, want) in [
+            ("true", Some(true)),
+            ("0", Some(false)),
+            ("2", Some(true)),
+            ("\"false\"", Some(false)),
+            ("\"maybe\"", None),
+            ("null", None),
+            ("[1, {\"a\": [2]}]", None),
+            ("{\"b\": true}", None),
+        ] {
+            let payload = format!(
+                r#"{{"order_id":"a-1","time_ms":1700000000000,"line_items":[{{"product":{{"out_of_stock":{value}}},"quantity":1}}]}}"#
+            );
+            let p = parse_one(payload.as_bytes()).unwrap_or_else(|e| panic!("{value}: {e:?}"));
+            let items = p.order.line_items.as_deref().unwrap_or_default();
+            assert_eq!(items[0].product.out_of_stock, want, "{value}");
+        }
+    }
+
+    #[test]
+    fn every_list_of_an_order_is_bounded_and_odd_shipments_are_kept_small() {
+        let limits = Limits {
+            max_line_items: 3,
+            ..Limits::default()
+        };
+        let one = |payload: &str| {
+            let message = Message {
+                position: Position {
+                    partition: 0,
+                    offset: 1,
+                },
+                payload: payload.as_bytes(),
+                record_time_ms: None,
+            };
+            parse(&message, &limits, 1_700_000_000_000)
+                .map(|p| matches!(p.shipments, Shipments::Text(_)))
+                .map_err(|e| e.reason.to_string())
+        };
+        let head = r#"{"order_id":"a-1","time_ms":1700000000000"#;
+        for field in ["status_history", "coupon_codes"] {
+            let err = one(&format!("{head},\"{field}\":[{{}},{{}},{{}},{{}}]}}"))
+                .expect_err("four entries");
+            assert!(err.contains(field) && err.contains("at most 3"), "{err}");
+            assert!(one(&format!("{head},\"{field}\":[{{}},{{}},{{}}]}}")).is_ok());
+        }
+        // Empty shipments beyond the items: kept as text (bounded), not as thousands of rows.
+        let empties = vec![r#"{"items":[]}"#; 1_000].join(",");
+        assert_eq!(
+            one(&format!("{head},\"shipments\":[{empties}]}}")),
+            Ok(true)
+        );
+        // Text over the bound is not kept at all.
+        let big = format!(r#"{{"note":"{}"}}"#, "x".repeat(MAX_SHIPMENTS_TEXT));
+        let p = one(&format!("{head},\"shipments\":[{big}]}}"));
+        assert_eq!(
+            p,
+            Ok(false),
+            "over {MAX_SHIPMENTS_TEXT} bytes the text is dropped"
+        );
     }
 }

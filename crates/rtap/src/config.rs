@@ -252,7 +252,7 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("ingest.max_future_ms", "an order more than this ahead of the wall clock is dead-lettered", None),
     ("ingest.max_age_ms", "an order older than this is dead-lettered (default: table.retention_ms)", Some("2592000000")),
     ("ingest.max_amount", "largest absolute money amount of any field, in dollars; order_total must be >= 0", None),
-    ("ingest.max_line_items", "most line items one order may have", None),
+    ("ingest.max_line_items", "most line items (and coupon codes, status entries) one order may have", None),
     ("ingest.max_item_quantity", "largest quantity (and free quantity) of one line item", None),
     ("ingest.max_batch_bytes", "most payload bytes decoded as one batch", None),
     ("ingest.max_pending_bytes", "payload bytes handed over by the source and not yet ingested; the source waits at this bound", None),

@@ -3,10 +3,10 @@
 //! holding the order's nested object or array, exactly as the orders API writes it (keys in
 //! alphabetical order, numbers as serde_json prints them).
 //!
-//! They are not stored: [`OrdersView`] builds them, when a query names one, from the columns
-//! the table stores anyway (see [`ingest::schema::JSON_COLUMNS`]), so they cost no disk and
-//! no ingest time beyond the few hidden columns that hold what the others do not (an item's
-//! `out_of_stock`, the shipments' ids, statuses, times, tracking numbers and item counts).
+//! They are not stored as text: [`OrdersView`] builds them, when a query names one, from the
+//! columns the table stores anyway (see [`ingest::schema::JSON_COLUMNS`]); what the others do
+//! not hold is in a few hidden columns (an item's `out_of_stock`, the shipments' ids, statuses,
+//! times, tracking numbers and item counts: about 45 bytes an order on disk, BENCHMARKS.md).
 //! An object whose every field is missing is NULL; a field the order did not have is `null`
 //! inside its object; fields beyond SPEC section 1 are not kept.
 

@@ -4,7 +4,7 @@
 //!
 //! The document is flattened into records: every array element is a record of its own (scalars
 //! outside the array are in every record; sibling arrays give every combination, at most
-//! [`MAX_RECORDS`]). Values are text (`"1"` for the number 1, `"true"`, strings as they are);
+//! [`MAX_RECORDS`]; a larger document matches nothing). Values are text (`"1"` for the number 1, `"true"`, strings as they are);
 //! `null`, `[]` and `{}` give no value at all. Each predicate is checked on one record, AND and
 //! OR combine on the same record (so two conditions on `"$.a[*].x"` and `"$.a[*].y"` must hold
 //! for the same element), and a row matches when one of its records does.
@@ -26,15 +26,22 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, BooleanBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
+use datafusion::common::{plan_err, Result, ScalarValue};
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use regex::Regex;
 use serde_json::Value;
 
-/// Records one document may flatten into (Pinot's `JsonUtils.MAX_COMBINATIONS`).
+/// Records one document may flatten into (Pinot's `JsonUtils.MAX_COMBINATIONS`) ...
 pub const MAX_RECORDS: usize = 100_000;
+/// ... and leaf places in all its records (a scalar outside an array is in every record): what
+/// bounds the memory and time one document costs (about 4 MB, and a few ms per predicate).
+pub const MAX_SLOTS: usize = 1 << 20;
+/// Predicates in one filter, and regular expressions among them.
+const MAX_PREDICATES: usize = 128;
+const MAX_REGEXES: usize = 16;
 /// The longest filter text taken (the query's own size limit applies first).
 const MAX_FILTER_BYTES: usize = 64 * 1024;
 /// A regular expression's compiled size limit (as REGEXP_EXTRACT's).
@@ -81,9 +88,6 @@ enum Filter {
     /// `"$.k" IS NULL`: no record has the key (only as the whole filter).
     IsNull(Vec<Step>),
 }
-
-/// A flattened record: (concrete path, value text).
-type Record = Vec<(Vec<Step>, String)>;
 
 fn invalid<T>(filter: &str, why: &str) -> Result<T> {
     plan_err!("Invalid json match filter: {filter} ({why})")
@@ -496,10 +500,31 @@ fn parse_filter(filter: &str) -> Result<Filter> {
     if p.at != p.toks.len() {
         return invalid(filter, "unexpected text after the filter");
     }
+    let (predicates, regexes) = count(&f);
+    if predicates > MAX_PREDICATES || regexes > MAX_REGEXES {
+        return invalid(
+            filter,
+            &format!(
+                "at most {MAX_PREDICATES} conditions and {MAX_REGEXES} REGEXP_LIKE/LIKE in one filter"
+            ),
+        );
+    }
     if !matches!(f, Filter::IsNull(_)) && has_is_null(&f) {
         return plan_err!("Invalid json match filter: {filter} (IS NULL cannot be nested)");
     }
     Ok(f)
+}
+
+/// Conditions and regular expressions in a filter.
+fn count(f: &Filter) -> (usize, usize) {
+    match f {
+        Filter::And(v) | Filter::Or(v) => v
+            .iter()
+            .map(count)
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d)),
+        Filter::Pred(_, Test::Regex(_)) => (1, 1),
+        Filter::Pred(..) | Filter::IsNull(_) => (1, 0),
+    }
 }
 
 fn has_is_null(f: &Filter) -> bool {
@@ -512,72 +537,107 @@ fn has_is_null(f: &Filter) -> bool {
 
 // ---------------------------------------------------------------- document -> records
 
-/// Flattens `doc` into records (see the module doc); None when over [`MAX_RECORDS`].
-fn flatten(doc: &Value) -> Option<Vec<Record>> {
-    fn walk(v: &Value, at: &mut Vec<Step>) -> Option<Vec<Record>> {
-        match v {
-            Value::Null => Some(vec![Vec::new()]),
-            Value::Object(map) => {
-                let mut records: Vec<Record> = vec![Vec::new()];
-                for (k, child) in map {
-                    at.push(Step::Key(k.clone()));
-                    let sub = walk(child, at);
-                    at.pop();
-                    records = product(records, sub?)?;
-                }
-                Some(records)
-            }
-            Value::Array(items) => {
-                if items.is_empty() {
-                    return Some(vec![Vec::new()]);
-                }
-                let mut records = Vec::new();
-                for (i, child) in items.iter().enumerate() {
-                    at.push(Step::Index(i));
-                    let sub = walk(child, at);
-                    at.pop();
-                    records.extend(sub?);
-                    if records.len() > MAX_RECORDS {
-                        return None;
-                    }
-                }
-                Some(records)
-            }
-            scalar => {
-                let text = match scalar {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                Some(vec![vec![(at.clone(), text)]])
-            }
-        }
+/// A document's leaves (each once) and its records, each a list of leaf indexes.
+struct Flat {
+    leaves: Vec<(Vec<Step>, String)>,
+    records: Vec<Vec<u32>>,
+}
+
+/// Flattens `doc` into records (see the module doc); None when it makes more than
+/// [`MAX_RECORDS`] records or more than [`MAX_SLOTS`] leaf places in all.
+fn flatten(doc: &Value) -> Option<Flat> {
+    struct Walk {
+        leaves: Vec<(Vec<Step>, String)>,
+        at: Vec<Step>,
     }
-    fn product(a: Vec<Record>, b: Vec<Record>) -> Option<Vec<Record>> {
-        if b.len() == 1 {
-            let extra = b.into_iter().next().unwrap_or_default();
-            return Some(
-                a.into_iter()
-                    .map(|mut r| {
-                        r.extend(extra.iter().cloned());
-                        r
-                    })
-                    .collect(),
-            );
-        }
-        if a.len().saturating_mul(b.len()) > MAX_RECORDS {
+    fn product(a: Vec<Vec<u32>>, b: Vec<Vec<u32>>) -> Option<Vec<Vec<u32>>> {
+        let slots = a
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>()
+            .saturating_mul(b.len())
+            + b.iter()
+                .map(Vec::len)
+                .sum::<usize>()
+                .saturating_mul(a.len());
+        if a.len().saturating_mul(b.len()) > MAX_RECORDS || slots > MAX_SLOTS {
             return None;
+        }
+        if let [only] = b.as_slice() {
+            // The common case (an object's scalar field): extended in place, no copies.
+            let mut a = a;
+            for r in &mut a {
+                r.extend_from_slice(only);
+            }
+            return Some(a);
         }
         let mut out = Vec::with_capacity(a.len() * b.len());
         for r in &a {
-            for s in &b {
+            for t in &b {
                 let mut both = r.clone();
-                both.extend(s.iter().cloned());
+                both.extend_from_slice(t);
                 out.push(both);
             }
         }
         Some(out)
     }
-    walk(doc, &mut Vec::new())
+    impl Walk {
+        fn walk(&mut self, v: &Value) -> Option<Vec<Vec<u32>>> {
+            match v {
+                Value::Null => Some(vec![Vec::new()]),
+                Value::Object(map) => {
+                    let mut records: Vec<Vec<u32>> = vec![Vec::new()];
+                    for (k, child) in map {
+                        self.at.push(Step::Key(k.clone()));
+                        let sub = self.walk(child);
+                        self.at.pop();
+                        records = product(records, sub?)?;
+                    }
+                    Some(records)
+                }
+                Value::Array(items) => {
+                    if items.is_empty() {
+                        return Some(vec![Vec::new()]);
+                    }
+                    let mut records = Vec::new();
+                    let mut slots = 0usize;
+                    for (i, child) in items.iter().enumerate() {
+                        self.at.push(Step::Index(i));
+                        let sub = self.walk(child);
+                        self.at.pop();
+                        let sub = sub?;
+                        slots += sub.iter().map(Vec::len).sum::<usize>();
+                        records.extend(sub);
+                        if records.len() > MAX_RECORDS || slots > MAX_SLOTS {
+                            return None;
+                        }
+                    }
+                    Some(records)
+                }
+                scalar => {
+                    if self.leaves.len() >= MAX_SLOTS {
+                        return None;
+                    }
+                    let text = match scalar {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let index = u32::try_from(self.leaves.len()).ok()?;
+                    self.leaves.push((self.at.clone(), text));
+                    Some(vec![vec![index]])
+                }
+            }
+        }
+    }
+    let mut w = Walk {
+        leaves: Vec::new(),
+        at: Vec::new(),
+    };
+    let records = w.walk(doc)?;
+    Some(Flat {
+        leaves: w.leaves,
+        records,
+    })
 }
 
 fn matches_path(pattern: &[Step], concrete: &[Step]) -> bool {
@@ -622,26 +682,30 @@ fn test(t: &Test, value: &str) -> bool {
     }
 }
 
-fn on_record(f: &Filter, r: &Record) -> bool {
+fn on_record(f: &Filter, leaves: &[(Vec<Step>, String)], r: &[u32]) -> bool {
+    let leaf = |i: &u32| &leaves[*i as usize];
     match f {
-        Filter::And(v) => v.iter().all(|f| on_record(f, r)),
-        Filter::Or(v) => v.iter().any(|f| on_record(f, r)),
+        Filter::And(v) => v.iter().all(|f| on_record(f, leaves, r)),
+        Filter::Or(v) => v.iter().any(|f| on_record(f, leaves, r)),
         Filter::Pred(key, t) => r
             .iter()
+            .map(leaf)
             .any(|(p, value)| matches_path(key, p) && test(t, value)),
-        Filter::IsNull(key) => !r.iter().any(|(p, _)| matches_path(key, p)),
+        Filter::IsNull(key) => !r.iter().map(leaf).any(|(p, _)| matches_path(key, p)),
     }
 }
 
-/// Whether a document matches: one of its records does (`IS NULL`: none has the key).
-fn matches(f: &Filter, doc: &Value) -> Result<bool> {
-    let Some(records) = flatten(doc) else {
-        return exec_err!("JSON_MATCH: a document flattens into more than {MAX_RECORDS} records");
+/// Whether a document matches: one of its records does (`IS NULL`: none has the key). A
+/// document too large to flatten ([`MAX_RECORDS`], [`MAX_SLOTS`]) matches nothing: one such
+/// value must not make every query on its column fail.
+fn matches(f: &Filter, doc: &Value) -> bool {
+    let Some(flat) = flatten(doc) else {
+        return false;
     };
-    Ok(match f {
-        Filter::IsNull(_) => records.iter().all(|r| on_record(f, r)),
-        _ => records.iter().any(|r| on_record(f, r)),
-    })
+    match f {
+        Filter::IsNull(_) => flat.records.iter().all(|r| on_record(f, &flat.leaves, r)),
+        _ => flat.records.iter().any(|r| on_record(f, &flat.leaves, r)),
+    }
 }
 
 // ---------------------------------------------------------------- the SQL function
@@ -661,6 +725,20 @@ impl ScalarUDFImpl for JsonMatch {
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
         Ok(DataType::Boolean)
     }
+    fn simplify(&self, args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        // A bad filter is refused when the query is planned, as Pinot refuses it, not only
+        // when a row reaches the function.
+        if let Some(Expr::Literal(
+            ScalarValue::Utf8(Some(f))
+            | ScalarValue::Utf8View(Some(f))
+            | ScalarValue::LargeUtf8(Some(f)),
+            _,
+        )) = args.get(1)
+        {
+            parse_filter(f)?;
+        }
+        Ok(ExprSimplifyResult::Original(args))
+    }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let filter = match &args.args[1] {
             ColumnarValue::Scalar(
@@ -677,7 +755,7 @@ impl ScalarUDFImpl for JsonMatch {
         for i in 0..docs.len() {
             if docs.is_null(i) {
                 // Pinot's JSON column holds "null" for a missing value: only IS NULL matches.
-                out.append_value(matches(&filter, &Value::Null)?);
+                out.append_value(matches(&filter, &Value::Null));
                 continue;
             }
             let doc = match serde_json::from_str::<Value>(docs.value(i)) {
@@ -685,7 +763,7 @@ impl ScalarUDFImpl for JsonMatch {
                 // Not JSON: indexed as a top-level string value.
                 Err(_) => Value::String(docs.value(i).to_string()),
             };
-            out.append_value(matches(&filter, &doc)?);
+            out.append_value(matches(&filter, &doc));
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
@@ -703,7 +781,7 @@ mod tests {
     use serde_json::json;
 
     fn m(doc: Value, filter: &str) -> bool {
-        matches(&parse_filter(filter).expect("filter"), &doc).expect("match")
+        matches(&parse_filter(filter).expect("filter"), &doc)
     }
 
     #[test]
@@ -789,10 +867,45 @@ mod tests {
     }
 
     #[test]
-    fn too_many_combinations_is_an_error_not_a_hang() {
+    fn documents_too_large_to_flatten_match_nothing_and_stay_small() {
+        // A cross product over the record cap.
         let wide: Vec<Value> = (0..400).map(|i| json!(i)).collect();
         let doc = json!({"a": wide.clone(), "b": wide});
-        let err = matches(&parse_filter(r#""$.a[*]" = 1"#).expect("f"), &doc).expect_err("cap");
-        assert!(err.to_string().contains("100000"), "{err}");
+        assert!(flatten(&doc).is_none());
+        assert!(!m(doc, r#""$.a[*]" = 1"#));
+        // Under the record cap, but a scalar copied into every record: over the slot cap.
+        let many: Vec<Value> = (0..99_999).map(|_| json!(0)).collect();
+        let mut doc = json!({"a": many});
+        for k in 0..20 {
+            doc[format!("s{k}")] = json!("x".repeat(1_000));
+        }
+        assert!(flatten(&doc).is_none(), "{} slots", 99_999 * 21);
+        // Just under both: matches, and each leaf's text is held once.
+        let many: Vec<Value> = (0..40_000).map(|i| json!(i)).collect();
+        let doc = json!({"a": many, "s": "y".repeat(100_000)});
+        let flat = flatten(&doc).expect("fits");
+        assert_eq!(flat.leaves.len(), 40_001);
+        assert_eq!(flat.records.len(), 40_000);
+        assert!(m(doc, r#""$.a[*]" = 39999 AND "$.s" IS NOT NULL"#));
+    }
+
+    #[test]
+    fn filters_are_bounded() {
+        let long = format!(r#""$.a" IN ({})"#, vec!["'x'"; 20_000].join(","));
+        assert!(long.len() > MAX_FILTER_BYTES);
+        assert!(parse_filter(&long).is_err());
+        let deep = format!("{}\"$.a\" = 1{}", "(".repeat(70), ")".repeat(70));
+        assert!(parse_filter(&deep).is_err(), "nesting is bounded");
+        let ok = format!("{}\"$.a\" = 1{}", "(".repeat(60), ")".repeat(60));
+        assert!(parse_filter(&ok).is_ok());
+        let many = vec![r#""$.a" = 1"#; MAX_PREDICATES + 1].join(" OR ");
+        assert!(parse_filter(&many).is_err(), "conditions are bounded");
+        let regexes = vec![r#"REGEXP_LIKE("$.a", 'x.*')"#; MAX_REGEXES + 1].join(" OR ");
+        assert!(parse_filter(&regexes).is_err(), "regexes are bounded");
+        let huge = r#"REGEXP_LIKE("$.a", '(\w{1,100}){1,100}')"#;
+        assert!(
+            parse_filter(huge).is_err(),
+            "a regex over its compiled size is refused"
+        );
     }
 }

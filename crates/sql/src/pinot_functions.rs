@@ -405,27 +405,60 @@ fn json_extract_array(
             .map_err(|_| datafusion::error::DataFusionError::Execution("too many values".into()))?;
         offsets.push(end);
     }
-    let texts: ArrayRef = Arc::new(texts.finish());
-    let values = if item.data_type() == &DataType::Boolean {
-        let t = texts.as_string::<i32>();
-        Arc::new(
-            t.iter()
-                .map(|v| v.map(|v| v.eq_ignore_ascii_case("true") || v == "1"))
+    let texts = texts.finish();
+    let number = |v: &str| -> Result<f64> {
+        match v.trim().parse::<f64>() {
+            Ok(f) => Ok(f),
+            Err(_) => exec_err!(
+                "JSON_EXTRACT_SCALAR: {v:?} is not a value of type {}",
+                item.data_type()
+            ),
+        }
+    };
+    // The same conversions as the single-value types.
+    let values: ArrayRef = match item.data_type() {
+        DataType::Boolean => Arc::new(
+            texts
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        v.eq_ignore_ascii_case("true")
+                            || v.trim().parse::<f64>().is_ok_and(|f| f != 0.0)
+                    })
+                })
                 .collect::<datafusion::arrow::array::BooleanArray>(),
-        ) as ArrayRef
-    } else {
-        let options = datafusion::arrow::compute::CastOptions {
-            safe: false,
-            ..Default::default()
-        };
-        datafusion::arrow::compute::cast_with_options(&texts, item.data_type(), &options).map_err(
-            |e| {
-                datafusion::error::DataFusionError::Execution(format!(
-                    "JSON_EXTRACT_SCALAR: a value is not of type {}: {e}",
-                    item.data_type()
-                ))
-            },
-        )?
+        ),
+        DataType::Int32 => Arc::new(
+            texts
+                .iter()
+                .map(|v| v.map(|v| number(v).map(|f| f as i32)).transpose())
+                .collect::<Result<datafusion::arrow::array::Int32Array>>()?,
+        ),
+        DataType::Int64 => Arc::new(
+            texts
+                .iter()
+                .map(|v| {
+                    v.map(|v| match v.trim().parse::<i64>() {
+                        Ok(n) => Ok(n),
+                        Err(_) => number(v).map(|f| f as i64),
+                    })
+                    .transpose()
+                })
+                .collect::<Result<Int64Array>>()?,
+        ),
+        DataType::Float32 => Arc::new(
+            texts
+                .iter()
+                .map(|v| v.map(|v| number(v).map(|f| f as f32)).transpose())
+                .collect::<Result<datafusion::arrow::array::Float32Array>>()?,
+        ),
+        DataType::Float64 => Arc::new(
+            texts
+                .iter()
+                .map(|v| v.map(number).transpose())
+                .collect::<Result<datafusion::arrow::array::Float64Array>>()?,
+        ),
+        _ => Arc::new(texts),
     };
     let list = datafusion::arrow::array::ListArray::try_new(
         item.clone(),

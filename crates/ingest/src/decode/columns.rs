@@ -97,7 +97,7 @@ impl Columns {
         }
     }
 
-    pub(super) fn push(&mut self, o: &RawOrder<'_>) {
+    pub(super) fn push(&mut self, o: &RawOrder<'_>, shipments: &Shipments<'_>) {
         self.order_id
             .append_value(o.order_id.as_deref().unwrap_or_default());
         self.time_ms.append_value(o.time_ms.unwrap_or_default());
@@ -231,8 +231,7 @@ impl Columns {
         self.status_id.append(true);
         self.status_timestamp.append(true);
 
-        let shipments = Shipments::of(o);
-        let split = match &shipments {
+        let split = match shipments {
             Shipments::Split(s) => Some(s.as_slice()),
             _ => None,
         };
@@ -261,7 +260,7 @@ impl Columns {
         self.shipment_timestamp.append(valid);
         self.shipment_tracking_number.append(valid);
         self.shipments_text.append_option(match shipments {
-            Shipments::Text(t) => Some(t),
+            Shipments::Text(t) => Some(t.as_str()),
             _ => None,
         });
     }
