@@ -37,8 +37,10 @@ use serde_json::Value;
 /// Records one document may flatten into (Pinot's `JsonUtils.MAX_COMBINATIONS`) ...
 pub const MAX_RECORDS: usize = 100_000;
 /// ... and leaf places in all its records (a scalar outside an array is in every record): what
-/// bounds the memory and time one document costs (about 4 MB, and a few ms per predicate).
+/// bounds (with [`MAX_WORK`]) the memory and time one document costs: tens of MB at most.
 pub const MAX_SLOTS: usize = 1 << 20;
+/// ... and the bytes of leaf paths and values plus the record steps flattening takes.
+const MAX_WORK: usize = 16 << 20;
 /// Predicates in one filter, and regular expressions among them.
 const MAX_PREDICATES: usize = 128;
 const MAX_REGEXES: usize = 16;
@@ -277,6 +279,10 @@ struct Parser<'a> {
     filter: &'a str,
     toks: Vec<Tok>,
     at: usize,
+    /// Conditions and regular expressions read so far (bounded while parsing, before a
+    /// regex is compiled).
+    predicates: usize,
+    regexes: usize,
 }
 
 impl Parser<'_> {
@@ -348,7 +354,14 @@ impl Parser<'_> {
         self.expect_op(")")?;
         Ok(values)
     }
-    fn regex(&self, pattern: &str) -> Result<Regex> {
+    fn regex(&mut self, pattern: &str) -> Result<Regex> {
+        self.regexes += 1;
+        if self.regexes > MAX_REGEXES {
+            return invalid(
+                self.filter,
+                &format!("at most {MAX_REGEXES} REGEXP_LIKE/LIKE in one filter"),
+            );
+        }
         regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
             .size_limit(REGEX_SIZE)
             .build()
@@ -467,6 +480,14 @@ impl Parser<'_> {
             }
         };
         self.at += 1;
+        // Every condition names one key: counted here, while parsing.
+        self.predicates += 1;
+        if self.predicates > MAX_PREDICATES {
+            return invalid(
+                self.filter,
+                &format!("at most {MAX_PREDICATES} conditions in one filter"),
+            );
+        }
         path(self.filter, &key)
     }
 }
@@ -492,6 +513,8 @@ fn parse_filter(filter: &str) -> Result<Filter> {
         filter,
         toks: tokens(filter)?,
         at: 0,
+        predicates: 0,
+        regexes: 0,
     };
     if p.toks.is_empty() {
         return invalid(filter, "empty");
@@ -500,31 +523,10 @@ fn parse_filter(filter: &str) -> Result<Filter> {
     if p.at != p.toks.len() {
         return invalid(filter, "unexpected text after the filter");
     }
-    let (predicates, regexes) = count(&f);
-    if predicates > MAX_PREDICATES || regexes > MAX_REGEXES {
-        return invalid(
-            filter,
-            &format!(
-                "at most {MAX_PREDICATES} conditions and {MAX_REGEXES} REGEXP_LIKE/LIKE in one filter"
-            ),
-        );
-    }
     if !matches!(f, Filter::IsNull(_)) && has_is_null(&f) {
         return plan_err!("Invalid json match filter: {filter} (IS NULL cannot be nested)");
     }
     Ok(f)
-}
-
-/// Conditions and regular expressions in a filter.
-fn count(f: &Filter) -> (usize, usize) {
-    match f {
-        Filter::And(v) | Filter::Or(v) => v
-            .iter()
-            .map(count)
-            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d)),
-        Filter::Pred(_, Test::Regex(_)) => (1, 1),
-        Filter::Pred(..) | Filter::IsNull(_) => (1, 0),
-    }
 }
 
 fn has_is_null(f: &Filter) -> bool {
@@ -549,6 +551,11 @@ fn flatten(doc: &Value) -> Option<Flat> {
     struct Walk {
         leaves: Vec<(Vec<Step>, String)>,
         at: Vec<Step>,
+        /// Bytes of the key path `at` (each leaf keeps a copy of it) ...
+        at_bytes: usize,
+        /// ... and what every leaf's copy and record step has cost so far: at most
+        /// [`MAX_WORK`], so neither memory nor time can grow with the square of a document.
+        work: usize,
     }
     fn product(a: Vec<Vec<u32>>, b: Vec<Vec<u32>>) -> Option<Vec<Vec<u32>>> {
         let slots = a
@@ -589,9 +596,19 @@ fn flatten(doc: &Value) -> Option<Flat> {
                     let mut records: Vec<Vec<u32>> = vec![Vec::new()];
                     for (k, child) in map {
                         self.at.push(Step::Key(k.clone()));
+                        self.at_bytes += k.len() + 8;
                         let sub = self.walk(child);
                         self.at.pop();
-                        records = product(records, sub?)?;
+                        self.at_bytes -= k.len() + 8;
+                        let sub = sub?;
+                        if let [only] = sub.as_slice() {
+                            if only.is_empty() {
+                                // null, {} or []: adds nothing to any record.
+                                continue;
+                            }
+                        }
+                        self.spend(records.len().saturating_mul(sub.len()))?;
+                        records = product(records, sub)?;
                     }
                     Some(records)
                 }
@@ -603,8 +620,10 @@ fn flatten(doc: &Value) -> Option<Flat> {
                     let mut slots = 0usize;
                     for (i, child) in items.iter().enumerate() {
                         self.at.push(Step::Index(i));
+                        self.at_bytes += 8;
                         let sub = self.walk(child);
                         self.at.pop();
+                        self.at_bytes -= 8;
                         let sub = sub?;
                         slots += sub.iter().map(Vec::len).sum::<usize>();
                         records.extend(sub);
@@ -622,16 +641,24 @@ fn flatten(doc: &Value) -> Option<Flat> {
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
                     };
+                    self.spend(self.at_bytes + text.len())?;
                     let index = u32::try_from(self.leaves.len()).ok()?;
                     self.leaves.push((self.at.clone(), text));
                     Some(vec![vec![index]])
                 }
             }
         }
+
+        fn spend(&mut self, units: usize) -> Option<()> {
+            self.work = self.work.saturating_add(units);
+            (self.work <= MAX_WORK).then_some(())
+        }
     }
     let mut w = Walk {
         leaves: Vec::new(),
         at: Vec::new(),
+        at_bytes: 0,
+        work: 0,
     };
     let records = w.walk(doc)?;
     Some(Flat {
@@ -728,14 +755,16 @@ impl ScalarUDFImpl for JsonMatch {
     fn simplify(&self, args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
         // A bad filter is refused when the query is planned, as Pinot refuses it, not only
         // when a row reaches the function.
-        if let Some(Expr::Literal(
-            ScalarValue::Utf8(Some(f))
-            | ScalarValue::Utf8View(Some(f))
-            | ScalarValue::LargeUtf8(Some(f)),
-            _,
-        )) = args.get(1)
-        {
-            parse_filter(f)?;
+        match args.get(1) {
+            Some(Expr::Literal(
+                ScalarValue::Utf8(Some(f))
+                | ScalarValue::Utf8View(Some(f))
+                | ScalarValue::LargeUtf8(Some(f)),
+                _,
+            )) => {
+                parse_filter(f)?;
+            }
+            _ => return plan_err!("JSON_MATCH's filter must be a constant string"),
         }
         Ok(ExprSimplifyResult::Original(args))
     }
@@ -887,6 +916,25 @@ mod tests {
         assert_eq!(flat.leaves.len(), 40_001);
         assert_eq!(flat.records.len(), 40_000);
         assert!(m(doc, r#""$.a[*]" = 39999 AND "$.s" IS NOT NULL"#));
+    }
+
+    #[test]
+    fn long_paths_and_many_empty_keys_stay_cheap() {
+        // A long key over many leaves: every leaf would copy the path.
+        let zeros: Vec<Value> = (0..16_000).map(|_| json!(0)).collect();
+        let doc = json!({"k".repeat(32_000): zeros});
+        assert!(flatten(&doc).is_none(), "path copies are budgeted");
+        // Thousands of keys adding nothing to 65,536 records: skipped, not multiplied.
+        let mut doc = serde_json::Map::new();
+        for k in 0..16 {
+            doc.insert(format!("a{k:02}"), json!([null, null]));
+        }
+        for k in 0..6_500 {
+            doc.insert(format!("b{k:04}"), json!({}));
+        }
+        // (Multiplied, they would cost 6,500 x 65,536 record steps: over the work budget.)
+        let flat = flatten(&Value::Object(doc)).expect("fits");
+        assert_eq!(flat.records.len(), 65_536);
     }
 
     #[test]

@@ -420,12 +420,7 @@ fn json_extract_array(
         DataType::Boolean => Arc::new(
             texts
                 .iter()
-                .map(|v| {
-                    v.map(|v| {
-                        v.eq_ignore_ascii_case("true")
-                            || v.trim().parse::<f64>().is_ok_and(|f| f != 0.0)
-                    })
-                })
+                .map(|v| v.map(|v| v.eq_ignore_ascii_case("true")))
                 .collect::<datafusion::arrow::array::BooleanArray>(),
         ),
         DataType::Int32 => Arc::new(
