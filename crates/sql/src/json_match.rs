@@ -34,6 +34,8 @@ use datafusion::logical_expr::{
 use regex::Regex;
 use serde_json::Value;
 
+use crate::pinot_functions::{parse_json_path, Step};
+
 /// Records one document may flatten into (Pinot's `JsonUtils.MAX_COMBINATIONS`) ...
 pub const MAX_RECORDS: usize = 100_000;
 /// ... and leaf places in all its records (a scalar outside an array is in every record): what
@@ -48,13 +50,6 @@ const MAX_REGEXES: usize = 16;
 const MAX_FILTER_BYTES: usize = 64 * 1024;
 /// A regular expression's compiled size limit (as REGEXP_EXTRACT's).
 const REGEX_SIZE: usize = 1 << 20;
-
-#[derive(Debug, Clone, PartialEq)]
-enum Step {
-    Key(String),
-    Index(usize),
-    Any,
-}
 
 #[derive(Debug, Clone)]
 enum Literal {
@@ -222,57 +217,19 @@ fn tokens(s: &str) -> Result<Vec<Tok>> {
     Ok(out)
 }
 
-/// A key's JSONPath as steps: `$.a.b[0][*]['c']`; a key without `$` is `$.` + key.
+/// A key's JSONPath as steps (JSON_EXTRACT_SCALAR's path syntax); a key without `$` is `$.` + key.
 fn path(filter: &str, key: &str) -> Result<Vec<Step>> {
-    let owned;
     let key = if key.starts_with('$') {
-        key
+        key.to_string()
     } else {
-        owned = format!("$.{key}");
-        &owned
+        format!("$.{key}")
     };
-    let b = key.as_bytes();
-    let mut steps = Vec::new();
-    let mut i = 1;
-    while i < b.len() {
-        match b[i] {
-            b'.' => {
-                let start = i + 1;
-                let mut j = start;
-                while j < b.len() && b[j] != b'.' && b[j] != b'[' {
-                    j += 1;
-                }
-                if j == start {
-                    return invalid(filter, &format!("empty key in {key:?}"));
-                }
-                steps.push(Step::Key(key[start..j].to_string()));
-                i = j;
-            }
-            b'[' => {
-                let Some(n) = key[i..].find(']') else {
-                    return invalid(filter, &format!("unclosed [ in {key:?}"));
-                };
-                let inner = key[i + 1..i + n].trim();
-                steps.push(if inner == "*" {
-                    Step::Any
-                } else if let Some(name) =
-                    inner.strip_prefix('\'').and_then(|r| r.strip_suffix('\''))
-                {
-                    Step::Key(name.to_string())
-                } else {
-                    match inner.parse::<usize>() {
-                        Ok(k) => Step::Index(k),
-                        Err(_) => {
-                            return invalid(filter, &format!("bad index [{inner}] in {key:?}"))
-                        }
-                    }
-                });
-                i += n + 1;
-            }
-            _ => return invalid(filter, &format!("unexpected character in {key:?}")),
-        }
-    }
-    Ok(steps)
+    parse_json_path(&key).or_else(|_| {
+        invalid(
+            filter,
+            &format!("the key {key:?} is not a JSONPath of .key, ['key'], [n] and [*]"),
+        )
+    })
 }
 
 struct Parser<'a> {

@@ -257,7 +257,7 @@ fn substring(s: &str, start: i64, end: Option<i64>) -> String {
 
 /// One step of a JSON path.
 #[derive(Debug, Clone, PartialEq)]
-enum Step {
+pub(crate) enum Step {
     Key(String),
     Index(usize),
     /// `[*]`: every element (Jayway's indefinite path: the matches as a list).
@@ -265,7 +265,7 @@ enum Step {
 }
 
 /// `$.a.b[0]['c d']`: keys and indexes only (no wildcards or filters).
-fn parse_json_path(path: &str) -> Result<Vec<Step>> {
+pub(crate) fn parse_json_path(path: &str) -> Result<Vec<Step>> {
     let unsupported = || {
         plan_err!("JSON_EXTRACT_SCALAR: the path {path:?} is not supported: use $ followed by .key, ['key'], [index] and [*]")
     };
