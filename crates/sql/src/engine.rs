@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext, TaskContext};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionState;
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::{execute_stream, ExecutionPlan};
@@ -441,17 +443,20 @@ fn batch_bytes(batch: &datafusion::arrow::array::RecordBatch) -> usize {
         .sum()
 }
 
-/// The session a query plans in: a user's query gets the multiplying functions wrapped with a
-/// budget of its own (a copy of the session's function registry, a few microseconds).
-fn session_for(inner: &Inner, lane: Lane) -> Result<SessionContext, SqlError> {
+/// The session state a query plans and runs in: one copy of the engine's state per query
+/// (DataFusion marks the query's start time in it, which `now()` reads). A user's query also gets
+/// the multiplying functions wrapped with a budget of its own. Each copy of a state copies its
+/// function registry and configuration (a few hundred entries), so a query makes exactly one:
+/// `SessionContext::sql` and `DataFrame` would each make another.
+fn session_for(inner: &Inner, lane: Lane) -> Result<SessionState, SqlError> {
+    let mut state = inner.ctx.state();
     if lane == Lane::Internal {
-        return Ok(inner.ctx.clone());
+        return Ok(state);
     }
     let budget = Budget::new(
         inner.config.max_function_output,
         inner.config.max_value_size,
     );
-    let mut state = inner.ctx.state();
     for (builtin, kind) in &inner.multiplying {
         let bounded = Arc::new(ScalarUDF::new_from_impl(Bounded::new(
             builtin.clone(),
@@ -467,7 +472,7 @@ fn session_for(inner: &Inner, lane: Lane) -> Result<SessionContext, SqlError> {
             .register_udf(bounded)
             .map_err(SqlError::from_datafusion)?;
     }
-    Ok(SessionContext::new_with_state(state))
+    Ok(state)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -495,11 +500,13 @@ async fn execute(
         .with_allow_dml(false)
         .with_allow_statements(false);
     let df_err = SqlError::from_datafusion;
-    let ctx = session_for(inner, lane)?;
-    let mut df = ctx
-        .sql_with_options(&rewritten.sql, options)
+    let state = session_for(inner, lane)?;
+    let logical = state
+        .create_logical_plan(&rewritten.sql)
         .await
         .map_err(df_err)?;
+    options.verify_plan(&logical).map_err(df_err)?;
+    let mut df = DataFrame::new(state, logical);
     if !params.is_empty() {
         df = df.with_param_values(params).map_err(df_err)?;
     }
@@ -516,7 +523,9 @@ async fn execute(
         df = df.limit(0, Some(config.default_limit)).map_err(df_err)?;
     }
     let df = df.limit(0, Some(config.max_rows + 1)).map_err(df_err)?;
-    let plan = yielding(df.create_physical_plan().await.map_err(df_err)?).map_err(df_err)?;
+    let (state, logical) = df.into_parts();
+    let plan =
+        yielding(state.create_physical_plan(&logical).await.map_err(df_err)?).map_err(df_err)?;
     // The table as of planning (the scan took its snapshot then; rows may arrive since).
     let snapshot = inner.table.snapshot();
     let total_docs = snapshot.rows();
@@ -527,11 +536,11 @@ async fn execute(
         inner.shared_pool.clone(),
         config.query_memory_bytes,
     ));
-    let runtime = RuntimeEnvBuilder::from_runtime_env(&ctx.runtime_env())
+    let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
         .with_memory_pool(pool.clone())
         .build_arc()
         .map_err(df_err)?;
-    let task = Arc::new(TaskContext::from(&ctx.state()).with_runtime(runtime));
+    let task = Arc::new(TaskContext::from(&state).with_runtime(runtime));
     // An error after an allocation was refused is a memory error, whatever it says.
     let df_err = |e: DataFusionError| {
         if pool.refused() {
