@@ -444,10 +444,11 @@ fn batch_bytes(batch: &datafusion::arrow::array::RecordBatch) -> usize {
 }
 
 /// The session state a query plans and runs in: one copy of the engine's state per query
-/// (DataFusion marks the query's start time in it, which `now()` reads). A user's query also gets
-/// the multiplying functions wrapped with a budget of its own. Each copy of a state copies its
-/// function registry and configuration (a few hundred entries), so a query makes exactly one:
-/// `SessionContext::sql` and `DataFrame` would each make another.
+/// (DataFusion marks the query's start time in it, which its `current_timestamp()` reads; rtap's
+/// `now()` and `ago()` read the engine's clock). A user's query also gets the multiplying
+/// functions wrapped with a budget of its own. A copy of a state copies its function registry
+/// (a few hundred entries), so a query plans in this one copy (`SessionContext::sql` and
+/// `DataFrame` would each make another); its `TaskContext` copies the registry once more.
 fn session_for(inner: &Inner, lane: Lane) -> Result<SessionState, SqlError> {
     let mut state = inner.ctx.state();
     if lane == Lane::Internal {
