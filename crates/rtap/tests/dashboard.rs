@@ -859,7 +859,9 @@ fn a_failed_stage_turns_the_pipeline_strip_red_with_its_error() {
         &dir.path().join("data"),
         ports,
         &["--rate", "200", "--max-orders", "100000", "--seed", "4"],
-        &[("RTAP_FAULT", "ingest-panic-at-rows:300")],
+        // About 10 s in at 200 orders/s: the red shows for about a second, and the page must be
+        // up by then (at 300 rows, 1.5 s in, a slow Chromium start missed it on a busy machine).
+        &[("RTAP_FAULT", "ingest-panic-at-rows:2000")],
     );
     let browser = Browser::start();
     browser.goto(&format!("http://127.0.0.1:{}/", ports.2));

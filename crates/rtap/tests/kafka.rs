@@ -845,6 +845,14 @@ fn olap_sends_every_endpoint_to_the_pinot_broker_and_says_so_when_it_is_gone() {
         coverage(&http_b, "/orders/latestorders").as_deref(),
         Some("olap")
     );
+    // B's count above came from A (the broker): B's own consumer may still be catching up, and
+    // its own answers say "partial" until it has.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while coverage(&http_b, "/orders/popular").as_deref() != Some("complete")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(
         coverage(&http_b, "/orders/popular").as_deref(),
         Some("complete")
