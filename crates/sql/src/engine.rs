@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::ScalarValue;
-use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext, TaskContext};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
@@ -32,6 +31,7 @@ use table::{RealtimeTable, TableScan};
 use crate::bounded::{Bounded, Budget, Kind, WRAPPED};
 use crate::limits::{check_text, Gate, QueryPool};
 use crate::options::{self, QueryOptions};
+use crate::plan_cache::{self, PlanCache, Planned, Stage};
 use crate::{
     coerce, dialect, functions, json_columns, response, shape, NowMs, QueryOutput, SqlConfig,
     SqlError,
@@ -41,7 +41,7 @@ use crate::{
 const BATCH_ROWS: usize = 4096;
 
 /// Which queue a query waits in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lane {
     /// Queries users send (`/query/sql`): `max_concurrent` at once, `max_queued` waiting.
     User,
@@ -62,6 +62,7 @@ struct Inner {
     shared_pool: Arc<dyn MemoryPool>,
     user: Gate,
     internal: Gate,
+    plans: PlanCache,
 }
 
 /// A spawned task that is aborted when its handle is dropped.
@@ -308,6 +309,7 @@ impl SqlEngine {
                 shared_pool: Arc::new(GreedyMemoryPool::new(config.memory_limit_bytes)),
                 user: Gate::new(config.max_concurrent, config.max_queued),
                 internal: Gate::new(config.max_concurrent, usize::MAX),
+                plans: PlanCache::new(config.plan_cache_entries),
                 config,
                 now_ms,
             }),
@@ -326,6 +328,11 @@ impl SqlEngine {
 
     pub fn config(&self) -> &SqlConfig {
         &self.inner.config
+    }
+
+    /// What the plan cache has done since the start, and holds now.
+    pub fn plan_cache_stats(&self) -> crate::PlanCacheStats {
+        self.inner.plans.stats()
     }
 
     /// Users' queries running and waiting now.
@@ -488,45 +495,54 @@ async fn execute(
     query_options: QueryOptions,
 ) -> Result<QueryOutput, SqlError> {
     let config = *config;
-    first_keyword_allowed(sql)?;
-    let shape = if pinot {
-        shape::Shape::of(sql, &inner.catalog)
-    } else {
-        None
-    };
-    let rewritten = dialect::rewrite(sql, &inner.catalog)?;
-    tracing::debug!(sql = %rewritten.sql, "rewritten query");
-    let options = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
     let df_err = SqlError::from_datafusion;
     let state = session_for(inner, lane)?;
-    let logical = state
-        .create_logical_plan(&rewritten.sql)
-        .await
-        .map_err(df_err)?;
-    options.verify_plan(&logical).map_err(df_err)?;
-    let mut df = DataFrame::new(state, logical);
-    if !params.is_empty() {
-        df = df.with_param_values(params).map_err(df_err)?;
-    }
-    refuse_list_groups(df.logical_plan())?;
-    // Reads the table without a filter (a COUNT(*) answered from statistics counted every row;
-    // with a filter such as `WHERE 1 = 0` no row was counted).
-    let has = |f: fn(&datafusion::logical_expr::LogicalPlan) -> bool| {
-        df.logical_plan().exists(|p| Ok(f(p))).unwrap_or(true)
+    let with_params = !params.is_empty();
+    let (planned, cached) = match inner.plans.get(lane, pinot, with_params, sql) {
+        Some(planned) => (planned, true),
+        None => (
+            Arc::new(plan(inner, &state, &config, sql, with_params, pinot).await?),
+            false,
+        ),
     };
-    let reads_table = has(|p| matches!(p, datafusion::logical_expr::LogicalPlan::TableScan(_)))
-        && !has(|p| matches!(p, datafusion::logical_expr::LogicalPlan::Filter(_)));
-    // Pinot answers a selection or group-by without LIMIT with its first rows only.
-    if pinot && config.default_limit > 0 && !has_limit(df.logical_plan()) {
-        df = df.limit(0, Some(config.default_limit)).map_err(df_err)?;
+    let reads_table = planned.reads_table;
+    // Only a user query's functions are bounded, each query's with a budget of its own.
+    let own = |plan: &datafusion::logical_expr::LogicalPlan| match lane {
+        Lane::User => plan_cache::rebind(plan, &state).map_err(df_err),
+        Lane::Internal => Ok(plan.clone()),
+    };
+    // On from the stage kept: parameters bound before analysis, the optimizer run again where
+    // the plan depends on the moment (`ago()`).
+    let logical = match &planned.stage {
+        Stage::Optimized(optimized) => own(optimized)?,
+        Stage::Analyzed(analyzed) => state
+            .optimizer()
+            .optimize(own(analyzed)?, &state, |_, _| {})
+            .map_err(df_err)?,
+        Stage::Unbound(logical) => {
+            let mut logical = own(logical)?;
+            if with_params {
+                logical = logical.with_param_values(params).map_err(df_err)?;
+                // Grouping by a list may depend on a parameter's type.
+                refuse_list_groups(&logical)?;
+            }
+            state.optimize(&logical).map_err(df_err)?
+        }
+    };
+    let plan = yielding(
+        state
+            .query_planner()
+            .create_physical_plan(&logical, &state)
+            .await
+            .map_err(df_err)?,
+    )
+    .map_err(df_err)?;
+    if !cached {
+        // Kept once it has planned all the way through.
+        inner
+            .plans
+            .insert(lane, pinot, with_params, sql, planned.clone());
     }
-    let df = df.limit(0, Some(config.max_rows + 1)).map_err(df_err)?;
-    let (state, logical) = df.into_parts();
-    let plan =
-        yielding(state.create_physical_plan(&logical).await.map_err(df_err)?).map_err(df_err)?;
     // The table as of planning (the scan took its snapshot then; rows may arrive since).
     let snapshot = inner.table.snapshot();
     let total_docs = snapshot.rows();
@@ -608,7 +624,7 @@ async fn execute(
         consuming_processed: u64::from(memory_read && consuming > 0),
     };
     let mut schema = plan.schema();
-    if let Some(shape) = shape {
+    if let Some(shape) = planned.shape.clone() {
         (schema, batches) = shape.apply(schema, batches, query_options.null_handling);
     } else if pinot {
         schema = shape::unqualified(&schema);
@@ -625,9 +641,86 @@ async fn execute(
         truncated: truncated_reason.is_some(),
         truncated_reason,
         time_used_ms: started.elapsed().as_millis() as u64,
-        grain: rewritten.grain,
+        grain: planned.grain,
         max_response_bytes: config.max_response_bytes,
         options: query_options,
+    })
+}
+
+/// Plans a query text as far as its plan does not depend on the moment it runs or on its
+/// parameters' values (what the plan cache keeps): rtap's rewrite, DataFusion's SQL planner, the
+/// read-only and list-grouping checks, the LIMITs, analysis and, where [`plan_cache::timeless`],
+/// optimization.
+async fn plan(
+    inner: &Inner,
+    state: &SessionState,
+    config: &SqlConfig,
+    sql: &str,
+    with_params: bool,
+    pinot: bool,
+) -> Result<Planned, SqlError> {
+    use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+    let df_err = SqlError::from_datafusion;
+    first_keyword_allowed(sql)?;
+    let shape = if pinot {
+        shape::Shape::of(sql, &inner.catalog)
+    } else {
+        None
+    };
+    let rewritten = dialect::rewrite(sql, &inner.catalog)?;
+    tracing::debug!(sql = %rewritten.sql, "rewritten query");
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let mut logical = state
+        .create_logical_plan(&rewritten.sql)
+        .await
+        .map_err(df_err)?;
+    options.verify_plan(&logical).map_err(df_err)?;
+    // With parameters, checked once they are bound (each run).
+    if !with_params {
+        refuse_list_groups(&logical)?;
+    }
+    // Reads the table without a filter (a COUNT(*) answered from statistics counted every row;
+    // with a filter such as `WHERE 1 = 0` no row was counted).
+    let has = |f: fn(&LogicalPlan) -> bool| logical.exists(|p| Ok(f(p))).unwrap_or(true);
+    let reads_table = has(|p| matches!(p, LogicalPlan::TableScan(_)))
+        && !has(|p| matches!(p, LogicalPlan::Filter(_)));
+    let limit = |plan: LogicalPlan, n: usize| {
+        LogicalPlanBuilder::from(plan)
+            .limit(0, Some(n))
+            .and_then(|b| b.build())
+            .map_err(df_err)
+    };
+    // Pinot answers a selection or group-by without LIMIT with its first rows only.
+    if pinot && config.default_limit > 0 && !has_limit(&logical) {
+        logical = limit(logical, config.default_limit)?;
+    }
+    logical = limit(logical, config.max_rows + 1)?;
+    let stage = if with_params {
+        Stage::Unbound(logical)
+    } else {
+        let analyzed = state
+            .analyzer()
+            .execute_and_check(logical, state.config_options(), |_, _| {})
+            .map_err(df_err)?;
+        if plan_cache::timeless(&analyzed) {
+            Stage::Optimized(
+                state
+                    .optimizer()
+                    .optimize(analyzed, state, |_, _| {})
+                    .map_err(df_err)?,
+            )
+        } else {
+            Stage::Analyzed(analyzed)
+        }
+    };
+    Ok(Planned {
+        shape,
+        grain: rewritten.grain,
+        reads_table,
+        stage,
     })
 }
 

@@ -15,6 +15,8 @@
 //!
 //! Layout:
 //! - [`engine`]: [`SqlEngine`], its runtime and one query's life.
+//! - `plan_cache`: plans of recently run query texts, up to where the moment of the query
+//!   matters.
 //! - [`limits`]: the concurrency gate and the per-query memory pool.
 //! - [`bounded`]: `range`, `repeat`, `lpad` & co. with a bound on what they make.
 //! - [`dialect`], [`functions`], [`response`]: Pinot's language in, Pinot's answer out.
@@ -30,6 +32,7 @@ mod json_match;
 pub mod limits;
 pub mod options;
 mod pinot_functions;
+mod plan_cache;
 pub mod response;
 pub mod shape;
 
@@ -40,6 +43,7 @@ use datafusion::error::DataFusionError;
 pub use dialect::Grain;
 pub use engine::{Lane, SqlEngine};
 pub use functions::NowMs;
+pub use plan_cache::PlanCacheStats;
 
 /// Settings of the SQL engine; every limit is one of these keys (`[sql]` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -89,6 +93,10 @@ pub struct SqlConfig {
     /// Rows a `/query/sql` selection or group-by without LIMIT answers (Pinot's default LIMIT
     /// 10); 0 answers every row (up to `max_rows`).
     pub default_limit: usize,
+    /// Plans of this many recently run query texts kept (the dashboard and clients repeat the
+    /// same queries), so a repeated query skips the rewrite, parsing and analysis, and the
+    /// optimizer where nothing in it depends on the moment; 0 keeps none.
+    pub plan_cache_entries: usize,
 }
 
 impl Default for SqlConfig {
@@ -110,6 +118,7 @@ impl Default for SqlConfig {
             threads: 0,
             metadata_cache_bytes: 32 * 1024 * 1024,
             default_limit: 10,
+            plan_cache_entries: 128,
         }
     }
 }
@@ -145,6 +154,12 @@ impl SqlConfig {
         at_least("max_value_size", self.max_value_size, 64)?;
         if self.max_join_pairs == 0 {
             return Err("max_join_pairs must be at least 1, got 0".into());
+        }
+        if self.plan_cache_entries > 4_096 {
+            return Err(format!(
+                "plan_cache_entries must be from 0 (none) to 4096, got {}",
+                self.plan_cache_entries
+            ));
         }
         if self.threads > 256 {
             return Err(format!(

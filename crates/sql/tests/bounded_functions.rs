@@ -2,14 +2,14 @@
 //! answers below the limits, a resource-limit error (Pinot 245) naming the limit above them,
 //! with the budget spent across every call of one query and fresh for the next query.
 
-use std::sync::Arc;
+mod common;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
-use ingest::{schema, IngestConfig, Ingestor, Message};
+use ingest::{IngestConfig, Ingestor, Message};
 use orders::{Generator, GeneratorConfig};
 use sql::{Lane, SqlConfig, SqlEngine, SqlError};
-use table::{RealtimeTable, TableConfig};
+use table::TableConfig;
 
 const T0: i64 = 1_795_618_800_000;
 const ROWS: u64 = 10_000;
@@ -20,17 +20,7 @@ async fn engine_with_orders(dir: &std::path::Path) -> SqlEngine {
 
 async fn engine_with(dir: &std::path::Path, max_join_pairs: u64) -> SqlEngine {
     let clock = clock::ManualClock::new(T0 + 3_600_000);
-    let table = Arc::new(
-        RealtimeTable::open(
-            dir,
-            schema::order_schema(),
-            schema::TIME_MS,
-            &[schema::ORDER_ID],
-            TableConfig::default(),
-            clock.clone(),
-        )
-        .expect("open"),
-    );
+    let table = common::order_table(dir, TableConfig::default(), clock.clone());
     let mut g = Generator::new(GeneratorConfig::default());
     let docs: Vec<Vec<u8>> = (0..ROWS)
         .map(|k| g.generate(k + 1, T0 + k as i64 * 100).to_json())
@@ -124,6 +114,22 @@ async fn multiplying_functions_answer_exactly_below_their_limits_and_refuse_abov
             .expect("a fresh budget"),
         50_000
     );
+    // The same text again takes its plan from the plan cache, with functions of a budget of its
+    // own: 10,000 rows x 250 bytes twice would be over one budget.
+    let cached = "SELECT SUM(length(repeat('x', 250))) FROM orders";
+    let hits = engine.plan_cache_stats().hits;
+    for _ in 0..2 {
+        assert_eq!(int(&engine, cached).await.expect(cached), 2_500_000);
+    }
+    assert_eq!(engine.plan_cache_stats().hits, hits + 1);
+    // ... and they are the bounded ones still.
+    for _ in 0..2 {
+        over(
+            int(&engine, "SELECT SUM(length(repeat('x', 450))) FROM orders").await,
+            "sql.max_function_output",
+        );
+    }
+    assert_eq!(engine.plan_cache_stats().hits, hits + 3);
     // One value over its cap, however few rows: a join would copy it into every row.
     for query in [
         "WITH a AS (SELECT repeat('x', 1000000) s) SELECT COUNT(length(s)) FROM a, orders",

@@ -20,15 +20,16 @@
 //! | 8 | 75.25 | 9 | Chicago | - | SAVE10 | 10009 | Widget 2 |
 //! | 9 | 100 | 10 | Austin | - | - | 10010 | Widget 1, Gadget 3 |
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod common;
 
-use ingest::{schema, IngestConfig, Ingestor, Message};
+use std::collections::BTreeMap;
+
+use ingest::{IngestConfig, Ingestor, Message};
 use orders::model::{CouponCode, LineItem};
 use orders::{Generator, GeneratorConfig};
 use serde_json::Value;
 use sql::{SqlConfig, SqlEngine};
-use table::{RealtimeTable, TableConfig};
+use table::TableConfig;
 
 /// 2026-11-20 00:00:00 UTC.
 const T0: i64 = 1_795_132_800_000;
@@ -122,17 +123,7 @@ fn orders() -> Vec<Vec<u8>> {
 fn engine(dir: &std::path::Path, config: SqlConfig) -> SqlEngine {
     let now = T0 + 10 * MINUTE;
     let clock = clock::ManualClock::new(now);
-    let table = Arc::new(
-        RealtimeTable::open(
-            dir,
-            schema::order_schema(),
-            schema::TIME_MS,
-            &[schema::ORDER_ID],
-            TableConfig::default(),
-            clock.clone(),
-        )
-        .expect("open"),
-    );
+    let table = common::order_table(dir, TableConfig::default(), clock.clone());
     let docs = orders();
     let msgs = Message::numbered(&docs);
     let mut ingestor = Ingestor::new(IngestConfig::default());

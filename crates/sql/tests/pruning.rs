@@ -2,7 +2,7 @@
 //! segments whose time range overlaps the bound, and segments past retention disappear (from
 //! queries and from disk) while newer ones stay.
 
-use std::sync::Arc;
+mod common;
 
 use ingest::{schema, IngestConfig, Ingestor, Message};
 use orders::{Generator, GeneratorConfig};
@@ -30,17 +30,7 @@ async fn bounded_queries_skip_segments_and_retention_drops_old_ones() {
     };
     // One clock for the table and SQL: an hour into day 40 (day 0 is 40 days before).
     let clock = clock::ManualClock::new(T0 + 40 * 24 * HOUR + HOUR);
-    let table = Arc::new(
-        RealtimeTable::open(
-            dir.path(),
-            schema::order_schema(),
-            schema::TIME_MS,
-            &[schema::ORDER_ID],
-            config,
-            clock.clone(),
-        )
-        .expect("open"),
-    );
+    let table = common::order_table(dir.path(), config, clock.clone());
     // Four segments of 100 orders, one per day: days 0..3 (day 0 is 40 days before day 40).
     let mut g = Generator::new(GeneratorConfig::default());
     let mut ingestor = Ingestor::new(IngestConfig::default());

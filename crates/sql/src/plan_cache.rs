@@ -1,0 +1,262 @@
+//! Plans of recently run query texts (`sql.plan_cache_entries`, least recently used out first),
+//! so a repeated query skips rtap's Pinot rewrite, DataFusion's SQL planner and its analyzer,
+//! and, where nothing in it depends on the moment it runs, the logical optimizer too.
+//!
+//! What is kept is logical only: a plan names the table, never its data. The physical plan, which
+//! picks the segments and row groups to read, is made again for every query from the table as it
+//! is then, so a cached plan never answers from stale rows. Optimizing folds `ago()` and `now()`
+//! into constants, so the optimized plan is kept only for queries without such functions (and
+//! without parameters); the others are optimized again each time, from the analyzed plan.
+//!
+//! A user query's functions that multiply their input carry a budget of the query's own
+//! ([`crate::bounded`]); a plan taken from the cache gets the new query's functions
+//! ([`rebind`]) so no two queries share a budget.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::error::DataFusionError;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+
+use crate::bounded::Bounded;
+use crate::dialect::Grain;
+use crate::engine::Lane;
+use crate::shape::Shape;
+
+/// Longest query text whose plan is kept: the dashboard's and clients' repeated queries are far
+/// shorter, and this bounds what one entry holds (with `sql.max_operators`).
+pub const MAX_CACHED_SQL_BYTES: usize = 8 * 1024;
+
+/// Most plan nodes and expressions (subqueries included) a kept plan may have: the repeated
+/// queries of dashboards and clients have a few dozen; an 8 KiB text can still expand to a large
+/// plan (a UNION of `SELECT *`, a CTE inlined at each use), which is planned afresh each time.
+pub const MAX_CACHED_PLAN_NODES: usize = 2_000;
+
+/// What planning made of one query text, up to the point where the moment of the query or its
+/// parameters matter.
+#[derive(Debug)]
+pub struct Planned {
+    /// Pinot's answer shape (for Pinot-dialect queries).
+    pub shape: Option<Shape>,
+    pub grain: Grain,
+    /// The query reads the table without a filter.
+    pub reads_table: bool,
+    pub stage: Stage,
+}
+
+/// How far a kept plan got.
+#[derive(Debug)]
+pub enum Stage {
+    /// Planned, checked and limited (LIMITs added), its parameters not yet bound: analysis
+    /// depends on their values.
+    Unbound(LogicalPlan),
+    /// Analyzed (type coercion, function rewrites): optimizing folds `ago()` or `now()`.
+    Analyzed(LogicalPlan),
+    /// Optimized: nothing in it depends on when it runs.
+    Optimized(LogicalPlan),
+}
+
+impl Stage {
+    fn plan(&self) -> &LogicalPlan {
+        match self {
+            Stage::Unbound(p) | Stage::Analyzed(p) | Stage::Optimized(p) => p,
+        }
+    }
+}
+
+/// Which query a plan is for: the same text plans differently per lane (the user lane's
+/// functions are bounded), per dialect answer (Pinot's default LIMIT) and with or without
+/// parameters (bound before analysis).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    lane: Lane,
+    pinot: bool,
+    params: bool,
+    sql: String,
+}
+
+/// The most recently used plans, up to a count.
+#[derive(Debug)]
+pub struct PlanCache {
+    capacity: usize,
+    /// Each plan with the tick of its last use.
+    entries: Mutex<HashMap<Key, (Arc<Planned>, u64)>>,
+    tick: AtomicU64,
+    hits: AtomicU64,
+    /// Hits on plans kept optimized.
+    optimized_hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl PlanCache {
+    pub fn new(capacity: usize) -> Self {
+        PlanCache {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+            tick: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            optimized_hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn key(lane: Lane, pinot: bool, params: bool, sql: &str) -> Option<Key> {
+        (sql.len() <= MAX_CACHED_SQL_BYTES).then(|| Key {
+            lane,
+            pinot,
+            params,
+            sql: sql.to_string(),
+        })
+    }
+
+    /// The plan of this text, if it is kept.
+    pub fn get(&self, lane: Lane, pinot: bool, params: bool, sql: &str) -> Option<Arc<Planned>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let key = Self::key(lane, pinot, params, sql)?;
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed);
+        // A panic elsewhere while holding the lock leaves a map that is still whole.
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let found = entries.get_mut(&key).map(|(planned, used)| {
+            *used = tick;
+            planned.clone()
+        });
+        drop(entries);
+        match &found {
+            Some(planned) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                if matches!(planned.stage, Stage::Optimized(_)) {
+                    self.optimized_hits.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        found
+    }
+
+    /// Keeps the plan of this text (unless it is too large), dropping the least recently used
+    /// one when full.
+    pub fn insert(&self, lane: Lane, pinot: bool, params: bool, sql: &str, planned: Arc<Planned>) {
+        if self.capacity == 0 || too_large(planned.stage.plan()) {
+            return;
+        }
+        let Some(key) = Self::key(lane, pinot, params, sql) else {
+            return;
+        };
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            // A scan of at most `capacity` entries, only when a new text arrives at a full cache.
+            if let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(key, (planned, tick));
+    }
+
+    /// What the cache has done since the start, and holds now.
+    pub fn stats(&self) -> PlanCacheStats {
+        PlanCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            optimized_hits: self.optimized_hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.entries.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        }
+    }
+}
+
+/// Lookups that found a plan and that did not (texts too long to keep are neither), and the
+/// plans kept now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanCacheStats {
+    pub hits: u64,
+    /// Of the hits, those on plans kept optimized (the optimizer did not run again).
+    pub optimized_hits: u64,
+    pub misses: u64,
+    pub entries: usize,
+}
+
+/// Whether the plan has more than [`MAX_CACHED_PLAN_NODES`] nodes and expressions.
+fn too_large(plan: &LogicalPlan) -> bool {
+    let mut n = 0usize;
+    let _ = plan.apply_with_subqueries(|node| {
+        n += 1;
+        node.apply_expressions(|expr| {
+            expr.apply(|_| {
+                n += 1;
+                Ok(if n > MAX_CACHED_PLAN_NODES {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            })
+        })
+    });
+    n > MAX_CACHED_PLAN_NODES
+}
+
+/// Whether the optimized plan would be the same whenever the query runs: no function whose
+/// value depends on the moment (`ago()`, `now()`, DataFusion's `current_date`), none that is
+/// volatile, no parameter and no session variable. Subqueries included.
+pub fn timeless(plan: &LogicalPlan) -> bool {
+    let mut timeless = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                let fixed = match e {
+                    Expr::ScalarFunction(f) => {
+                        f.func.signature().volatility == Volatility::Immutable
+                    }
+                    Expr::Placeholder(_) | Expr::ScalarVariable(..) => false,
+                    _ => true,
+                };
+                if fixed {
+                    Ok(TreeNodeRecursion::Continue)
+                } else {
+                    timeless = false;
+                    Ok(TreeNodeRecursion::Stop)
+                }
+            })
+        })
+    });
+    timeless
+}
+
+/// `plan` with every bounded function replaced by the one of the same name in `state` (the
+/// query's own, with its own budget). Plans of rtap's own queries have none and come back as
+/// they are.
+pub fn rebind(plan: &LogicalPlan, state: &SessionState) -> Result<LogicalPlan, DataFusionError> {
+    plan.clone()
+        .transform_up_with_subqueries(|node| {
+            node.map_expressions(|expr| {
+                expr.transform_up(|e| match e {
+                    Expr::ScalarFunction(f)
+                        if f.func.inner().downcast_ref::<Bounded>().is_some() =>
+                    {
+                        let own = state.scalar_functions().get(f.func.name()).ok_or_else(|| {
+                            DataFusionError::Internal(format!(
+                                "the bounded function {} is not in the query's session",
+                                f.func.name()
+                            ))
+                        })?;
+                        Ok(Transformed::yes(Expr::ScalarFunction(
+                            ScalarFunction::new_udf(own.clone(), f.args),
+                        )))
+                    }
+                    other => Ok(Transformed::no(other)),
+                })
+            })
+        })
+        .map(|t| t.data)
+}

@@ -1,0 +1,198 @@
+//! The plan cache (`sql.plan_cache_entries`) on a real table: a repeated query text is planned
+//! once, and still answers exactly what planning it afresh would: `ago()` at the moment of
+//! each run, rows appended since the last run, each run's own parameters, Pinot's default LIMIT
+//! only where Pinot's dialect answers, and the cache holds no more plans than configured.
+
+mod common;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::common::ScalarValue;
+use ingest::{IngestConfig, Ingestor, Message};
+use orders::{Generator, GeneratorConfig};
+use sql::{Lane, QueryOutput, SqlConfig, SqlEngine};
+use table::{RealtimeTable, TableConfig};
+
+const T0: i64 = 1_795_618_800_000;
+/// Orders stored at the start, 100 ms apart from T0; the clock stands right after the last.
+const ROWS: u64 = 10_000;
+/// Orders appended later, continuing the same spacing.
+const MORE: u64 = 500;
+
+struct Fixture {
+    engine: SqlEngine,
+    table: Arc<RealtimeTable>,
+    clock: Arc<clock::ManualClock>,
+    later: Vec<Vec<u8>>,
+    ingestor: Ingestor,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(plan_cache_entries: usize) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock::ManualClock::new(T0 + ROWS as i64 * 100);
+    let table = common::order_table(dir.path(), TableConfig::default(), clock.clone());
+    let mut g = Generator::new(GeneratorConfig::default());
+    let mut docs: Vec<Vec<u8>> = (0..ROWS + MORE)
+        .map(|k| g.generate(k + 1, T0 + k as i64 * 100).to_json())
+        .collect();
+    let later = docs.split_off(ROWS as usize);
+    let mut ingestor = Ingestor::new(IngestConfig::default());
+    let batch = ingestor
+        .ingest(&Message::numbered(&docs), T0 + ROWS as i64 * 100)
+        .batch
+        .expect("rows");
+    table.append(batch).expect("append");
+    let config = SqlConfig {
+        plan_cache_entries,
+        ..SqlConfig::default()
+    };
+    let engine = SqlEngine::new(table.clone(), config, clock.clone()).expect("engine");
+    Fixture {
+        engine,
+        table,
+        clock,
+        later,
+        ingestor,
+        _dir: dir,
+    }
+}
+
+fn int(out: &QueryOutput) -> i64 {
+    let column = datafusion::arrow::compute::cast(out.batches[0].column(0), &DataType::Int64)
+        .expect("an integer");
+    column.as_primitive::<Int64Type>().value(0)
+}
+
+async fn user(engine: &SqlEngine, sql: &str) -> QueryOutput {
+    engine
+        .run_in(Lane::User, sql, Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Orders after `ms` past T0: k * 100 > ms for k in 0..rows.
+fn after(ms: i64, rows: u64) -> i64 {
+    (0..rows as i64).filter(|k| k * 100 > ms).count() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_plan_answers_as_a_fresh_one_would() {
+    let mut f = fixture(128);
+    let engine = &f.engine;
+
+    // ago() is evaluated at each run, though the plan is kept: 599 orders in the last minute,
+    // 299 once the clock has moved on 30 s.
+    let last_minute = "SELECT COUNT(*) FROM orders WHERE time_ms > ago('PT1M')";
+    assert_eq!(int(&user(engine, last_minute).await), after(940_000, ROWS));
+    assert_eq!(int(&user(engine, last_minute).await), 599);
+    f.clock.advance(30_000);
+    assert_eq!(int(&user(engine, last_minute).await), after(970_000, ROWS));
+    assert_eq!(int(&user(engine, last_minute).await), 299);
+    let stats = engine.plan_cache_stats();
+    assert_eq!((stats.hits, stats.misses, stats.entries), (3, 1, 1));
+    // ... optimized again each time: the optimizer folds ago() into a constant.
+    assert_eq!(stats.optimized_hits, 0);
+
+    // A query without a moment in it is kept optimized; rows appended since are read all the
+    // same (the segments to read are chosen per run).
+    let since = format!(
+        "SELECT COUNT(*) FROM orders WHERE time_ms >= {}",
+        T0 + 500_000
+    );
+    assert_eq!(int(&user(engine, &since).await), 5_000);
+    let more = f
+        .ingestor
+        .ingest(&Message::numbered(&f.later), T0 + 2 * ROWS as i64 * 100)
+        .batch
+        .expect("rows");
+    f.table.append(more).expect("append");
+    assert_eq!(int(&user(engine, &since).await), 5_000 + MORE as i64);
+    let stats = engine.plan_cache_stats();
+    assert_eq!((stats.hits, stats.optimized_hits), (4, 1));
+
+    // rtap's own queries bind their parameters per run.
+    let sql = "SELECT COUNT(*) FROM orders WHERE time_ms > $1";
+    for (from, want) in [
+        (940_000, 599 + MORE as i64),
+        (1_020_000, after(1_020_000, ROWS + MORE)),
+    ] {
+        let out = engine
+            .run(sql, vec![ScalarValue::Int64(Some(T0 + from))])
+            .await
+            .expect(sql);
+        assert_eq!(int(&out), want, "after {from}");
+    }
+    assert_eq!(engine.plan_cache_stats().hits, 5);
+
+    // The same text through Pinot's dialect answers Pinot's default 10 rows; through the user
+    // lane without it, every row: two plans.
+    let all = "SELECT order_id FROM orders";
+    let pinot = engine.query_pinot(all).await;
+    assert_eq!(
+        pinot["resultTable"]["rows"].as_array().map(Vec::len),
+        Some(10),
+        "{pinot}"
+    );
+    assert_eq!(user(engine, all).await.num_rows(), (ROWS + MORE) as usize);
+    let pinot = engine.query_pinot(all).await;
+    assert_eq!(
+        pinot["resultTable"]["rows"].as_array().map(Vec::len),
+        Some(10),
+        "{pinot}"
+    );
+    let stats = engine.plan_cache_stats();
+    assert_eq!((stats.hits, stats.misses, stats.entries), (6, 5, 5));
+
+    // A text with a parameter, run without its value, fails as planning it afresh would, and
+    // is not kept; with the value it answers (a plan of its own, parameters bound first).
+    let from = "SELECT COUNT(*) FROM orders WHERE time_ms >= $1";
+    assert!(engine.run(from, Vec::new()).await.is_err());
+    let out = engine
+        .run(from, vec![ScalarValue::Int64(Some(T0 + 500_000))])
+        .await
+        .expect(from);
+    assert_eq!(int(&out), 5_000 + MORE as i64);
+    let stats = engine.plan_cache_stats();
+    assert_eq!((stats.hits, stats.misses, stats.entries), (6, 7, 6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_holds_at_most_its_entries_and_none_when_off() {
+    let f = fixture(2);
+    for n in 1..=5 {
+        let sql = format!("SELECT COUNT(*) + {n} FROM orders");
+        assert_eq!(int(&user(&f.engine, &sql).await), ROWS as i64 + n);
+    }
+    let stats = f.engine.plan_cache_stats();
+    assert_eq!((stats.hits, stats.misses, stats.entries), (0, 5, 2));
+    // The most recently used two are kept.
+    assert_eq!(
+        int(&user(&f.engine, "SELECT COUNT(*) + 5 FROM orders").await),
+        ROWS as i64 + 5
+    );
+    assert_eq!(
+        int(&user(&f.engine, "SELECT COUNT(*) + 4 FROM orders").await),
+        ROWS as i64 + 4
+    );
+    let stats = f.engine.plan_cache_stats();
+    assert_eq!((stats.hits, stats.optimized_hits), (2, 2));
+    // A text longer than what is kept is planned every time and never kept.
+    let long = format!("SELECT COUNT(*) FROM orders /* {} */", "x".repeat(9_000));
+    assert_eq!(int(&user(&f.engine, &long).await), ROWS as i64);
+    assert_eq!(int(&user(&f.engine, &long).await), ROWS as i64);
+    let stats = f.engine.plan_cache_stats();
+    assert_eq!((stats.hits, stats.entries), (2, 2));
+
+    let off = fixture(0);
+    for _ in 0..3 {
+        assert_eq!(
+            int(&user(&off.engine, "SELECT COUNT(*) FROM orders").await),
+            ROWS as i64
+        );
+    }
+    let stats = off.engine.plan_cache_stats();
+    assert_eq!((stats.hits, stats.entries), (0, 0));
+}
