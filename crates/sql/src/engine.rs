@@ -687,6 +687,16 @@ async fn plan(
     let has = |f: fn(&LogicalPlan) -> bool| logical.exists(|p| Ok(f(p))).unwrap_or(true);
     let reads_table = has(|p| matches!(p, LogicalPlan::TableScan(_)))
         && !has(|p| matches!(p, LogicalPlan::Filter(_)));
+    // EXPLAIN answers its plan as rows of text; DataFusion plans it only as the root (its
+    // optimizer special-cases it), so it gets no LIMIT and is optimized per run.
+    if matches!(logical, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
+        return Ok(Planned {
+            shape,
+            grain: rewritten.grain,
+            reads_table,
+            stage: Stage::Unbound(logical),
+        });
+    }
     let limit = |plan: LogicalPlan, n: usize| {
         LogicalPlanBuilder::from(plan)
             .limit(0, Some(n))

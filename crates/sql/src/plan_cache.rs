@@ -52,7 +52,7 @@ pub struct Planned {
 #[derive(Debug)]
 pub enum Stage {
     /// Planned, checked and limited (LIMITs added), its parameters not yet bound: analysis
-    /// depends on their values.
+    /// depends on their values. Also an EXPLAIN, which DataFusion optimizes only as a whole.
     Unbound(LogicalPlan),
     /// Analyzed (type coercion, function rewrites): optimizing folds `ago()` or `now()`.
     Analyzed(LogicalPlan),

@@ -196,3 +196,46 @@ async fn the_cache_holds_at_most_its_entries_and_none_when_off() {
     let stats = off.engine.plan_cache_stats();
     assert_eq!((stats.hits, stats.entries), (0, 0));
 }
+
+/// Every value of every column of the answer, as text.
+fn text(out: &QueryOutput) -> String {
+    let mut all = String::new();
+    for batch in &out.batches {
+        for column in batch.columns() {
+            let column =
+                datafusion::arrow::compute::cast(column, &DataType::Utf8).expect("as text");
+            for v in column.as_string::<i32>().iter().flatten() {
+                all.push_str(v);
+                all.push('\n');
+            }
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_answers_the_plan_and_explain_analyze_runs_it() {
+    let f = fixture(128);
+    // Twice: the second from the cache.
+    for _ in 0..2 {
+        let out = user(
+            &f.engine,
+            "EXPLAIN SELECT COUNT(*) FROM orders WHERE time_ms >= 0",
+        )
+        .await;
+        let plan = text(&out);
+        assert!(
+            plan.contains("logical_plan") && plan.contains("physical_plan"),
+            "{plan}"
+        );
+        assert!(plan.contains("AggregateExec"), "{plan}");
+    }
+    let out = user(
+        &f.engine,
+        "EXPLAIN ANALYZE SELECT COUNT(*) FROM orders WHERE order_total >= 0",
+    )
+    .await;
+    let plan = text(&out);
+    assert!(plan.contains("output_rows"), "{plan}");
+    assert_eq!(f.engine.plan_cache_stats().hits, 1);
+}
