@@ -3,26 +3,38 @@
 # one release binary and one data directory. Backfills ORDERS (default 300000) over 29 days, then
 # serves them ROUNDS times (default 2) with `sql.plan_cache_entries` 128 and 0 in turn, each
 # time hammering `/query/sql` for SECONDS (default 12) with hammer.py on one kept-alive
-# connection. Loopback only. See BENCHMARKS.md, "The plan cache".
+# connection. Loopback only. See BENCHMARKS.md, "The plan cache". The backfilled orders end when
+# the backfill does: `ago()` windows hold few orders and grow emptier as the runs go on.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 orders=${1:-300000}
 rounds=${2:-2}
 secs=${3:-12}
 rtap=${CARGO_TARGET_DIR:-/var/cache/rtap/target}/release/rtap
-[[ -x $rtap ]] || { echo "build it first: cargo build --release --locked -p rtap" >&2; exit 1; }
+[[ -x $rtap ]] || {
+    echo "build it first: CARGO_TARGET_DIR=${rtap%/release/rtap} cargo build --release --locked -p rtap" >&2
+    exit 1
+}
 work=$(mktemp -d)
 pid=
-trap '[[ -n $pid ]] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'if [[ -n $pid ]]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi; rm -rf "$work"' EXIT
 "$rtap" backfill --orders "$orders" --days 29 --seed 5 --data-dir "$work/data" >"$work/backfill.log" 2>&1
 printf '[sql]\nplan_cache_entries = 128\n' >"$work/on.toml"
 printf '[sql]\nplan_cache_entries = 0\n' >"$work/off.toml"
 
+# Each run serves a fresh copy of the backfilled directory (a run's checkpoint and merges do not
+# carry into the next one).
 serve() {
+    if curl -sf http://127.0.0.1:18461/health >/dev/null; then
+        echo "something already answers on port 18461" >&2
+        exit 1
+    fi
+    rm -rf "$work/run" && cp -a "$work/data" "$work/run"
     "$rtap" up --api-port 0 --http-port 18461 --dashboard-port 0 --max-orders 0 --seed 5 \
-        --data-dir "$work/data" --config "$work/$1.toml" >"$work/$1.log" 2>&1 &
+        --data-dir "$work/run" --config "$work/$1.toml" >"$work/$1.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || break
         curl -sf http://127.0.0.1:18461/health >/dev/null && return 0
         sleep 0.1
     done
@@ -31,7 +43,8 @@ serve() {
 }
 
 stop() {
-    kill "$pid" && wait "$pid" 2>/dev/null || true
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
     pid=
 }
 
@@ -54,7 +67,10 @@ queries=(
     "SELECT order_id, time_ms, order_total, customer_id FROM orders ORDER BY time_ms DESC, order_id LIMIT 10"
 )
 for round in $(seq 1 "$rounds"); do
-    for mode in on off; do
+    # Alternating which goes first.
+    order="on off"
+    ((round % 2 == 0)) && order="off on"
+    for mode in $order; do
         echo "== round $round, plan cache $mode"
         serve "$mode"
         python3 crates/rtap/benches/hammer.py http://127.0.0.1:18461/query/sql "$secs" "${queries[@]}"

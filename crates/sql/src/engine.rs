@@ -623,6 +623,9 @@ async fn execute(
         consuming_queried: consuming,
         consuming_processed: u64::from(memory_read && consuming > 0),
     };
+    if matches!(plan.name(), "ExplainExec" | "AnalyzeExec") {
+        batches = redact_paths(batches, inner.table.dir())?;
+    }
     let mut schema = plan.schema();
     if let Some(shape) = planned.shape.clone() {
         (schema, batches) = shape.apply(schema, batches, query_options.null_handling);
@@ -659,7 +662,8 @@ async fn plan(
     with_params: bool,
     pinot: bool,
 ) -> Result<Planned, SqlError> {
-    use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+    use datafusion::common::display::{PlanType, ToStringifiedPlan};
+    use datafusion::logical_expr::{Analyze, Explain, LogicalPlan, LogicalPlanBuilder};
     let df_err = SqlError::from_datafusion;
     first_keyword_allowed(sql)?;
     let shape = if pinot {
@@ -673,7 +677,7 @@ async fn plan(
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let mut logical = state
+    let logical = state
         .create_logical_plan(&rewritten.sql)
         .await
         .map_err(df_err)?;
@@ -687,27 +691,49 @@ async fn plan(
     let has = |f: fn(&LogicalPlan) -> bool| logical.exists(|p| Ok(f(p))).unwrap_or(true);
     let reads_table = has(|p| matches!(p, LogicalPlan::TableScan(_)))
         && !has(|p| matches!(p, LogicalPlan::Filter(_)));
-    // EXPLAIN answers its plan as rows of text; DataFusion plans it only as the root (its
-    // optimizer special-cases it), so it gets no LIMIT and is optimized per run.
-    if matches!(logical, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
-        return Ok(Planned {
-            shape,
-            grain: rewritten.grain,
-            reads_table,
-            stage: Stage::Unbound(logical),
-        });
-    }
     let limit = |plan: LogicalPlan, n: usize| {
         LogicalPlanBuilder::from(plan)
             .limit(0, Some(n))
             .and_then(|b| b.build())
             .map_err(df_err)
     };
-    // Pinot answers a selection or group-by without LIMIT with its first rows only.
-    if pinot && config.default_limit > 0 && !has_limit(&logical) {
-        logical = limit(logical, config.default_limit)?;
-    }
-    logical = limit(logical, config.max_rows + 1)?;
+    // Pinot answers a selection or group-by without LIMIT with its first rows only; and no
+    // answer is longer than max_rows (one more tells that it was cut).
+    let limits = |mut plan: LogicalPlan| {
+        if pinot && config.default_limit > 0 && !has_limit(&plan) {
+            plan = limit(plan, config.default_limit)?;
+        }
+        limit(plan, config.max_rows + 1)
+    };
+    // EXPLAIN [ANALYZE] answers, as rows of text, the plan the query would run (with its
+    // LIMITs); DataFusion plans it only as the root, where its optimizer writes the plan out
+    // after every rule: bounded by refusing large plans. Optimized per run, never kept.
+    let explained = |stage| Planned {
+        shape: shape.clone(),
+        grain: rewritten.grain,
+        reads_table,
+        stage: Stage::Unbound(stage),
+    };
+    let logical = match logical {
+        LogicalPlan::Explain(e) => {
+            let inner = limits(e.plan.as_ref().clone())?;
+            refuse_large_explain(&inner)?;
+            return Ok(explained(LogicalPlan::Explain(Explain {
+                stringified_plans: vec![inner.to_stringified(PlanType::InitialLogicalPlan)],
+                plan: Arc::new(inner),
+                ..e
+            })));
+        }
+        LogicalPlan::Analyze(a) => {
+            let inner = limits(a.input.as_ref().clone())?;
+            refuse_large_explain(&inner)?;
+            return Ok(explained(LogicalPlan::Analyze(Analyze {
+                input: Arc::new(inner),
+                ..a
+            })));
+        }
+        other => limits(other)?,
+    };
     let stage = if with_params {
         Stage::Unbound(logical)
     } else {
@@ -732,6 +758,56 @@ async fn plan(
         reads_table,
         stage,
     })
+}
+
+/// EXPLAIN's text without the server's directories: scans name their segment files by path.
+fn redact_paths(
+    batches: Vec<datafusion::arrow::array::RecordBatch>,
+    dir: &std::path::Path,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>, SqlError> {
+    use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
+    let full = dir.to_string_lossy().to_string();
+    // Object store paths have no leading slash.
+    let bare = full.trim_start_matches('/').to_string();
+    if bare.is_empty() {
+        return Ok(batches);
+    }
+    batches
+        .into_iter()
+        .map(|batch| {
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| match c.as_string_opt::<i32>() {
+                    Some(text) => Arc::new(
+                        text.iter()
+                            .map(|v| {
+                                v.map(|v| v.replace(&full, "<table>").replace(&bare, "<table>"))
+                            })
+                            .collect::<StringArray>(),
+                    ) as ArrayRef,
+                    None => c.clone(),
+                })
+                .collect();
+            RecordBatch::try_new(batch.schema(), columns)
+                .map_err(|e| SqlError::Execution(format!("the plan's text: {e}")))
+        })
+        .collect()
+}
+
+/// Longest text of a plan EXPLAIN writes out: DataFusion writes the whole plan again after each
+/// of its ~100 rules, outside the memory pool and the query's time limit.
+const MAX_EXPLAIN_TEXT_BYTES: usize = 64 * 1024;
+
+fn refuse_large_explain(plan: &datafusion::logical_expr::LogicalPlan) -> Result<(), SqlError> {
+    let bytes = plan.display_indent().to_string().len();
+    if bytes > MAX_EXPLAIN_TEXT_BYTES {
+        return Err(SqlError::ResourceLimit(format!(
+            "EXPLAIN of this query would write its plan ({bytes} bytes of text) out after every \
+             optimizer rule; plans over {MAX_EXPLAIN_TEXT_BYTES} bytes are not explained"
+        )));
+    }
+    Ok(())
 }
 
 /// Whether the plan has a node named `name`.

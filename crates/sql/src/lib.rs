@@ -95,7 +95,8 @@ pub struct SqlConfig {
     pub default_limit: usize,
     /// Plans of this many recently run query texts kept (the dashboard and clients repeat the
     /// same queries), so a repeated query skips the rewrite, parsing and analysis, and the
-    /// optimizer where nothing in it depends on the moment; 0 keeps none.
+    /// optimizer where nothing in it depends on the moment (no `ago()`, `now()`, parameters or
+    /// bounded functions, which are volatile); 0 keeps none.
     pub plan_cache_entries: usize,
 }
 

@@ -4,7 +4,8 @@
 //!
 //! What is kept is logical only: a plan names the table, never its data. The physical plan, which
 //! picks the segments and row groups to read, is made again for every query from the table as it
-//! is then, so a cached plan never answers from stale rows. Optimizing folds `ago()` and `now()`
+//! is then, so a cached plan never answers from stale rows. (Plans that read a table function,
+//! whose arguments are folded at SQL planning, are not kept: see [`keepable`].) Optimizing folds `ago()` and `now()`
 //! into constants, so the optimized plan is kept only for queries without such functions (and
 //! without parameters); the others are optimized again each time, from the analyzed plan.
 //!
@@ -28,13 +29,18 @@ use crate::engine::Lane;
 use crate::shape::Shape;
 
 /// Longest query text whose plan is kept: the dashboard's and clients' repeated queries are far
-/// shorter, and this bounds what one entry holds (with `sql.max_operators`).
+/// shorter (the key holds the text).
 pub const MAX_CACHED_SQL_BYTES: usize = 8 * 1024;
 
-/// Most plan nodes and expressions (subqueries included) a kept plan may have: the repeated
-/// queries of dashboards and clients have a few dozen; an 8 KiB text can still expand to a large
-/// plan (a UNION of `SELECT *`, a CTE inlined at each use), which is planned afresh each time.
-pub const MAX_CACHED_PLAN_NODES: usize = 2_000;
+/// Most plan nodes, expressions and bytes of literals (subqueries included) a kept plan may
+/// have: the repeated queries of dashboards and clients have a few nodes and dozens of
+/// expressions; an 8 KiB text can still expand to a large plan (a UNION of `SELECT *`, a CTE
+/// inlined at each use), which is planned afresh each time instead. With these an entry holds
+/// at most a few hundred KB (nodes carry their output schemas), so the default 128 entries
+/// tens of MB at worst and a few MB for real queries.
+pub const MAX_CACHED_PLAN_NODES: usize = 64;
+pub const MAX_CACHED_PLAN_EXPRS: usize = 2_000;
+pub const MAX_CACHED_LITERAL_BYTES: usize = 64 * 1024;
 
 /// What planning made of one query text, up to the point where the moment of the query or its
 /// parameters matter.
@@ -52,11 +58,13 @@ pub struct Planned {
 #[derive(Debug)]
 pub enum Stage {
     /// Planned, checked and limited (LIMITs added), its parameters not yet bound: analysis
-    /// depends on their values. Also an EXPLAIN, which DataFusion optimizes only as a whole.
+    /// depends on their values. Also an EXPLAIN (its query limited), which DataFusion
+    /// optimizes only as a whole (never kept).
     Unbound(LogicalPlan),
     /// Analyzed (type coercion, function rewrites): optimizing folds `ago()` or `now()`.
     Analyzed(LogicalPlan),
-    /// Optimized: nothing in it depends on when it runs.
+    /// Optimized: no function in it depends on when it runs (table functions' arguments, folded
+    /// at SQL planning, are kept out by [`keepable`]).
     Optimized(LogicalPlan),
 }
 
@@ -141,10 +149,10 @@ impl PlanCache {
         found
     }
 
-    /// Keeps the plan of this text (unless it is too large), dropping the least recently used
-    /// one when full.
+    /// Keeps the plan of this text (unless [`keepable`] says no), dropping the least recently
+    /// used one when full.
     pub fn insert(&self, lane: Lane, pinot: bool, params: bool, sql: &str, planned: Arc<Planned>) {
-        if self.capacity == 0 || too_large(planned.stage.plan()) {
+        if self.capacity == 0 || !keepable(planned.stage.plan()) {
             return;
         }
         let Some(key) = Self::key(lane, pinot, params, sql) else {
@@ -187,23 +195,47 @@ pub struct PlanCacheStats {
     pub entries: usize,
 }
 
-/// Whether the plan has more than [`MAX_CACHED_PLAN_NODES`] nodes and expressions.
-fn too_large(plan: &LogicalPlan) -> bool {
-    let mut n = 0usize;
+/// Whether a plan may be kept: within the size bounds above, not an EXPLAIN (which carries
+/// its plan written out as text), and reading no table but the orders table. A table function
+/// (`generate_series(ago('PT1H'), ...)` in FROM) has its arguments folded into its table while
+/// the SQL is planned, `ago()` included, so its plan holds the moment of its first run.
+fn keepable(plan: &LogicalPlan) -> bool {
+    use datafusion::logical_expr::TableScan;
+    if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
+        return false;
+    }
+    let (mut nodes, mut exprs, mut literal_bytes, mut other_table) =
+        (0usize, 0usize, 0usize, false);
     let _ = plan.apply_with_subqueries(|node| {
-        n += 1;
+        nodes += 1;
+        if let LogicalPlan::TableScan(TableScan { table_name, .. }) = node {
+            other_table |= table_name.table() != "orders";
+        }
         node.apply_expressions(|expr| {
-            expr.apply(|_| {
-                n += 1;
-                Ok(if n > MAX_CACHED_PLAN_NODES {
-                    TreeNodeRecursion::Stop
-                } else {
-                    TreeNodeRecursion::Continue
-                })
+            expr.apply(|e| {
+                exprs += 1;
+                if let Expr::Literal(value, _) = e {
+                    literal_bytes += value.size();
+                }
+                Ok(TreeNodeRecursion::Continue)
             })
-        })
+        })?;
+        Ok(
+            if other_table
+                || nodes > MAX_CACHED_PLAN_NODES
+                || exprs > MAX_CACHED_PLAN_EXPRS
+                || literal_bytes > MAX_CACHED_LITERAL_BYTES
+            {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            },
+        )
     });
-    n > MAX_CACHED_PLAN_NODES
+    !other_table
+        && nodes <= MAX_CACHED_PLAN_NODES
+        && exprs <= MAX_CACHED_PLAN_EXPRS
+        && literal_bytes <= MAX_CACHED_LITERAL_BYTES
 }
 
 /// Whether the optimized plan would be the same whenever the query runs: no function whose

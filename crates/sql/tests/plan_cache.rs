@@ -216,7 +216,6 @@ fn text(out: &QueryOutput) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_answers_the_plan_and_explain_analyze_runs_it() {
     let f = fixture(128);
-    // Twice: the second from the cache.
     for _ in 0..2 {
         let out = user(
             &f.engine,
@@ -237,5 +236,48 @@ async fn explain_answers_the_plan_and_explain_analyze_runs_it() {
     .await;
     let plan = text(&out);
     assert!(plan.contains("output_rows"), "{plan}");
-    assert_eq!(f.engine.plan_cache_stats().hits, 1);
+    // An EXPLAIN carries its plan as text: never kept.
+    let stats = f.engine.plan_cache_stats();
+    assert_eq!((stats.hits, stats.entries), (0, 0));
+    // The plan explained is the one that runs: with the LIMIT every answer gets.
+    let plan = text(&user(&f.engine, "EXPLAIN SELECT order_id FROM orders").await);
+    assert!(plan.contains("fetch=100001"), "{plan}");
+    // Sealed segments are read by path: the answer does not show the server's directories.
+    f.table.flush().expect("seal");
+    let plan = text(
+        &user(
+            &f.engine,
+            "EXPLAIN SELECT COUNT(*) FROM orders WHERE order_total > 1",
+        )
+        .await,
+    );
+    let dir = f.table.dir().to_string_lossy().to_string();
+    assert!(plan.contains("<table>"), "{plan}");
+    assert!(!plan.contains(dir.trim_start_matches('/')), "{plan}");
+    // A plan too large to write out after every optimizer rule is not explained.
+    let wide = format!(
+        "EXPLAIN SELECT * FROM orders WHERE order_id IN ({})",
+        (0..2_000)
+            .map(|i| format!("'{i:040}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let err = f
+        .engine
+        .run_in(Lane::User, &wide, Vec::new())
+        .await
+        .expect_err("too large to explain");
+    assert_eq!(err.pinot_code(), 245, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_function_of_the_moment_is_planned_every_time() {
+    let f = fixture(128);
+    // generate_series' arguments are folded while the SQL is planned, ago() included.
+    let sql = "SELECT MAX(value) FROM generate_series(ago('PT1M'), ago('PT0S'), 1000)";
+    let first = int(&user(&f.engine, sql).await);
+    assert_eq!(first, T0 + ROWS as i64 * 100);
+    f.clock.advance(10_000);
+    assert_eq!(int(&user(&f.engine, sql).await), first + 10_000);
+    assert_eq!(f.engine.plan_cache_stats().entries, 0);
 }
