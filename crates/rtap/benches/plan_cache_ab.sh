@@ -17,7 +17,7 @@ rtap=${CARGO_TARGET_DIR:-/var/cache/rtap/target}/release/rtap
 }
 work=$(mktemp -d)
 pid=
-trap 'if [[ -n $pid ]]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi; rm -rf "$work"' EXIT
+trap 'set +e; if [[ -n $pid ]]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi; rm -rf "$work"' EXIT
 "$rtap" backfill --orders "$orders" --days 29 --seed 5 --data-dir "$work/data" >"$work/backfill.log" 2>&1
 printf '[sql]\nplan_cache_entries = 128\n' >"$work/on.toml"
 printf '[sql]\nplan_cache_entries = 0\n' >"$work/off.toml"
@@ -25,7 +25,7 @@ printf '[sql]\nplan_cache_entries = 0\n' >"$work/off.toml"
 # Each run serves a fresh copy of the backfilled directory (a run's checkpoint and merges do not
 # carry into the next one).
 serve() {
-    if curl -sf http://127.0.0.1:18461/health >/dev/null; then
+    if curl -sf --max-time 2 http://127.0.0.1:18461/health >/dev/null; then
         echo "something already answers on port 18461" >&2
         exit 1
     fi
@@ -35,7 +35,7 @@ serve() {
     pid=$!
     for _ in $(seq 1 300); do
         kill -0 "$pid" 2>/dev/null || break
-        curl -sf http://127.0.0.1:18461/health >/dev/null && return 0
+        curl -sf --max-time 2 http://127.0.0.1:18461/health >/dev/null && return 0
         sleep 0.1
     done
     echo "rtap did not start: $(tail -5 "$work/$1.log")" >&2
@@ -43,13 +43,13 @@ serve() {
 }
 
 stop() {
-    kill "$pid"
+    kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     pid=
 }
 
 sql() {
-    curl -sf http://127.0.0.1:18461/query/sql -H 'Content-Type: application/json' \
+    curl -sf --max-time 30 http://127.0.0.1:18461/query/sql -H 'Content-Type: application/json' \
         -d "{\"sql\": \"$1\"}" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["resultTable"]["rows"][0][0]))'
 }
 

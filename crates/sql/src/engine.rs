@@ -706,8 +706,8 @@ async fn plan(
         limit(plan, config.max_rows + 1)
     };
     // EXPLAIN [ANALYZE] answers, as rows of text, the plan the query would run (with its
-    // LIMITs); DataFusion plans it only as the root, where its optimizer writes the plan out
-    // after every rule: bounded by refusing large plans. Optimized per run, never kept.
+    // LIMITs); DataFusion plans it only as the root. For EXPLAIN its optimizer writes the plan
+    // out after every rule: bounded by refusing large plans. Optimized per run, never kept.
     let explained = |stage| Planned {
         shape: shape.clone(),
         grain: rewritten.grain,
@@ -725,8 +725,8 @@ async fn plan(
             })));
         }
         LogicalPlan::Analyze(a) => {
+            // Planned like the query itself (the plan is written out once, with its metrics).
             let inner = limits(a.input.as_ref().clone())?;
-            refuse_large_explain(&inner)?;
             return Ok(explained(LogicalPlan::Analyze(Analyze {
                 input: Arc::new(inner),
                 ..a
@@ -767,8 +767,9 @@ fn redact_paths(
 ) -> Result<Vec<datafusion::arrow::array::RecordBatch>, SqlError> {
     use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
     let full = dir.to_string_lossy().to_string();
-    // Object store paths have no leading slash.
-    let bare = full.trim_start_matches('/').to_string();
+    // As the scans print it: an object store path (no leading slash, `.` and `..` and some
+    // characters percent-encoded).
+    let bare = datafusion::object_store::path::Path::from(full.as_str()).to_string();
     if bare.is_empty() {
         return Ok(batches);
     }
@@ -800,11 +801,23 @@ fn redact_paths(
 const MAX_EXPLAIN_TEXT_BYTES: usize = 64 * 1024;
 
 fn refuse_large_explain(plan: &datafusion::logical_expr::LogicalPlan) -> Result<(), SqlError> {
-    let bytes = plan.display_indent().to_string().len();
-    if bytes > MAX_EXPLAIN_TEXT_BYTES {
+    /// Counts what is written and stops the writing past the limit.
+    struct Bounded(usize);
+    impl std::fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            if self.0 > MAX_EXPLAIN_TEXT_BYTES {
+                Err(std::fmt::Error)
+            } else {
+                Ok(())
+            }
+        }
+    }
+    use std::fmt::Write;
+    if write!(Bounded(0), "{}", plan.display_indent()).is_err() {
         return Err(SqlError::ResourceLimit(format!(
-            "EXPLAIN of this query would write its plan ({bytes} bytes of text) out after every \
-             optimizer rule; plans over {MAX_EXPLAIN_TEXT_BYTES} bytes are not explained"
+            "EXPLAIN of this query would write its plan (over {MAX_EXPLAIN_TEXT_BYTES} bytes of \
+             text) out after every optimizer rule; larger plans are not explained"
         )));
     }
     Ok(())

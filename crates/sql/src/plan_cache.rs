@@ -4,8 +4,8 @@
 //!
 //! What is kept is logical only: a plan names the table, never its data. The physical plan, which
 //! picks the segments and row groups to read, is made again for every query from the table as it
-//! is then, so a cached plan never answers from stale rows. (Plans that read a table function,
-//! whose arguments are folded at SQL planning, are not kept: see [`keepable`].) Optimizing folds `ago()` and `now()`
+//! is then, so a cached plan never answers from stale rows. (Plans that read a table
+//! function, whose arguments are folded at SQL planning, are not kept: see [`keepable`].) Optimizing folds `ago()` and `now()`
 //! into constants, so the optimized plan is kept only for queries without such functions (and
 //! without parameters); the others are optimized again each time, from the analyzed plan.
 //!
