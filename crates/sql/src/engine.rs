@@ -673,6 +673,16 @@ async fn plan(
     };
     let rewritten = dialect::rewrite(sql, &inner.catalog)?;
     tracing::debug!(sql = %rewritten.sql, "rewritten query");
+    // Before DataFusion expands the CTEs (see `expansion`).
+    let max_nodes = config.max_plan_nodes;
+    if let Some(reads) = crate::expansion::expanded_reads(&rewritten.sql, max_nodes as u64) {
+        if reads > max_nodes as u64 {
+            return Err(SqlError::Refused(format!(
+                "the query reads tables more than {max_nodes} times once its CTEs are expanded \
+                 (each reference to a CTE is a copy of it), over the limit (sql.max_plan_nodes)"
+            )));
+        }
+    }
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -681,6 +691,8 @@ async fn plan(
         .create_logical_plan(&rewritten.sql)
         .await
         .map_err(df_err)?;
+    // Before anything walks the plan as a tree.
+    refuse_large_plans(&logical, max_nodes)?;
     options.verify_plan(&logical).map_err(df_err)?;
     // With parameters, checked once they are bound (each run).
     if !with_params {
@@ -794,6 +806,32 @@ fn redact_paths(
                 .map_err(|e| SqlError::Execution(format!("the plan's text: {e}")))
         })
         .collect()
+}
+
+/// Refuses a plan of more than `max_nodes` nodes, counted as the tree the analyzer and
+/// optimizer will walk and copy (SQL planning shares a CTE between its references, the
+/// optimizer copies it at each). The count stops at the limit.
+fn refuse_large_plans(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    max_nodes: usize,
+) -> Result<(), SqlError> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut nodes = 0usize;
+    let _ = plan.apply_with_subqueries(|_| {
+        nodes += 1;
+        Ok(if nodes > max_nodes {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    if nodes > max_nodes {
+        return Err(SqlError::Refused(format!(
+            "the query's plan has more than {max_nodes} nodes once its CTEs are expanded (each \
+             reference to a CTE is a copy of it), over the limit (sql.max_plan_nodes)"
+        )));
+    }
+    Ok(())
 }
 
 /// Longest text of a plan EXPLAIN writes out: DataFusion writes the whole plan again after each

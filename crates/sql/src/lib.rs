@@ -26,6 +26,7 @@ mod coerce;
 mod concat_op;
 pub mod dialect;
 pub mod engine;
+mod expansion;
 pub mod functions;
 pub mod json_columns;
 mod json_match;
@@ -63,6 +64,11 @@ pub struct SqlConfig {
     /// Most operators (`+`, `=`, `AND`, ...) in one query: a long chain of them is an
     /// expression tree as deep as it is long.
     pub max_operators: usize,
+    /// Most table reads of a query once its CTEs are expanded, and most nodes of its plan
+    /// (each reference to a CTE is a copy of it: a few lines of CTEs that each read the one
+    /// before twice expand to millions, built while planning, where the time limit cannot
+    /// stop it).
+    pub max_plan_nodes: usize,
     /// Memory all running queries may hold together (sorts, aggregates, joins; they spill to
     /// disk where DataFusion can), in bytes.
     pub memory_limit_bytes: usize,
@@ -109,6 +115,7 @@ impl Default for SqlConfig {
             max_sql_bytes: 256 * 1024,
             max_nesting_depth: 64,
             max_operators: 1_000,
+            max_plan_nodes: 10_000,
             memory_limit_bytes: 512 * 1024 * 1024,
             query_memory_bytes: 256 * 1024 * 1024,
             max_concurrent: 2,
@@ -142,6 +149,7 @@ impl SqlConfig {
         at_least("max_sql_bytes", self.max_sql_bytes, 64)?;
         at_least("max_nesting_depth", self.max_nesting_depth, 4)?;
         at_least("max_operators", self.max_operators, 16)?;
+        at_least("max_plan_nodes", self.max_plan_nodes, 16)?;
         at_least("memory_limit_bytes", self.memory_limit_bytes, 1024 * 1024)?;
         at_least("query_memory_bytes", self.query_memory_bytes, 1024 * 1024)?;
         if self.query_memory_bytes > self.memory_limit_bytes {

@@ -281,3 +281,40 @@ async fn a_table_function_of_the_moment_is_planned_every_time() {
     assert_eq!(int(&user(&f.engine, sql).await), first + 10_000);
     assert_eq!(f.engine.plan_cache_stats().entries, 0);
 }
+
+/// `WITH a0 AS (SELECT order_id FROM orders), a1 AS (SELECT * FROM a0 UNION ALL SELECT * FROM
+/// a0), ...`: the last reads the table 2^levels times.
+fn doubling(levels: usize) -> String {
+    let ctes: Vec<String> = std::iter::once("a0 AS (SELECT order_id FROM orders)".to_string())
+        .chain((1..=levels).map(|i| {
+            format!(
+                "a{i} AS (SELECT * FROM a{p} UNION ALL SELECT * FROM a{p})",
+                p = i - 1
+            )
+        }))
+        .collect();
+    format!("WITH {} SELECT COUNT(*) FROM a{levels}", ctes.join(", "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_whose_ctes_expand_past_the_limit_is_refused_before_planning() {
+    let f = fixture(128);
+    // Eight copies of the table: answered.
+    assert_eq!(int(&user(&f.engine, &doubling(3)).await), 8 * ROWS as i64);
+    // 2^24 copies from 1 KB of text (13 levels took 4.6 s and 1.5 GB of a release build to
+    // plan; 24 would not end): refused at once.
+    let started = std::time::Instant::now();
+    for sql in [
+        doubling(24),
+        format!("SELECT COUNT(*) FROM ({}) t", doubling(24)),
+    ] {
+        let err = f
+            .engine
+            .run_in(Lane::User, &sql, Vec::new())
+            .await
+            .expect_err("too many reads");
+        assert_eq!(err.pinot_code(), 700, "{err}");
+        assert!(err.to_string().contains("sql.max_plan_nodes"), "{err}");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
