@@ -264,7 +264,7 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("sql.max_sql_bytes", "longest SQL text accepted", None),
     ("sql.max_nesting_depth", "deepest nesting of parentheses accepted", None),
     ("sql.max_operators", "most operators (+, =, AND, ...) in one query (a long chain is a deep expression tree)", None),
-    ("sql.max_plan_nodes", "most table reads of a query once its CTEs are expanded, and most nodes of its plan (each reference to a CTE is a copy of it)", None),
+    ("sql.max_plan_nodes", "most table reads and SELECTs of a query once its CTEs are expanded (counted before planning), and most nodes of its plan (each reference to a CTE is a copy of it)", None),
     ("sql.memory_limit_bytes", "memory all queries may hold together (they spill to disk where they can)", None),
     ("sql.query_memory_bytes", "memory one query may hold (Pinot error 245 past it)", None),
     ("sql.max_concurrent", "user queries running at once", None),

@@ -678,8 +678,9 @@ async fn plan(
     if let Some(reads) = crate::expansion::expanded_reads(&rewritten.sql, max_nodes as u64) {
         if reads > max_nodes as u64 {
             return Err(SqlError::Refused(format!(
-                "the query reads tables more than {max_nodes} times once its CTEs are expanded \
-                 (each reference to a CTE is a copy of it), over the limit (sql.max_plan_nodes)"
+                "the query plans more than {max_nodes} table reads and SELECTs once its CTEs are \
+                 expanded (each reference to a CTE is a copy of it), over the limit \
+                 (sql.max_plan_nodes)"
             )));
         }
     }
@@ -827,8 +828,8 @@ fn refuse_large_plans(
     });
     if nodes > max_nodes {
         return Err(SqlError::Refused(format!(
-            "the query's plan has more than {max_nodes} nodes once its CTEs are expanded (each \
-             reference to a CTE is a copy of it), over the limit (sql.max_plan_nodes)"
+            "the query's plan has more than {max_nodes} nodes (a CTE counts at each \
+             reference to it), over the limit (sql.max_plan_nodes)"
         )));
     }
     Ok(())
