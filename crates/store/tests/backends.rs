@@ -274,7 +274,7 @@ async fn embedded_store_keeps_an_order_in_under_a_kilobyte() {
 }
 
 /// A store written by the first version (uncompressed tables `orders` and `order_ids`) is
-/// converted when opened: same positions, same documents, ids still unique.
+/// converted when opened: same positions, same documents, every order keyed.
 #[tokio::test]
 async fn embedded_store_converts_the_first_format() {
     use redb::TableDefinition;
@@ -302,11 +302,85 @@ async fn embedded_store_converts_the_first_format() {
     let s = store.slice(0, 100).await.expect("slice");
     assert_eq!((s.total, s.expired), (45, 0));
     assert_eq!(numbers(&s.orders), (1..=45).collect::<Vec<_>>());
-    assert!(store.append(&[order(9)]).await.is_err(), "ids stay unique");
     assert_eq!(store.append(&[order(46)]).await.expect("append"), 46);
     drop(store);
     let store = EmbeddedStore::open(&path).expect("reopen");
     assert_eq!(store.count().await.expect("count"), 46);
+    drop(store);
+    // Every converted order is keyed (the first format kept no event times: they count as
+    // stored at the conversion, so `order(9)` at its own time is a different key).
+    use redb::ReadableDatabase;
+    let db = redb::Database::open(&path).expect("open raw");
+    let txn = db.begin_read().expect("read");
+    let keys = txn
+        .open_table(TableDefinition::<(i64, u128), u64>::new("order_time_keys"))
+        .expect("keys");
+    assert_eq!(redb::ReadableTableMetadata::len(&keys).expect("len"), 46);
+}
+
+/// A store whose id keys are in the first key format (`order_keys`: id hash -> position) gets
+/// them rebuilt, ordered by event time, when opened: the same order is still refused, retention
+/// still removes keys (an expired order can be stored again), and the old table is gone.
+#[tokio::test]
+async fn embedded_store_rebuilds_keys_of_the_first_key_format() {
+    use redb::{ReadableDatabase, TableDefinition};
+    let legacy = TableDefinition::<u128, u64>::new("order_keys");
+    let current = TableDefinition::<(i64, u128), u64>::new("order_time_keys");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("orders.redb");
+    {
+        let store = EmbeddedStore::open(&path).expect("open");
+        let batch: Vec<NewOrder> = (1..=45).map(order).collect();
+        store.append(&batch).await.expect("append");
+    }
+    {
+        // As an older rtap left it: the keys in the old table, none in the new one.
+        let db = redb::Database::create(&path).expect("open raw");
+        let txn = db.begin_write().expect("txn");
+        assert!(txn.delete_table(current).expect("delete"), "had keys");
+        {
+            let mut keys = txn.open_table(legacy).expect("legacy keys");
+            for n in 1..=45u64 {
+                keys.insert(u128::from(n), n).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+    let store = EmbeddedStore::open(&path).expect("open rebuilds the keys");
+    assert!(
+        store.append(&[order(9)]).await.is_err(),
+        "order 9 is refused again"
+    );
+    assert_eq!(store.append(&[order(46)]).await.expect("append"), 46);
+    // Documented: the check is per event time; the same id at another time is not refused.
+    let moved = NewOrder {
+        time_ms: 99_000_000,
+        ..order(10)
+    };
+    assert_eq!(store.append(&[moved]).await.expect("append"), 47);
+    // Retention removes the keys of what it removes.
+    assert_eq!(store.expire(5_500, 100).await.expect("expire"), 5);
+    assert_eq!(
+        store
+            .append(&[order(2)])
+            .await
+            .expect("expired: stored again"),
+        48
+    );
+    assert!(store.append(&[order(6)]).await.is_err(), "order 6 is kept");
+    drop(store);
+    let db = redb::Database::open(&path).expect("open raw");
+    let txn = db.begin_read().expect("read");
+    assert!(
+        matches!(
+            txn.open_table(legacy),
+            Err(redb::TableError::TableDoesNotExist(_))
+        ),
+        "the old key table is dropped"
+    );
+    let keys = txn.open_table(current).expect("keys");
+    // 45 stored, 46, 10 moved, 5 expired, 2 again.
+    assert_eq!(redb::ReadableTableMetadata::len(&keys).expect("len"), 43);
 }
 
 #[tokio::test]
