@@ -206,20 +206,25 @@ impl EmbeddedStore {
         }
     }
 
+    /// Whether the file has the table `definition`.
+    fn has_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        definition: TableDefinition<K, V>,
+    ) -> Result<bool, StoreError> {
+        match self.db.begin_read().map_err(failed)?.open_table(definition) {
+            Ok(_) => Ok(true),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
     /// Rebuilds [`ORDER_KEYS`] from the stored orders' headers when the file still has the
     /// first key table ([`LEGACY_ORDER_KEYS`]), then drops that table. Each transaction keys a
     /// chunk of positions and records how far it got ("rekeyed"), so an interrupted conversion
     /// resumes. Returns how many orders were keyed.
     fn rekey_legacy(&self) -> Result<u64, StoreError> {
-        match self
-            .db
-            .begin_read()
-            .map_err(failed)?
-            .open_table(LEGACY_ORDER_KEYS)
-        {
-            Ok(_) => {}
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
-            Err(e) => return Err(failed(e)),
+        if !self.has_table(LEGACY_ORDER_KEYS)? {
+            return Ok(0);
         }
         let _writer = self.lock_writer();
         let mut keyed = 0u64;
@@ -272,15 +277,8 @@ impl EmbeddedStore {
     /// chunk and removes it from the old tables, so an interrupted conversion resumes. Returns
     /// how many orders were converted.
     fn migrate_legacy(&self) -> Result<u64, StoreError> {
-        match self
-            .db
-            .begin_read()
-            .map_err(failed)?
-            .open_table(LEGACY_ORDER_IDS)
-        {
-            Ok(_) => {}
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
-            Err(e) => return Err(failed(e)),
+        if !self.has_table(LEGACY_ORDER_IDS)? {
+            return Ok(0);
         }
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
