@@ -7,8 +7,9 @@
 ingest stage of `/api/status` counts every order (generator, order store, ingest, table: the
 whole pipeline). `backfill`: `rtap backfill --orders ORDERS --days 29`, timed until it exits.
 Prints orders/s, the process's CPU (user + system, from /proc) per order and how many cores
-that is, and the bytes it wrote to disk per order (/proc/PID/io write_bytes: what the order
-store, segments, dedup log and checkpoints cost the disk, write amplification included).
+that is, the bytes it wrote to disk per order (/proc/PID/io write_bytes: what the order
+store, segments, dedup log and checkpoints cost the disk, write amplification included) and
+its peak RSS (VmHWM).
 
 Environment: RTAP_CONFIG_FILE=path passes `--config` (A/B of settings); PERF=out.data records
 `perf record --call-graph dwarf` for 6 s once a fifth of the orders are in (`up` only);
@@ -60,8 +61,13 @@ def main():
             io = dict(line.split(": ") for line in open(f"/proc/{proc.pid}/io").read().splitlines())
         except (OSError, ValueError):
             return None
+        try:
+            status = open(f"/proc/{proc.pid}/status").read()
+            peak = next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmHWM"))
+        except (OSError, StopIteration, ValueError):
+            peak = 0
         tick = os.sysconf("SC_CLK_TCK")
-        return int(stat[11]) / tick, int(stat[12]) / tick, int(io["write_bytes"])
+        return int(stat[11]) / tick, int(stat[12]) / tick, int(io["write_bytes"]), peak
 
     def ingested():
         try:
@@ -97,11 +103,12 @@ def main():
             sys.exit(f"rtap backfill failed ({proc.returncode})")
         if last is None:
             sys.exit("could not sample the process")
-        user, system, written = last
+        user, system, written, peak_kb = last
         cpu = user + system
         print(f"{mode} {n} orders: {wall:.1f} s, {n / wall:,.0f} orders/s; CPU {cpu:.1f} s "
               f"(user {user:.1f}, system {system:.1f}) = {cpu / wall:.2f} cores, "
-              f"{cpu / n * 1e6:.1f} us/order; written {written / n:,.0f} B/order")
+              f"{cpu / n * 1e6:.1f} us/order; written {written / n:,.0f} B/order; "
+              f"peak RSS {peak_kb / 1024:.0f} MB")
         if recorder:
             recorder.wait()
     finally:
