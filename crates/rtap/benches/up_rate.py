@@ -13,7 +13,9 @@ its peak RSS (VmHWM).
 
 Environment: RTAP_CONFIG_FILE=path passes `--config` (A/B of settings); PERF=out.data records
 `perf record --call-graph dwarf` for 6 s once a fifth of the orders are in (`up` only);
-RTAP_DATA=dir (default a temporary directory, removed at the end).
+RTAP_DATA=dir (a new or empty directory, kept; default a temporary directory, removed at the
+end). rtap's output goes to $TMPDIR/rtap-up-rate.log. In `backfill` mode the last sample is
+taken up to 0.1 s before the process exits.
 """
 import json
 import os
@@ -39,9 +41,14 @@ def main():
         sys.exit(__doc__)
     binary, n = sys.argv[1], int(sys.argv[2])
     mode = sys.argv[3] if len(sys.argv) > 3 else "up"
+    if n <= 0 or mode not in ("up", "backfill"):
+        sys.exit(__doc__)
     perf = os.environ.get("PERF")
-    data = os.environ.get("RTAP_DATA") or tempfile.mkdtemp(prefix="rtap-up-rate-")
-    shutil.rmtree(data, ignore_errors=True)
+    given = os.environ.get("RTAP_DATA")
+    if given and os.path.exists(given) and os.listdir(given):
+        sys.exit(f"RTAP_DATA={given} is not empty: give a new directory")
+    data = given or tempfile.mkdtemp(prefix="rtap-up-rate-")
+    log = open(os.path.join(tempfile.gettempdir(), "rtap-up-rate.log"), "w")
     http = free_port()
     config = os.environ.get("RTAP_CONFIG_FILE")
     extra = ["--config", config] if config else []
@@ -53,7 +60,7 @@ def main():
                 "--api-port", str(free_port())]
     args += extra + ["--data-dir", data]
     started = time.time()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdout=log, stderr=log)
 
     def sample():
         try:
@@ -80,7 +87,7 @@ def main():
                 return stage.get("detail", {}).get("rows", 0)
         return 0
 
-    last, recorder, deadline = None, None, started + 3600
+    last, recorder, deadline, rows = None, None, started + 3600, 0
     try:
         while time.time() < deadline:
             if mode == "backfill":
@@ -100,22 +107,30 @@ def main():
             time.sleep(0.1)
         wall = time.time() - started
         if mode == "backfill" and proc.returncode != 0:
-            sys.exit(f"rtap backfill failed ({proc.returncode})")
+            sys.exit(f"rtap backfill failed ({proc.returncode}); see {log.name}")
+        if mode == "up" and rows < n:
+            sys.exit(f"only {rows} of {n} orders ingested after {wall:.0f} s; see {log.name}")
         if last is None:
             sys.exit("could not sample the process")
         user, system, written, peak_kb = last
         cpu = user + system
+        if perf:
+            print("(perf was recording: the figures below are disturbed)")
+        peak = f"peak RSS {peak_kb / 1024:.0f} MB" if peak_kb else "peak RSS unknown"
         print(f"{mode} {n} orders: {wall:.1f} s, {n / wall:,.0f} orders/s; CPU {cpu:.1f} s "
               f"(user {user:.1f}, system {system:.1f}) = {cpu / wall:.2f} cores, "
-              f"{cpu / n * 1e6:.1f} us/order; written {written / n:,.0f} B/order; "
-              f"peak RSS {peak_kb / 1024:.0f} MB")
+              f"{cpu / n * 1e6:.1f} us/order; written {written / n:,.0f} B/order; {peak}")
         if recorder:
             recorder.wait()
     finally:
         if proc.poll() is None:
             proc.terminate()
-            proc.wait()
-        if not os.environ.get("RTAP_DATA"):
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if not given:
             shutil.rmtree(data, ignore_errors=True)
 
 

@@ -67,7 +67,7 @@ impl Header {
     }
 }
 
-/// The key of an order id in the uniqueness index.
+/// The hash of an order id in the store's keys (with the event time).
 pub(crate) fn id_hash(order_id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(order_id.as_bytes())
 }

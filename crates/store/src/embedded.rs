@@ -23,16 +23,18 @@ const ORDERS: TableDefinition<u64, &[u8]> = TableDefinition::new("orders_v2");
 /// (event time, xxh3-128 of the order id) -> position: the same order (id and event time) is
 /// never stored twice. Keyed by time first so that appends land at the end of the tree, as
 /// the orders do, and retention removes keys from its front: keyed by the hash alone (the
-/// first format, [`LEGACY_ORDER_KEYS`]), every order dirtied a random 4 KiB page of the key
-/// table, about 2.6 KB written per order and a quarter of `rtap up`'s throughput. The price:
-/// two orders with the same id and different event times are not refused here. The ids are
-/// the generator's random UUIDs (the only writer), and the table's dedup drops an id seen
-/// again within its horizon, whatever its time. (Postgres keeps a UNIQUE constraint on the
-/// id alone.)
+/// second format's [`HASH_ORDER_KEYS`]), every order dirtied a random 4 KiB page of the key
+/// table, 2.6-3.6 KB written per order at 0.6-2 M stored, growing with the store, and a
+/// quarter to a third of `rtap up`'s throughput. The price: the same id at another event time
+/// is not refused here. The only writer is the feed, whose ids derive from (seed, sequence
+/// number) and which never appends a sequence number twice; the table's dedup drops an id
+/// seen again within its horizon, whatever its time. (Postgres keeps a UNIQUE constraint on
+/// the id alone.)
 const ORDER_KEYS: TableDefinition<(i64, u128), u64> = TableDefinition::new("order_time_keys");
-/// The first key format: id hash -> position. Rebuilt into [`ORDER_KEYS`] when the file is
-/// opened, then dropped.
-const LEGACY_ORDER_KEYS: TableDefinition<u128, u64> = TableDefinition::new("order_keys");
+/// The second format's keys: id hash -> position. Dropped when the file is opened, without
+/// rebuilding its keys into [`ORDER_KEYS`] (that would read every stored order at the first
+/// start; the orders before the upgrade are not re-appended by anything).
+const HASH_ORDER_KEYS: TableDefinition<u128, u64> = TableDefinition::new("order_keys");
 /// Counters: "expired" (positions `1..=expired` are removed), "dictionary" (the id of the
 /// dictionary new orders are compressed with; 0 = none yet).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -45,8 +47,6 @@ const LEGACY_ORDER_IDS: TableDefinition<&str, u64> = TableDefinition::new("order
 
 /// Orders migrated from the first format per transaction.
 const MIGRATE_CHUNK: u64 = 20_000;
-/// Orders whose keys are rebuilt per transaction when [`LEGACY_ORDER_KEYS`] is converted.
-const REKEY_CHUNK: u64 = 200_000;
 
 /// How the embedded store is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +132,8 @@ impl EmbeddedStore {
 
     /// Opens (or creates) the store file at `path`. A file of the first (uncompressed) format
     /// is converted in place, in transactions of 20,000 orders; its orders count as stored now
-    /// for retention (the first format kept no event times).
+    /// for retention (the first format kept no event times). The second format's id-hash key
+    /// table is dropped (see [`HASH_ORDER_KEYS`]).
     pub fn open_with(path: &Path, options: EmbeddedOptions) -> Result<Self, StoreError> {
         if !(1..=22).contains(&options.zstd_level) {
             return Err(StoreError::Failed(format!(
@@ -162,7 +163,7 @@ impl EmbeddedStore {
             codec: Arc::new(RwLock::new(codec)),
             writer: Arc::new(Mutex::new(())),
         };
-        store.rekey_legacy()?;
+        store.drop_hash_keys()?;
         if store.migrate_legacy()? == 0 {
             return Ok(store);
         }
@@ -218,59 +219,19 @@ impl EmbeddedStore {
         }
     }
 
-    /// Rebuilds [`ORDER_KEYS`] from the stored orders' headers when the file still has the
-    /// first key table ([`LEGACY_ORDER_KEYS`]), then drops that table. Each transaction keys a
-    /// chunk of positions and records how far it got ("rekeyed"), so an interrupted conversion
-    /// resumes. Returns how many orders were keyed.
-    fn rekey_legacy(&self) -> Result<u64, StoreError> {
-        if !self.has_table(LEGACY_ORDER_KEYS)? {
-            return Ok(0);
+    /// Drops the second format's key table ([`HASH_ORDER_KEYS`]) if the file has it: orders
+    /// stored before are not keyed in [`ORDER_KEYS`] (see there). Returns whether it was there.
+    fn drop_hash_keys(&self) -> Result<bool, StoreError> {
+        if !self.has_table(HASH_ORDER_KEYS)? {
+            return Ok(false);
         }
         let _writer = self.lock_writer();
-        let mut keyed = 0u64;
-        loop {
-            let txn = self.db.begin_write().map_err(failed)?;
-            let from = meta(&txn, "rekeyed")?;
-            let mut last = None;
-            {
-                let table = txn.open_table(ORDERS).map_err(failed)?;
-                let mut keys = txn.open_table(ORDER_KEYS).map_err(failed)?;
-                for entry in table
-                    .range(from.saturating_add(1)..)
-                    .map_err(failed)?
-                    .take(REKEY_CHUNK as usize)
-                {
-                    let (position, value) = entry.map_err(failed)?;
-                    let header = Header::read(value.value())?;
-                    keys.insert((header.time_ms, header.id_hash), position.value())
-                        .map_err(failed)?;
-                    last = Some(position.value());
-                }
-            }
-            let Some(last) = last else {
-                txn.delete_table(LEGACY_ORDER_KEYS).map_err(failed)?;
-                txn.open_table(META)
-                    .map_err(failed)?
-                    .remove("rekeyed")
-                    .map_err(failed)?;
-                txn.commit().map_err(failed)?;
-                if keyed > 0 {
-                    tracing::info!(orders = keyed, file = %self.path.display(),
-                        "converted the order store's id keys to the time-ordered format");
-                }
-                return Ok(keyed);
-            };
-            txn.open_table(META)
-                .map_err(failed)?
-                .insert("rekeyed", last)
-                .map_err(failed)?;
-            txn.commit().map_err(failed)?;
-            keyed += last - from;
-            tracing::info!(
-                orders = keyed,
-                "converting the order store's id keys to the time-ordered format"
-            );
-        }
+        let txn = self.db.begin_write().map_err(failed)?;
+        txn.delete_table(HASH_ORDER_KEYS).map_err(failed)?;
+        txn.commit().map_err(failed)?;
+        tracing::info!(file = %self.path.display(),
+            "dropped the order store's id-hash keys; new orders are keyed by event time and id");
+        Ok(true)
     }
 
     /// Converts the first format's tables, if any, then drops them. Each transaction moves a
@@ -342,7 +303,8 @@ impl EmbeddedStore {
         }
     }
 
-    /// Compresses `orders` and writes them at their positions (ids and positions must be new).
+    /// Compresses `orders` and writes them at their positions (positions, and each order's
+    /// (event time, id), must be new).
     /// A dictionary made for them is noted in `rollback`.
     fn write_orders(
         &self,

@@ -27,7 +27,9 @@ pub mod testing;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use postgres::PostgresStore;
 
-/// One order to append: its id (unique), its event time and its JSON document.
+/// One order to append: its id, its event time and its JSON document. The same order is never
+/// stored twice: Postgres refuses an id already stored, the embedded store an id already stored
+/// at the same event time (see `embedded::ORDER_KEYS` for why).
 #[derive(Debug, Clone)]
 pub struct NewOrder {
     pub order_id: String,
@@ -75,7 +77,8 @@ impl StoreError {
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
     /// Appends `orders` in the given order after the last stored one, all or nothing, and
-    /// returns the new total.
+    /// returns the new total. A batch with an order already stored is refused whole (see
+    /// [`NewOrder`] for what each backend counts as the same order).
     async fn append(&self, orders: &[NewOrder]) -> Result<u64, StoreError>;
 
     /// Up to `limit` orders after the first `offset`, oldest first, with the total.

@@ -61,7 +61,7 @@ async fn paging_scenario(store: Arc<dyn OrderStore>) {
         .expect("slice at the end of u64");
     assert_eq!((huge.total, huge.orders.len()), (25, 0));
 
-    // An order id is unique: a batch repeating one is refused whole.
+    // The same order again: a batch repeating one is refused whole.
     assert!(store.append(&[order(26), order(3)]).await.is_err());
     assert_eq!(
         store.count().await.expect("count"),
@@ -318,14 +318,15 @@ async fn embedded_store_converts_the_first_format() {
     assert_eq!(redb::ReadableTableMetadata::len(&keys).expect("len"), 46);
 }
 
-/// A store whose id keys are in the first key format (`order_keys`: id hash -> position) gets
-/// them rebuilt, ordered by event time, when opened: the same order is still refused, retention
-/// still removes keys (an expired order can be stored again), and the old table is gone.
+/// A store whose keys are in the second format (`order_keys`: id hash -> position) has that
+/// table dropped when opened, without reading its orders: new orders are keyed by (event time,
+/// id), so the same new order is refused and retention removes keys; the orders from before
+/// are not keyed (nothing re-appends them).
 #[tokio::test]
-async fn embedded_store_rebuilds_keys_of_the_first_key_format() {
+async fn embedded_store_drops_the_id_hash_keys() {
     use redb::{ReadableDatabase, TableDefinition};
-    let legacy = TableDefinition::<u128, u64>::new("order_keys");
-    let current = TableDefinition::<(i64, u128), u64>::new("order_time_keys");
+    let hash_keys = TableDefinition::<u128, u64>::new("order_keys");
+    let keys = TableDefinition::<(i64, u128), u64>::new("order_time_keys");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("orders.redb");
     {
@@ -334,53 +335,67 @@ async fn embedded_store_rebuilds_keys_of_the_first_key_format() {
         store.append(&batch).await.expect("append");
     }
     {
-        // As an older rtap left it: the keys in the old table, none in the new one.
+        // As an older rtap left it: the keys in the id-hash table, none by time.
         let db = redb::Database::create(&path).expect("open raw");
         let txn = db.begin_write().expect("txn");
-        assert!(txn.delete_table(current).expect("delete"), "had keys");
+        assert!(txn.delete_table(keys).expect("delete"), "had keys");
         {
-            let mut keys = txn.open_table(legacy).expect("legacy keys");
+            let mut old = txn.open_table(hash_keys).expect("hash keys");
             for n in 1..=45u64 {
-                keys.insert(u128::from(n), n).expect("insert");
+                old.insert(u128::from(n), n).expect("insert");
             }
         }
         txn.commit().expect("commit");
     }
-    let store = EmbeddedStore::open(&path).expect("open rebuilds the keys");
-    assert!(
-        store.append(&[order(9)]).await.is_err(),
-        "order 9 is refused again"
-    );
+    let store = EmbeddedStore::open(&path).expect("open drops the old keys");
+    assert_eq!(store.count().await.expect("count"), 45);
     assert_eq!(store.append(&[order(46)]).await.expect("append"), 46);
-    // Documented: the check is per event time; the same id at another time is not refused.
+    assert!(
+        store.append(&[order(46)]).await.is_err(),
+        "the same order again"
+    );
+    // Documented: the same id at another event time is not refused by the embedded store.
     let moved = NewOrder {
         time_ms: 99_000_000,
-        ..order(10)
+        ..order(46)
     };
     assert_eq!(store.append(&[moved]).await.expect("append"), 47);
-    // Retention removes the keys of what it removes.
-    assert_eq!(store.expire(5_500, 100).await.expect("expire"), 5);
+    // Retention removes orders with and without keys, and the keys of those it removes.
+    assert_eq!(store.expire(46_500, 100).await.expect("expire"), 46);
     assert_eq!(
         store
-            .append(&[order(2)])
+            .append(&[order(46)])
             .await
             .expect("expired: stored again"),
         48
     );
-    assert!(store.append(&[order(6)]).await.is_err(), "order 6 is kept");
     drop(store);
     let db = redb::Database::open(&path).expect("open raw");
     let txn = db.begin_read().expect("read");
     assert!(
         matches!(
-            txn.open_table(legacy),
+            txn.open_table(hash_keys),
             Err(redb::TableError::TableDoesNotExist(_))
         ),
-        "the old key table is dropped"
+        "the id-hash key table is dropped"
     );
-    let keys = txn.open_table(current).expect("keys");
-    // 45 stored, 46, 10 moved, 5 expired, 2 again.
-    assert_eq!(redb::ReadableTableMetadata::len(&keys).expect("len"), 43);
+    let kept = txn.open_table(keys).expect("keys");
+    // The moved 46 and 46 stored again.
+    assert_eq!(redb::ReadableTableMetadata::len(&kept).expect("len"), 2);
+}
+
+/// Postgres refuses an id already stored whatever the event time (its UNIQUE constraint); the
+/// embedded store only the same order (`embedded_store_drops_the_id_hash_keys`).
+#[tokio::test]
+async fn postgres_refuses_a_stored_id_at_another_time() {
+    let store = postgres("same_id").await;
+    store.append(&[order(1)]).await.expect("append");
+    let moved = NewOrder {
+        time_ms: 99_000_000,
+        ..order(1)
+    };
+    assert!(store.append(&[moved]).await.is_err());
+    assert_eq!(store.count().await.expect("count"), 1);
 }
 
 #[tokio::test]
