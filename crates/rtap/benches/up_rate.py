@@ -14,9 +14,11 @@ its peak RSS (VmHWM).
 Environment: RTAP_CONFIG_FILE=path passes `--config` (A/B of settings); PERF=out.data records
 `perf record --call-graph dwarf` for 6 s once a fifth of the orders are in (`up` only);
 RTAP_DATA=dir (a new or empty directory, kept; default a temporary directory, removed at the
-end). rtap's output goes to $TMPDIR/rtap-up-rate.log. In `backfill` mode the last sample is
+end). rtap's output goes to a log file in $TMPDIR (named on failure); RTAP_* variables of the
+caller are not passed to rtap. In `backfill` mode the last sample is
 taken up to 0.1 s before the process exits.
 """
+import http.client
 import json
 import os
 import shutil
@@ -45,22 +47,27 @@ def main():
         sys.exit(__doc__)
     perf = os.environ.get("PERF")
     given = os.environ.get("RTAP_DATA")
-    if given and os.path.exists(given) and os.listdir(given):
-        sys.exit(f"RTAP_DATA={given} is not empty: give a new directory")
+    if given and os.path.exists(given) and (not os.path.isdir(given) or os.listdir(given)):
+        sys.exit(f"RTAP_DATA={given} is not an empty directory: give a new one")
+    if not os.access(binary, os.X_OK):
+        sys.exit(f"{binary} is not an executable")
     data = given or tempfile.mkdtemp(prefix="rtap-up-rate-")
-    log = open(os.path.join(tempfile.gettempdir(), "rtap-up-rate.log"), "w")
-    http = free_port()
+    log = tempfile.NamedTemporaryFile("w", prefix="rtap-up-rate-", suffix=".log", delete=False)
+    # rtap reads settings from RTAP_* variables (a database URL, a Kafka broker, a config file,
+    # an auth token): none of the caller's may change what is measured.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTAP_")}
+    http_port = free_port()
     config = os.environ.get("RTAP_CONFIG_FILE")
     extra = ["--config", config] if config else []
     if mode == "backfill":
         args = [binary, "backfill", "--orders", str(n), "--days", "29", "--seed", "1"]
     else:
         args = [binary, "up", "--rate", "0", "--max-orders", str(n), "--seed", "1",
-                "--http-port", str(http), "--dashboard-port", str(free_port()),
+                "--http-port", str(http_port), "--dashboard-port", str(free_port()),
                 "--api-port", str(free_port())]
     args += extra + ["--data-dir", data]
     started = time.time()
-    proc = subprocess.Popen(args, stdout=log, stderr=log)
+    proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
 
     def sample():
         try:
@@ -78,9 +85,9 @@ def main():
 
     def ingested():
         try:
-            url = f"http://127.0.0.1:{http}/api/status"
+            url = f"http://127.0.0.1:{http_port}/api/status"
             status = json.load(urllib.request.urlopen(url, timeout=2))
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):
             return 0
         for stage in status.get("stages", []):
             if stage.get("name") == "ingest":
@@ -122,6 +129,8 @@ def main():
               f"{cpu / n * 1e6:.1f} us/order; written {written / n:,.0f} B/order; {peak}")
         if recorder:
             recorder.wait()
+        log.close()
+        os.unlink(log.name)
     finally:
         if proc.poll() is None:
             proc.terminate()

@@ -33,7 +33,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Stored orders read per page when replaying them to ingest: the size of a live batch. Pages
 /// wait in the tap channel before ingest's pending-bytes budget admits them, so their size
 /// multiplies: pages of 5,000 orders (16 MB of JSON) held about 160 MB at once while
-/// `rtap backfill` ingested, against about 80 MB with these.
+/// `rtap backfill` ingested, against about 104 MB with these.
 const REPLAY_PAGE: u64 = MAX_BATCH;
 
 #[derive(Debug, Clone, Copy)]

@@ -21,15 +21,16 @@ use crate::{NewOrder, OrderStore, Slice, StoreError};
 /// position (1-based) -> [`Header`] + zstd frame of the order's JSON.
 const ORDERS: TableDefinition<u64, &[u8]> = TableDefinition::new("orders_v2");
 /// (event time, xxh3-128 of the order id) -> position: the same order (id and event time) is
-/// never stored twice. Keyed by time first so that appends land at the end of the tree, as
+/// not stored twice (orders stored by an rtap before this format have no key, see
+/// [`HASH_ORDER_KEYS`]). Keyed by time first so that appends land at the end of the tree, as
 /// the orders do, and retention removes keys from its front: keyed by the hash alone (the
 /// second format's [`HASH_ORDER_KEYS`]), every order dirtied a random 4 KiB page of the key
-/// table, 2.6-3.6 KB written per order at 0.6-2 M stored, growing with the store, and a
+/// table, 2.5-3.6 KB more written per order at 0.6-2 M stored, growing with the store, and a
 /// quarter to a third of `rtap up`'s throughput. The price: the same id at another event time
 /// is not refused here. The only writer is the feed, whose ids derive from (seed, sequence
 /// number) and which never appends a sequence number twice; the table's dedup drops an id
-/// seen again within its horizon, whatever its time. (Postgres keeps a UNIQUE constraint on
-/// the id alone.)
+/// seen again within its event-time horizon (24 h by default), whatever its time. (Postgres
+/// keeps a UNIQUE constraint on the id alone.)
 const ORDER_KEYS: TableDefinition<(i64, u128), u64> = TableDefinition::new("order_time_keys");
 /// The second format's keys: id hash -> position. Dropped when the file is opened, without
 /// rebuilding its keys into [`ORDER_KEYS`] (that would read every stored order at the first
@@ -225,11 +226,14 @@ impl EmbeddedStore {
         if !self.has_table(HASH_ORDER_KEYS)? {
             return Ok(false);
         }
+        tracing::info!(file = %self.path.display(),
+            "dropping the order store's id-hash keys (once; redb reads the table's pages to free them)");
+        let started = std::time::Instant::now();
         let _writer = self.lock_writer();
         let txn = self.db.begin_write().map_err(failed)?;
         txn.delete_table(HASH_ORDER_KEYS).map_err(failed)?;
         txn.commit().map_err(failed)?;
-        tracing::info!(file = %self.path.display(),
+        tracing::info!(file = %self.path.display(), seconds = started.elapsed().as_secs_f64(),
             "dropped the order store's id-hash keys; new orders are keyed by event time and id");
         Ok(true)
     }
@@ -474,9 +478,14 @@ impl EmbeddedStore {
                 return Ok(0);
             };
             let mut keys = txn.open_table(ORDER_KEYS).map_err(failed)?;
-            for (position, id) in &doomed {
+            for (position, key) in &doomed {
                 table.remove(*position).map_err(failed)?;
-                keys.remove(*id).map_err(failed)?;
+                // Only this order's key: an order stored before the keys were by time has none,
+                // and the same (time, id) may have been stored again since.
+                let mine = keys.get(*key).map_err(failed)?.map(|p| p.value()) == Some(*position);
+                if mine {
+                    keys.remove(*key).map_err(failed)?;
+                }
             }
             let mut m = txn.open_table(META).map_err(failed)?;
             m.insert("expired", last).map_err(failed)?;

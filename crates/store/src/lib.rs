@@ -27,9 +27,9 @@ pub mod testing;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use postgres::PostgresStore;
 
-/// One order to append: its id, its event time and its JSON document. The same order is never
-/// stored twice: Postgres refuses an id already stored, the embedded store an id already stored
-/// at the same event time (see `embedded::ORDER_KEYS` for why).
+/// One order to append: its id, its event time and its JSON document. Postgres refuses an id
+/// already stored; the embedded store an id already stored at the same event time, among the
+/// orders stored since its keys became (event time, id) (see `embedded::ORDER_KEYS` for why).
 #[derive(Debug, Clone)]
 pub struct NewOrder {
     pub order_id: String,

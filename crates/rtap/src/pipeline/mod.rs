@@ -48,7 +48,7 @@ pub use front::{open_feed, open_store, rate_text, start_retention};
 use ingest_loop::{IngestHealth, IngestLoop, LoopParts, Sinks};
 use status::{GeneratorFlags, Parts};
 
-/// Batches of stored orders (2,000 from the generator, 5,000 when replaying the store at start)
+/// Batches of stored orders (2,000 orders, from the generator or when replaying the store at start)
 /// that may wait for the hand-over to ingest (or to the Kafka producer) before the generator
 /// waits. Kept small: this channel is bounded by count only; what ingest has been handed is
 /// bounded by bytes (`ingest.max_pending_bytes`), what the producer holds by its queue.
