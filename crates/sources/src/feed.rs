@@ -474,4 +474,48 @@ mod tests {
         );
         assert_eq!(feed.replay(11, &mut stopped).await, Some(0));
     }
+
+    /// Replay over several pages, from inside an expired page: every kept order once, in
+    /// order, in batches of at most a page.
+    #[tokio::test]
+    async fn replay_spans_pages_after_an_expired_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn OrderStore> =
+            Arc::new(store::EmbeddedStore::open(&dir.path().join("orders.redb")).expect("store"));
+        let config = FeedConfig {
+            generator: GeneratorConfig::default(),
+            rate_per_sec: 0.0,
+            max_orders: None,
+        };
+        let clock = clock::ManualClock::new(10_000_000);
+        let n = 2 * REPLAY_PAGE + 700;
+        let first = OrderFeed::open(store.clone(), clock.clone(), config)
+            .await
+            .expect("feed");
+        let times: Vec<i64> = (1..=n as i64).map(|i| i * 1_000).collect();
+        first.create_at(&times).await.expect("store");
+        let expired = REPLAY_PAGE / 2 + 3;
+        let removed = store
+            .expire(expired as i64 * 1_000 + 500, n)
+            .await
+            .expect("expire");
+        assert_eq!(removed, expired);
+
+        let (tx, mut rx) = mpsc::channel(16);
+        let feed = OrderFeed::open(store, clock, config)
+            .await
+            .expect("feed")
+            .with_tap(tx);
+        let (_stop, mut stopped) = watch::channel(false);
+        assert_eq!(feed.replay(2, &mut stopped).await, Some(n - expired));
+        let mut positions = Vec::new();
+        let mut batches = 0;
+        while let Ok(batch) = rx.try_recv() {
+            assert!(batch.len() as u64 <= REPLAY_PAGE, "{} orders", batch.len());
+            positions.extend(batch.iter().map(|(seq, _)| *seq));
+            batches += 1;
+        }
+        assert!(batches >= 3, "{batches} batches");
+        assert_eq!(positions, (expired + 1..=n).collect::<Vec<_>>());
+    }
 }
