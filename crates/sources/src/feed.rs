@@ -437,18 +437,23 @@ impl Drop for RunningFlag {
 mod tests {
     use super::*;
 
-    /// A restart after the store's retention removed orders ingest had not taken: replay hands
-    /// over the kept ones at their own positions and counts only those.
-    #[tokio::test]
-    async fn replay_skips_what_retention_removed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn OrderStore> =
-            Arc::new(store::EmbeddedStore::open(&dir.path().join("orders.redb")).expect("store"));
+    /// An embedded store in `dir` and an unpaced feed configuration.
+    fn embedded(dir: &tempfile::TempDir) -> (Arc<dyn OrderStore>, FeedConfig) {
+        let store = store::EmbeddedStore::open(&dir.path().join("orders.redb")).expect("store");
         let config = FeedConfig {
             generator: GeneratorConfig::default(),
             rate_per_sec: 0.0,
             max_orders: None,
         };
+        (Arc::new(store), config)
+    }
+
+    /// A restart after the store's retention removed orders ingest had not taken: replay hands
+    /// over the kept ones at their own positions and counts only those.
+    #[tokio::test]
+    async fn replay_skips_what_retention_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, config) = embedded(&dir);
         let clock = clock::ManualClock::new(1_000_000);
         let first = OrderFeed::open(store.clone(), clock.clone(), config)
             .await
@@ -480,13 +485,7 @@ mod tests {
     #[tokio::test]
     async fn replay_spans_pages_after_an_expired_prefix() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn OrderStore> =
-            Arc::new(store::EmbeddedStore::open(&dir.path().join("orders.redb")).expect("store"));
-        let config = FeedConfig {
-            generator: GeneratorConfig::default(),
-            rate_per_sec: 0.0,
-            max_orders: None,
-        };
+        let (store, config) = embedded(&dir);
         let clock = clock::ManualClock::new(10_000_000);
         let n = 2 * REPLAY_PAGE + 700;
         let first = OrderFeed::open(store.clone(), clock.clone(), config)
