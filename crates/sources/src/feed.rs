@@ -448,6 +448,20 @@ mod tests {
         (Arc::new(store), config)
     }
 
+    /// A feed on `store` whose stored batches arrive on the returned receiver.
+    async fn tapped(
+        store: Arc<dyn OrderStore>,
+        clock: SharedClock,
+        config: FeedConfig,
+    ) -> (OrderFeed, mpsc::Receiver<TapBatch>) {
+        let (tx, rx) = mpsc::channel(16);
+        let feed = OrderFeed::open(store, clock, config)
+            .await
+            .expect("feed")
+            .with_tap(tx);
+        (feed, rx)
+    }
+
     /// A restart after the store's retention removed orders ingest had not taken: replay hands
     /// over the kept ones at their own positions and counts only those.
     #[tokio::test]
@@ -462,11 +476,7 @@ mod tests {
         first.create_at(&times).await.expect("store");
         assert_eq!(store.expire(4_500, 100).await.expect("expire"), 4);
 
-        let (tx, mut rx) = mpsc::channel(16);
-        let feed = OrderFeed::open(store, clock, config)
-            .await
-            .expect("feed")
-            .with_tap(tx);
+        let (feed, mut rx) = tapped(store, clock, config).await;
         let (_stop, mut stopped) = watch::channel(false);
         assert_eq!(feed.replay(2, &mut stopped).await, Some(6));
         let batch = rx.try_recv().expect("a batch");
@@ -500,11 +510,7 @@ mod tests {
             .expect("expire");
         assert_eq!(removed, expired);
 
-        let (tx, mut rx) = mpsc::channel(16);
-        let feed = OrderFeed::open(store, clock, config)
-            .await
-            .expect("feed")
-            .with_tap(tx);
+        let (feed, mut rx) = tapped(store, clock, config).await;
         let (_stop, mut stopped) = watch::channel(false);
         assert_eq!(feed.replay(2, &mut stopped).await, Some(n - expired));
         let mut positions = Vec::new();
