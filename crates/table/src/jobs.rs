@@ -11,6 +11,7 @@ use datafusion::arrow::array::RecordBatch;
 
 use crate::lookup;
 use crate::manifest::SegmentEntry;
+use crate::merge_policy::{self, MergeInput, MergeLimits};
 use crate::segment::{self, Segment, SegmentRef};
 use crate::table::{segment_file, Writer};
 use crate::{RealtimeTable, TableError};
@@ -74,33 +75,24 @@ impl RealtimeTable {
     }
 
     pub(crate) fn start_merge_if_due(&self, w: &mut Writer) {
-        let small = self.config.merge_target_rows / 4;
-        // The longest run of consecutive small segments, up to the target size.
-        let mut best: Vec<SegmentRef> = Vec::new();
-        let mut run: Vec<SegmentRef> = Vec::new();
-        let mut run_rows = 0;
-        for s in &w.segments {
-            if s.entry.rows < small && run_rows + s.entry.rows <= self.config.merge_target_rows {
-                run_rows += s.entry.rows;
-                run.push(s.clone());
-            } else {
-                if run.len() > best.len() {
-                    best = std::mem::take(&mut run);
-                }
-                run.clear();
-                run_rows = 0;
-                if s.entry.rows < small {
-                    run_rows = s.entry.rows;
-                    run.push(s.clone());
-                }
-            }
-        }
-        if run.len() > best.len() {
-            best = run;
-        }
-        if best.len() < self.config.merge_min_segments {
+        let inputs: Vec<MergeInput> = w
+            .segments
+            .iter()
+            .map(|s| MergeInput {
+                rows: s.entry.rows,
+                min_time_ms: s.entry.min_time_ms,
+                max_time_ms: s.entry.max_time_ms,
+            })
+            .collect();
+        let limits = MergeLimits {
+            factor: self.config.merge_min_segments,
+            target_rows: self.config.merge_target_rows,
+            max_span_ms: self.config.retention_ms / 4,
+        };
+        let Some(run) = merge_policy::pick(&inputs, limits) else {
             return;
-        }
+        };
+        let best: Vec<SegmentRef> = w.segments[run].to_vec();
         let id = w.manifest.next_segment_id;
         w.manifest.next_segment_id += 1;
         let path = self.dir.join(segment_file(id));
@@ -108,6 +100,7 @@ impl RealtimeTable {
         let layout = self.layout.clone();
         let inputs = best.clone();
         let handle = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
             let sources: Vec<PathBuf> = inputs.iter().map(|s| s.path.clone()).collect();
             let batches = sources
                 .into_iter()
@@ -118,6 +111,12 @@ impl RealtimeTable {
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 });
             let written = segment::write_batches(&path, &schema, batches, &layout)?;
+            tracing::debug!(
+                segments = inputs.len(),
+                rows = written.rows,
+                secs = started.elapsed().as_secs_f64(),
+                "merged segments"
+            );
             // Each index is merged from the inputs' (a segment without one has none to give).
             let lookups = segment::write_lookups(&path, &layout.lookups, |index_path, spec| {
                 // Only readable indexes (one disabled by a failed checksum is not merged).

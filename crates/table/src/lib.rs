@@ -3,8 +3,8 @@
 //! What Apache Pinot's realtime table did in the original, for one machine: the stage after
 //! ingest. A single writer appends Arrow batches to a mutable in-memory segment; segments are
 //! sealed by size or age into Parquet files (zstd, sorted by the time column, row-group
-//! statistics and bloom filters) listed in an atomically replaced manifest, merged when small,
-//! and dropped past retention. Readers query immutable snapshots through a DataFusion
+//! statistics and bloom filters) listed in an atomically replaced manifest, merged in size
+//! tiers, and dropped past retention. Readers query immutable snapshots through a DataFusion
 //! `TableProvider` that skips segments (and, through Parquet statistics, row groups) outside a
 //! query's time bounds. Knows nothing of Kafka or HTTP, nor of what the columns mean beyond the
 //! time column.
@@ -12,6 +12,7 @@
 //! Layout:
 //! - [`table`]: [`RealtimeTable`], the writer and snapshots.
 //! - [`jobs`]: the background seal and merge, and retention.
+//! - [`merge_policy`]: which segments to merge (size tiers).
 //! - [`segment`]: Parquet files and the shared segment handles.
 //! - [`lookup`]: per-segment lookup indexes (a key column's rows, sorted by key).
 //! - [`manifest`]: the list of segments, replaced atomically.
@@ -21,6 +22,7 @@
 pub mod jobs;
 pub mod lookup;
 pub mod manifest;
+pub mod merge_policy;
 pub mod metrics;
 pub mod provider;
 pub mod segment;
@@ -51,9 +53,10 @@ pub struct TableConfig {
     pub max_unsealed_bytes: usize,
     /// Rows are dropped once their whole segment is older than this (event time vs wall clock).
     pub retention_ms: i64,
-    /// Small segments are merged into segments of up to this many rows.
+    /// Merged segments hold up to this many rows (see [`merge_policy`]).
     pub merge_target_rows: u64,
-    /// Merge only once this many small segments are in a row.
+    /// Merge once this many segments of one size tier are in a row; also the factor between
+    /// tiers (see [`merge_policy`]).
     pub merge_min_segments: usize,
     /// Rows per Parquet row group (the unit of statistics-based pruning).
     pub row_group_rows: usize,
@@ -69,7 +72,7 @@ impl Default for TableConfig {
             max_unsealed_rows: 200_000,
             max_unsealed_bytes: 128 * 1024 * 1024,
             retention_ms: 30 * 24 * 3_600_000,
-            merge_target_rows: 1_000_000,
+            merge_target_rows: 4_000_000,
             merge_min_segments: 8,
             row_group_rows: 32_768,
             zstd_level: 1,
