@@ -72,7 +72,7 @@ impl Default for TableConfig {
             max_unsealed_rows: 200_000,
             max_unsealed_bytes: 128 * 1024 * 1024,
             retention_ms: 30 * 24 * 3_600_000,
-            merge_target_rows: 4_000_000,
+            merge_target_rows: 1_000_000,
             merge_min_segments: 8,
             row_group_rows: 32_768,
             zstd_level: 1,

@@ -12,9 +12,10 @@
 //!
 //! The policy before this one merged the longest run of segments under a quarter of the
 //! target: at a live rate, one segment grew by absorbing the newest seals over and over (each
-//! merge rewrote all of it, up to 250,000 rows every few seals), and merged segments stopped
-//! at about 8 seals' worth (320,000 rows at full speed: 35 segments at 10 M orders, each one
-//! more file every customer lookup reads).
+//! merge rewrote all of it, up to 250,000 rows every few seals). With the default target of
+//! 1 M rows, full-speed seals (40,000 rows) still end in segments of 320,000 rows, as before:
+//! a larger target (4 M) gives fewer, larger segments in the policy's simulation, but a 10 M
+//! order backfill with it was not yet shown to end in fewer files (see BENCHMARKS.md).
 
 use std::ops::Range;
 
