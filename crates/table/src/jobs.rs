@@ -1,6 +1,6 @@
 //! The table's background jobs: sealing the in-memory rows into a sorted Parquet file, and
-//! merging runs of small segments; plus retention. Each job runs on a thread of its own while
-//! queries keep reading the previous snapshot; [`RealtimeTable::maintain`] installs the result
+//! merging runs of segments chosen by [`crate::merge_policy`]; plus retention. Each job runs
+//! on a thread of its own while queries keep reading the previous snapshot; [`RealtimeTable::maintain`] installs the result
 //! (manifest first, then the snapshot) or, when a job failed, puts everything back as it was.
 
 use std::path::PathBuf;
