@@ -454,6 +454,9 @@ fn metrics_parse_as_prometheus_text_and_counters_move() {
         rows(&b)
     );
     assert!(value(&b, "rtap_table_rows") >= rows(&a));
+    assert!(value(&b, "rtap_table_merging") <= 1.0);
+    assert!(value(&b, "rtap_table_merge_due") <= 1.0);
+    assert!(value(&b, "rtap_table_merges_total") >= 0.0);
     assert_eq!(value(&b, "rtap_ingest_dead_letters_total"), 0.0);
     let histogram = b
         .samples

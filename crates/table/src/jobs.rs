@@ -4,6 +4,7 @@
 //! (manifest first, then the snapshot) or, when a job failed, puts everything back as it was.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -84,12 +85,7 @@ impl RealtimeTable {
                 max_time_ms: s.entry.max_time_ms,
             })
             .collect();
-        let limits = MergeLimits {
-            factor: self.config.merge_min_segments,
-            target_rows: self.config.merge_target_rows,
-            max_span_ms: self.config.retention_ms / 4,
-        };
-        let Some(run) = merge_policy::pick(&inputs, limits) else {
+        let Some(run) = merge_policy::pick(&inputs, MergeLimits::from(&self.config)) else {
             return;
         };
         let best: Vec<SegmentRef> = w.segments[run].to_vec();
@@ -111,12 +107,6 @@ impl RealtimeTable {
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 });
             let written = segment::write_batches(&path, &schema, batches, &layout)?;
-            tracing::debug!(
-                segments = inputs.len(),
-                rows = written.rows,
-                secs = started.elapsed().as_secs_f64(),
-                "merged segments"
-            );
             // Each index is merged from the inputs' (a segment without one has none to give).
             let lookups = segment::write_lookups(&path, &layout.lookups, |index_path, spec| {
                 // Only readable indexes (one disabled by a failed checksum is not merged).
@@ -132,6 +122,14 @@ impl RealtimeTable {
                 })?;
                 lookup::write_merged(index_path, &spec.column, &parts)
             });
+            tracing::debug!(
+                id,
+                inputs = ?inputs.iter().map(|s| s.entry.id).collect::<Vec<_>>(),
+                rows = written.rows,
+                bytes = written.bytes,
+                secs = started.elapsed().as_secs_f64(),
+                "merged segments"
+            );
             Ok(SegmentEntry {
                 id,
                 file: segment_file(id),
@@ -156,6 +154,7 @@ impl RealtimeTable {
             id,
             handle,
         });
+        self.merging.store(true, Ordering::Relaxed);
     }
 
     /// Installs the background job's result if it has finished (or waits for it if `wait`).
@@ -207,36 +206,53 @@ impl RealtimeTable {
                 self.remove_files(job.id);
                 self.seal_failed(w, batches, bytes, e)
             }
-            (JobKind::Merge { inputs }, Ok(entry)) => {
-                let gone: std::collections::HashSet<u64> =
-                    inputs.iter().map(|s| s.entry.id).collect();
-                let mut manifest = w.manifest.clone();
-                manifest.segments.retain(|e| !gone.contains(&e.id));
-                manifest.segments.push(entry.clone());
-                manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
-                if let Err(e) = manifest.store(&self.dir) {
-                    self.remove_files(job.id);
-                    self.failed(w, &e);
-                    return Err(e);
-                }
-                w.manifest = manifest;
-                w.segments.retain(|s| !gone.contains(&s.entry.id));
-                w.segments
-                    .push(Arc::new(Segment::new(entry, &self.dir, self.trash.clone())));
-                w.segments
-                    .sort_by_key(|s| (s.entry.min_time_ms, s.entry.id));
-                for s in &inputs {
-                    s.retire();
-                }
-                self.publish(w);
-                Ok(false)
-            }
-            (JobKind::Merge { .. }, Err(e)) => {
-                self.remove_files(job.id);
-                self.failed(w, &e);
-                Err(e)
+            (JobKind::Merge { inputs }, result) => {
+                let installed = self.install_merge(w, job.id, &inputs, result);
+                // After the count, so a scrape that sees no merge running sees this one counted.
+                self.merging.store(false, Ordering::Release);
+                installed
             }
         }
+    }
+
+    /// Puts a finished merge's segment in place of its inputs (or, if it failed, removes it).
+    fn install_merge(
+        &self,
+        w: &mut Writer,
+        id: u64,
+        inputs: &[SegmentRef],
+        result: Result<SegmentEntry, TableError>,
+    ) -> Result<bool, TableError> {
+        let entry = match result {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.remove_files(id);
+                self.failed(w, &e);
+                return Err(e);
+            }
+        };
+        let gone: std::collections::HashSet<u64> = inputs.iter().map(|s| s.entry.id).collect();
+        let mut manifest = w.manifest.clone();
+        manifest.segments.retain(|e| !gone.contains(&e.id));
+        manifest.segments.push(entry.clone());
+        manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
+        if let Err(e) = manifest.store(&self.dir) {
+            self.remove_files(id);
+            self.failed(w, &e);
+            return Err(e);
+        }
+        w.manifest = manifest;
+        w.segments.retain(|s| !gone.contains(&s.entry.id));
+        w.segments
+            .push(Arc::new(Segment::new(entry, &self.dir, self.trash.clone())));
+        w.segments
+            .sort_by_key(|s| (s.entry.min_time_ms, s.entry.id));
+        for s in inputs {
+            s.retire();
+        }
+        self.merges_done.fetch_add(1, Ordering::Relaxed);
+        self.publish(w);
+        Ok(false)
     }
 
     /// Removes the files a job wrote for segment `id` (the segment and its lookup indexes).

@@ -1,11 +1,13 @@
 //! The table's gauges for `/metrics`, read from the current snapshot at scrape time (no lock on
 //! the writer): `rtap_table_rows`, `rtap_table_segments`, `rtap_table_memory_rows`,
-//! `rtap_table_memory_bytes`.
+//! `rtap_table_memory_bytes`, `rtap_table_merging`, `rtap_table_merge_due` and
+//! `rtap_table_merges_total`.
 
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::RealtimeTable;
@@ -38,6 +40,31 @@ impl Collector for TableCollector {
             let m = encoder.encode_descriptor(name, help, None, g.metric_type())?;
             g.encode(m)?;
         }
+        let (merging, merges) = self.0.merge_activity();
+        for (name, help, value) in [
+            (
+                "rtap_table_merging",
+                "1 while a background merge of segments is running",
+                merging,
+            ),
+            (
+                "rtap_table_merge_due",
+                "1 while the merge policy has segments to merge (0 once merges have caught up)",
+                self.0.merge_due(),
+            ),
+        ] {
+            let g = ConstGauge::new(i64::from(value));
+            let m = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+            g.encode(m)?;
+        }
+        let c = ConstCounter::new(merges);
+        let m = encoder.encode_descriptor(
+            "rtap_table_merges",
+            "Merges of segments installed since the table opened",
+            None,
+            c.metric_type(),
+        )?;
+        c.encode(m)?;
         Ok(())
     }
 }

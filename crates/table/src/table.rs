@@ -138,6 +138,10 @@ pub struct RealtimeTable {
     /// The last background failure, for status pages: its own lock, so reading it never waits
     /// for the writer.
     last_error: Mutex<Option<String>>,
+    /// Whether a merge is running, and how many have been installed: for `/metrics`, without
+    /// the writer's lock.
+    pub(crate) merging: std::sync::atomic::AtomicBool,
+    pub(crate) merges_done: std::sync::atomic::AtomicU64,
 }
 
 /// Memory a batch holds (its Arrow buffers).
@@ -361,6 +365,8 @@ impl RealtimeTable {
             trash,
             clock,
             last_error: Mutex::new(None),
+            merging: Default::default(),
+            merges_done: Default::default(),
         };
         let w = table.lock_writer();
         table.publish(&w);
@@ -531,6 +537,33 @@ impl RealtimeTable {
             self.finish_job(&mut w, Slot::Seal, true)?;
         }
         Ok(())
+    }
+
+    /// Whether a background merge is running, and how many merges have been installed since
+    /// the table opened (read without the writer's lock).
+    pub fn merge_activity(&self) -> (bool, u64) {
+        use std::sync::atomic::Ordering;
+        // Acquire pairs with the Release that clears the flag after the count: seen cleared,
+        // the merge is counted.
+        let merging = self.merging.load(Ordering::Acquire);
+        (merging, self.merges_done.load(Ordering::Relaxed))
+    }
+
+    /// Whether the merge policy would merge some of the current sealed segments (a running
+    /// merge's inputs count until it is installed, unless a seal sorted among them since breaks
+    /// their run): false once merges have caught up.
+    pub fn merge_due(&self) -> bool {
+        let inputs: Vec<crate::merge_policy::MergeInput> = self
+            .snapshot()
+            .segments
+            .iter()
+            .map(|s| crate::merge_policy::MergeInput {
+                rows: s.entry.rows,
+                min_time_ms: s.entry.min_time_ms,
+                max_time_ms: s.entry.max_time_ms,
+            })
+            .collect();
+        crate::merge_policy::pick(&inputs, (&self.config).into()).is_some()
     }
 
     /// The last error of a background seal or merge, if the latest one failed.

@@ -106,14 +106,21 @@ fn retired_files_stay_while_a_checkpoint_may_list_them() {
     let before = seal_segments(&t, &[(0, 10), (10, 10)])
         .pop()
         .expect("manifest");
-    // Two small segments: a merge replaces them.
+    // Two small segments: a merge replaces them. /metrics shows it due, then running (from the
+    // maintain that starts it to the one that installs it), then counted.
+    assert!(t.merge_due());
+    let mut seen_running = t.merge_activity() == (true, 0);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while t.manifest().segments.len() != 1 {
         let report = t.maintain();
         assert!(report.error.is_none(), "{:?}", report.error);
+        seen_running |= t.merge_activity() == (true, 0);
         assert!(std::time::Instant::now() < deadline, "no merge");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    assert!(seen_running);
+    assert_eq!(t.merge_activity(), (false, 1));
+    assert!(!t.merge_due());
     t.maintain();
     // No checkpoint has committed the merge: its inputs stay on disk.
     for e in &before.segments {

@@ -120,18 +120,13 @@ fn open(dir: &std::path::Path, lookups: bool, m: Manifest) -> RealtimeTable {
     }
 }
 
+/// Until the merge policy has nothing more to merge (a running merge's inputs are still listed).
 fn wait_for_merges(t: &RealtimeTable) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let report = t.maintain();
         assert!(report.error.is_none(), "{:?}", report.error);
-        let small = t
-            .manifest()
-            .segments
-            .iter()
-            .filter(|s| s.rows < config().merge_target_rows / 4)
-            .count();
-        if small < config().merge_min_segments {
+        if !t.merge_due() {
             return;
         }
         assert!(std::time::Instant::now() < deadline, "no merge");
@@ -276,9 +271,9 @@ async fn lookups_equal_a_scan_through_seals_merges_and_memory() {
     let mut rng = Rng(7);
     let mut model = Vec::new();
     let mut next = 0;
-    // Small seals (merged three at a time into one segment), then larger ones, then rows
-    // that stay in memory.
-    for n in [3_000, 2_500, 4_000, 3_500, 1_000, 12_000] {
+    // Small seals (merged three of one size tier at a time into one segment), then a larger
+    // one, then rows that stay in memory.
+    for n in [600, 700, 800, 1_800, 1_900, 12_000] {
         t.append(batch(&mut rng, next, n, &mut model))
             .expect("append");
         next += n;
@@ -288,9 +283,10 @@ async fn lookups_equal_a_scan_through_seals_merges_and_memory() {
     t.append(batch(&mut rng, next, 2_000, &mut model))
         .expect("append");
     let m = t.manifest();
-    // 3,000 + 2,500 + 4,000 merged, then merged again with 3,500 and 1,000.
+    // 600 + 700 + 800 merged (tier 2: 576 to 1,727 rows with a factor of 3), then merged
+    // again with 1,800 and 1,900 (tier 3).
     assert!(
-        m.segments.iter().any(|s| s.rows == 14_000),
+        m.segments.iter().any(|s| s.rows == 5_800),
         "a merged segment: {m:?}"
     );
     assert!(m.segments.iter().all(|s| s.lookups.len() == 1), "{m:?}");
@@ -596,7 +592,7 @@ async fn index_rows_point_at_their_segment_rows_after_merges() {
     let mut rng = Rng(5);
     let mut model = Vec::new();
     let mut next = 0;
-    for n in [2_000, 3_000, 1_500, 2_500] {
+    for n in [2_000, 3_000, 1_800, 2_500] {
         t.append(batch(&mut rng, next, n, &mut model))
             .expect("append");
         next += n;
@@ -604,7 +600,7 @@ async fn index_rows_point_at_their_segment_rows_after_merges() {
         wait_for_merges(&t);
     }
     let m = t.manifest();
-    assert!(m.segments.iter().any(|s| s.rows == 6_500), "{m:?}");
+    assert!(m.segments.iter().any(|s| s.rows == 6_800), "{m:?}");
     check_row_positions(dir.path(), &m);
     // A stray index file (a crash between writing it and the manifest) goes at the next open.
     drop(t);
