@@ -174,10 +174,22 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(topic = %self.topic, partitions = ?partitions, "partitions assigned");
+            // librdkafka keeps a partition's pause across a revocation and its re-assignment,
+            // and `hand_over` forgets what it paused once a rebalance ran: a fresh assignment
+            // starts resumed (`hand_over` pauses it again while ingest is still behind), or a
+            // rebalance during a pause (a broker restart, a member joining) would stop reading.
+            if tpl.count() > 0 {
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::warn!(error = %e, "could not resume the assigned partitions");
+                    self.status.restart(format!(
+                        "the assigned partitions {partitions:?} could not be resumed: {e}"
+                    ));
+                }
+            }
             let mut sorted = partitions.clone();
             sorted.sort_unstable();
             let known = self.status.topic_partitions.load(Ordering::Acquire);
