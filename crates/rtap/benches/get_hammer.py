@@ -12,6 +12,8 @@ import http.client, json, random, statistics, sys, time, urllib.parse
 args = sys.argv[1:]
 pid = None
 if args[:1] == ["--pid"]:
+    if len(args) < 2:
+        sys.exit(__doc__)
     pid, args = args[1], args[2:]
 if len(args) < 3:
     sys.exit(__doc__)

@@ -48,14 +48,15 @@ for _ in $(seq 600); do alive; [ -n "$(metric rtap_table_segments)" ] && break; 
 if [ -z "$(metric rtap_table_segments)" ]; then
     echo "rtap up did not serve /metrics:" >&2; tail -20 "$dir.up.log" >&2; exit 1
 fi
-waited=0
+wait_start=$SECONDS
 until [ "$(metric rtap_table_merge_due) $(metric rtap_table_merging)" = "0 0" ]; do
     alive
-    if [ $waited -ge 3600 ]; then
+    if [ $((SECONDS - wait_start)) -ge 3600 ]; then
         echo "WARNING: merges not caught up after an hour (measuring anyway)" >&2; break
     fi
-    sleep 1; waited=$((waited + 1))
+    sleep 1
 done
+waited=$((SECONDS - wait_start))
 echo "merges installed by the server: $(metric rtap_table_merges_total) (waited ${waited} s)"
 python3 - "$dir/segments/orders/manifest.json" <<'PY'
 import json, sys

@@ -50,7 +50,7 @@ impl Collector for TableCollector {
             (
                 "rtap_table_merge_due",
                 "1 while the merge policy has segments to merge (0 once merges have caught up)",
-                self.0.merge_due(),
+                self.0.merge_due_in(&snap),
             ),
         ] {
             let g = ConstGauge::new(i64::from(value));

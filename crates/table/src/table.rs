@@ -553,8 +553,12 @@ impl RealtimeTable {
     /// merge's inputs count until it is installed, unless a seal sorted among them since breaks
     /// their run): false once merges have caught up.
     pub fn merge_due(&self) -> bool {
-        let inputs: Vec<crate::merge_policy::MergeInput> = self
-            .snapshot()
+        self.merge_due_in(&self.snapshot())
+    }
+
+    /// [`Self::merge_due`] on a snapshot already taken (one scrape reads one snapshot).
+    pub fn merge_due_in(&self, snapshot: &Snapshot) -> bool {
+        let inputs: Vec<crate::merge_policy::MergeInput> = snapshot
             .segments
             .iter()
             .map(|s| crate::merge_policy::MergeInput {
