@@ -251,10 +251,6 @@ impl RealtimeTable {
             s.retire();
         }
         self.merges_done.fetch_add(1, Ordering::Relaxed);
-        // A merge written and installed: the disk works again, as after a seal.
-        w.failures = 0;
-        w.retry_at_ms = i64::MIN;
-        self.set_error(None);
         self.publish(w);
         Ok(false)
     }

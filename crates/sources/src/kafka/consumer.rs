@@ -178,16 +178,20 @@ impl ConsumerContext for SourceContext {
         if let Rebalance::Assign(tpl) = rebalance {
             let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(topic = %self.topic, partitions = ?partitions, "partitions assigned");
-            // librdkafka keeps a partition's pause across a revocation and its re-assignment,
-            // and `hand_over` forgets what it paused once a rebalance ran: a fresh assignment
-            // starts resumed (`hand_over` pauses it again while ingest is still behind), or a
-            // rebalance during a pause (a broker restart, a member joining) would stop reading.
+            // librdkafka keeps a partition's pause across a revocation and its re-assignment
+            // (with the eager protocol the revocation and the assignment come in different
+            // polls), and `hand_over` forgets what it paused once a rebalance ran: a fresh
+            // assignment starts resumed (`hand_over` pauses it again while ingest is still
+            // behind), or a rebalance during a pause (a broker restart, a member joining) would
+            // stop reading for good. librdkafka reports a partition it cannot resume in the
+            // list, not in the call's result.
             if tpl.count() > 0 {
-                if let Err(e) = consumer.resume(tpl) {
-                    tracing::warn!(error = %e, "could not resume the assigned partitions");
-                    self.status.restart(format!(
-                        "the assigned partitions {partitions:?} could not be resumed: {e}"
-                    ));
+                let resumed: TopicPartitionList = (*tpl).clone();
+                let _ = consumer.resume(&resumed);
+                for e in resumed.elements_for_topic(&self.topic) {
+                    if let Err(err) = e.error() {
+                        tracing::warn!(partition = e.partition(), error = %err, "could not resume an assigned partition");
+                    }
                 }
             }
             let mut sorted = partitions.clone();
@@ -540,9 +544,16 @@ fn hand_over(
         let polled = consumer.poll(Duration::from_millis(100));
         if status.revocations.load(Ordering::Acquire) != revocations {
             // A rebalance checkpointed and committed what was handed over: this batch lies
-            // past the commits and is read again by the partitions' owner.
+            // past the commits and is read again by the partitions' owner. What this member
+            // still holds reads again (a cooperative revocation keeps some partitions, with no
+            // new assignment to resume them); the next turn pauses it anew while ingest is
+            // behind.
             batch.clear();
-            paused = None;
+            if paused.take().is_some() {
+                if let Ok(assignment) = consumer.assignment() {
+                    let _ = consumer.resume(&assignment);
+                }
+            }
         }
         if let Some(Ok(m)) = polled {
             // Fetched before the pause took effect: keep it with the batch.
