@@ -70,36 +70,76 @@ fn state(source: &kafka::consumer::KafkaSource) -> &'static str {
     source.report().map_or("none", |r| r.state)
 }
 
-/// Answers what the source asks of ingest (checkpoints: nothing to commit; releases) and
-/// collects the (partition, offset) of every message it hands over, holding the batches'
-/// budget shares only when `hold` is given. Returns the checkpoints asked for (one per
-/// revocation).
-fn serve_events(
-    rx: &mut mpsc::Receiver<SourceEvent>,
-    seen: &mut BTreeSet<(i32, i64)>,
-    mut hold: Option<&mut Vec<ingest::Batch>>,
-) -> usize {
-    let mut checkpoints = 0;
-    while let Ok(event) = rx.try_recv() {
-        match event {
-            SourceEvent::Batch(b) => {
-                seen.extend(
-                    b.messages
-                        .iter()
-                        .map(|m| (m.position.partition, m.position.offset)),
-                );
-                if let Some(held) = hold.as_deref_mut() {
-                    held.push(b);
+/// The test's stand-in for the ingest loop: answers what the source asks (checkpoints:
+/// nothing to commit; releases) and records the (partition, offset) of every message handed
+/// over, holding the batches (their budget shares) while `hold` is set.
+struct FakeIngest {
+    rx: mpsc::Receiver<SourceEvent>,
+    seen: BTreeSet<(i32, i64)>,
+    held: Vec<ingest::Batch>,
+    hold: bool,
+    /// Checkpoints asked for: one per revocation.
+    revocations: usize,
+}
+
+impl FakeIngest {
+    fn serve(&mut self) {
+        while let Ok(event) = self.rx.try_recv() {
+            match event {
+                SourceEvent::Batch(b) => {
+                    self.seen.extend(
+                        b.messages
+                            .iter()
+                            .map(|m| (m.position.partition, m.position.offset)),
+                    );
+                    if self.hold {
+                        self.held.push(b);
+                    }
                 }
+                SourceEvent::Checkpoint(reply) => {
+                    self.revocations += 1;
+                    let _ = reply.send(Some(ingest::Offsets::new()));
+                }
+                SourceEvent::Release(_) => {}
             }
-            SourceEvent::Checkpoint(reply) => {
-                checkpoints += 1;
-                let _ = reply.send(Some(ingest::Offsets::new()));
-            }
-            SourceEvent::Release(_) => {}
         }
     }
-    checkpoints
+
+    /// Waits until at least `at_least` revocations were answered and the source is paused
+    /// again (ingest behind: the one held batch keeps the budget).
+    fn wait_paused(&mut self, source: &kafka::consumer::KafkaSource, at_least: usize, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.revocations < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} revocations",
+                self.revocations
+            );
+            self.serve();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if at_least > 0 {
+            // The revocation's poll ends within 100 ms and clears the pause it found; this
+            // only keeps that stale pause from being taken for the new one (never makes a
+            // pass).
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        while state(source) != "paused" {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the source is {} after {} revocations",
+                state(source),
+                self.revocations
+            );
+            self.serve();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            self.held.len(),
+            1,
+            "{what}: the held batch keeps the budget"
+        );
+    }
 }
 
 /// Sends `count` messages of 1,000 bytes from `first` on, alternately to partitions 0 and 1.
@@ -117,43 +157,6 @@ fn produce(producer: &BaseProducer, topic: &str, first: i64, count: i64) {
         }
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
-}
-
-/// Waits until at least `at_least` revocations were answered and the source is paused again
-/// (ingest behind: the one held batch keeps the budget).
-fn wait_paused(
-    source: &kafka::consumer::KafkaSource,
-    rx: &mut mpsc::Receiver<SourceEvent>,
-    seen: &mut BTreeSet<(i32, i64)>,
-    held: &mut Vec<ingest::Batch>,
-    revocations: &mut usize,
-    at_least: usize,
-    what: &str,
-) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while *revocations < at_least {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {revocations} revocations"
-        );
-        *revocations += serve_events(rx, seen, Some(held));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if at_least > 0 {
-        // The revocation's poll ends within 100 ms and clears the pause it found; this only
-        // keeps that stale pause from being taken for the new one (never makes a pass).
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    while state(source) != "paused" {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the source is {} after {revocations} revocations",
-            state(source)
-        );
-        *revocations += serve_events(rx, seen, Some(held));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(held.len(), 1, "{what}: the held batch keeps the budget");
 }
 
 #[test]
@@ -180,7 +183,7 @@ fn a_rebalance_while_ingest_is_behind_does_not_leave_the_partitions_paused() {
 
     // A budget smaller than one batch: while the first batch is held, nothing more is handed
     // over and the source pauses its partitions on the next batch.
-    let (tx, mut rx) = mpsc::channel(4);
+    let (tx, rx) = mpsc::channel(4);
     let source = kafka::consumer::start(
         &config,
         tx,
@@ -188,13 +191,17 @@ fn a_rebalance_while_ingest_is_behind_does_not_leave_the_partitions_paused() {
         &sources::metrics::SourceMetrics::default(),
     )
     .expect("source");
-    let mut seen = BTreeSet::new();
-    let mut held = Vec::new();
-    let mut revocations = 0;
+    let mut ingest = FakeIngest {
+        rx,
+        seen: BTreeSet::new(),
+        held: Vec::new(),
+        hold: true,
+        revocations: 0,
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while held.is_empty() {
+    while ingest.held.is_empty() {
         assert!(Instant::now() < deadline, "nothing handed over");
-        revocations += serve_events(&mut rx, &mut seen, Some(&mut held));
+        ingest.serve();
         std::thread::sleep(Duration::from_millis(20));
     }
     produce(&producer, &config.topic, first, n - first);
@@ -203,15 +210,7 @@ fn a_rebalance_while_ingest_is_behind_does_not_leave_the_partitions_paused() {
     let all: BTreeSet<(i32, i64)> = (0..2i32)
         .flat_map(|p| (0..n / 2).map(move |o| (p, o)))
         .collect();
-    wait_paused(
-        &source,
-        &mut rx,
-        &mut seen,
-        &mut held,
-        &mut revocations,
-        0,
-        "ingest behind",
-    );
+    ingest.wait_paused(&source, 0, "ingest behind");
 
     // A second member joins: the partitions are revoked while paused, and this member reads
     // what it is given again (and pauses again, as ingest is still behind).
@@ -233,48 +232,33 @@ fn a_rebalance_while_ingest_is_behind_does_not_leave_the_partitions_paused() {
             "the second member got no partition"
         );
         let _ = other.poll(Duration::from_millis(50));
-        revocations += serve_events(&mut rx, &mut seen, Some(&mut held));
+        ingest.serve();
     }
-    wait_paused(
-        &source,
-        &mut rx,
-        &mut seen,
-        &mut held,
-        &mut revocations,
-        1,
-        "after the join",
-    );
+    ingest.wait_paused(&source, 1, "after the join");
     // It leaves: another revocation while paused, then the whole topic comes back here.
     other.unsubscribe();
     let _ = other.poll(Duration::from_millis(100));
     drop(other);
-    wait_paused(
-        &source,
-        &mut rx,
-        &mut seen,
-        &mut held,
-        &mut revocations,
-        2,
-        "after the leave",
-    );
+    ingest.wait_paused(&source, 2, "after the leave");
 
     // Ingest catches up: everything arrives (read again from the start, as nothing was
     // committed), however the partitions were paused when the group moved them.
-    held.clear();
+    ingest.hold = false;
+    ingest.held.clear();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while seen != all {
+    while ingest.seen != all {
         assert!(
             Instant::now() < deadline,
             "{} of {n} messages handed over ({} not in the topic); source state {}",
-            seen.intersection(&all).count(),
-            seen.difference(&all).count(),
+            ingest.seen.intersection(&all).count(),
+            ingest.seen.difference(&all).count(),
             state(&source)
         );
-        serve_events(&mut rx, &mut seen, None);
+        ingest.serve();
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(source.failure(), None);
     source.stop();
-    drop(rx);
+    drop(ingest);
     source.join();
 }
