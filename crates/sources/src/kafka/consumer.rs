@@ -179,20 +179,13 @@ impl ConsumerContext for SourceContext {
             let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(topic = %self.topic, partitions = ?partitions, "partitions assigned");
             // librdkafka keeps a partition's pause across a revocation and its re-assignment
-            // (with the eager protocol the revocation and the assignment come in different
-            // polls), and `hand_over` forgets what it paused once a rebalance ran: a fresh
-            // assignment starts resumed (`hand_over` pauses it again while ingest is still
-            // behind), or a rebalance during a pause (a broker restart, a member joining) would
-            // stop reading for good. librdkafka reports a partition it cannot resume in the
-            // list, not in the call's result.
+            // (whether they come in one poll or two), and `hand_over` forgets what it paused
+            // once a rebalance ran: a fresh assignment starts resumed (`hand_over` pauses it
+            // again while ingest is still behind), or a rebalance during a pause (a broker
+            // restart, a member joining) would stop reading for good. (The partitions were
+            // just assigned, so librdkafka has them: the resume cannot fail.)
             if tpl.count() > 0 {
-                let resumed: TopicPartitionList = (*tpl).clone();
-                let _ = consumer.resume(&resumed);
-                for e in resumed.elements_for_topic(&self.topic) {
-                    if let Err(err) = e.error() {
-                        tracing::warn!(partition = e.partition(), error = %err, "could not resume an assigned partition");
-                    }
-                }
+                let _ = consumer.resume(tpl);
             }
             let mut sorted = partitions.clone();
             sorted.sort_unstable();
@@ -423,6 +416,11 @@ pub fn start(
         // leaving (kill -9) before it hands its partitions to the others.
         .set("max.poll.interval.ms", "30000")
         .set("heartbeat.interval.ms", "1000")
+        // Eager rebalancing (librdkafka's default, pinned): a revocation takes the whole
+        // assignment, which the revocation handling here relies on (a batch read before it is
+        // dropped whole, and `post_rebalance` resumes a whole new assignment). Cooperative
+        // rebalancing would keep partitions across a revocation and needs both changed.
+        .set("partition.assignment.strategy", "range,roundrobin")
         .set("statistics.interval.ms", STATISTICS_EVERY_MS)
         .create_with_context(context)
         .map_err(KafkaError::client("consumer"))?;
@@ -535,6 +533,7 @@ fn hand_over(
                     tracing::info!(
                         "ingest is behind (pending bytes or channel full): pausing the partitions"
                     );
+                    status.pauses.fetch_add(1, Ordering::AcqRel);
                     status.paused.store(true, Ordering::Release);
                     paused = Some(assignment);
                 }
@@ -544,16 +543,11 @@ fn hand_over(
         let polled = consumer.poll(Duration::from_millis(100));
         if status.revocations.load(Ordering::Acquire) != revocations {
             // A rebalance checkpointed and committed what was handed over: this batch lies
-            // past the commits and is read again by the partitions' owner. What this member
-            // still holds reads again (a cooperative revocation keeps some partitions, with no
-            // new assignment to resume them); the next turn pauses it anew while ingest is
-            // behind.
+            // past the commits and is read again by the partitions' owner. (Eager protocol:
+            // the whole assignment was revoked; the next assignment is resumed by
+            // `post_rebalance`.)
             batch.clear();
-            if paused.take().is_some() {
-                if let Ok(assignment) = consumer.assignment() {
-                    let _ = consumer.resume(&assignment);
-                }
-            }
+            paused = None;
         }
         if let Some(Ok(m)) = polled {
             // Fetched before the pause took effect: keep it with the batch.

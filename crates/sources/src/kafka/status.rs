@@ -62,6 +62,8 @@ pub struct SourceStatus {
     pub(super) revocations: AtomicU64,
     /// Paused because ingest's pending-bytes budget (or its channel) is full.
     pub paused: AtomicBool,
+    /// Times the partitions were paused so.
+    pub pauses: AtomicU64,
 
     /// Partitions the topic has (from the client's metadata, in its statistics); 0 until known.
     pub topic_partitions: AtomicUsize,
