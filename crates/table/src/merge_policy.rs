@@ -55,10 +55,11 @@ pub struct MergeLimits {
     /// The inputs' oldest rows lie within this of one another, and so do their newest rows.
     /// Retention drops a segment once its newest row is old enough, so a merge keeps no row
     /// more than this past the time its input would have been dropped (a merged segment can
-    /// be merged again: about twice this in the runs measured, not a bound); and segments stay narrow in time for
-    /// pruning (at most this plus one input's span). Segments that overlap in time (e.g. history ingested out of
-    /// order, each seal spanning days) still merge with each other, but a late seal spanning
-    /// days is not merged with the old segments it overlaps.
+    /// be merged again: about twice this in the runs measured, not a bound); and segments stay
+    /// narrow in time for pruning (at most this plus one input's span). Segments that overlap
+    /// in time (e.g. history ingested out of order, each seal spanning days) still merge with
+    /// each other, but a late seal spanning days is not merged with the old segments it
+    /// overlaps.
     pub max_span_ms: i64,
 }
 

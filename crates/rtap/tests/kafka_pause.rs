@@ -1,13 +1,15 @@
-//! The Kafka source against a real Kafka-protocol broker (tansu, started here from
-//! `RTAP_TANSU`, which `scripts/test.sh` installs): what it does when ingest is behind (its
+//! The Kafka source (the library, driven by a stand-in for the ingest loop) against a real
+//! Kafka-protocol broker (tansu, see `common::Broker`): what it does when ingest is behind (its
 //! partitions paused) and the group rebalances.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Broker;
 use ingest::{ByteBudget, SourceEvent};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -16,57 +18,6 @@ use sources::kafka::consumer::SourceStatus;
 use sources::kafka::{self, KafkaConfig};
 use sources::Source;
 use tokio::sync::mpsc;
-
-/// The broker process, killed when dropped, and its working directory (removed after it).
-struct Tansu {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tansu(port: u16) -> Tansu {
-    let bin =
-        std::env::var("RTAP_TANSU").unwrap_or_else(|_| "/var/cache/rtap/tansu/bin/tansu".into());
-    assert!(
-        std::path::Path::new(&bin).exists(),
-        "tansu is needed at {bin} (scripts/test.sh installs it; or set RTAP_TANSU)"
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tansu");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Tansu { child, _dir: dir }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// The source's state on its status report ("running", "paused", "waiting").
 fn state(source: &kafka::consumer::KafkaSource) -> &'static str {
@@ -160,10 +111,9 @@ fn produce(producer: &BaseProducer, topic: &str, first: i64, count: i64) {
 
 #[test]
 fn a_rebalance_while_ingest_is_behind_does_not_leave_the_partitions_paused() {
-    let port = free_port();
-    let _broker = tansu(port);
+    let broker = Broker::start_with("memory://tansu/");
     let config = KafkaConfig {
-        brokers: format!("127.0.0.1:{port}"),
+        brokers: broker.addr(),
         topic: "paused".into(),
         partitions: 2,
         group: "pause-test".into(),
