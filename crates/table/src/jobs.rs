@@ -4,7 +4,7 @@
 //! (manifest first, then the snapshot) or, when a job failed, puts everything back as it was.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -16,6 +16,23 @@ use crate::merge_policy::{self, MergeInput, MergeLimits};
 use crate::segment::{self, Segment, SegmentRef};
 use crate::table::{segment_file, Writer};
 use crate::{RealtimeTable, TableError};
+
+/// The longest a failed seal waits before the next try: its rows are in memory and hold the
+/// checkpoint (and Kafka's commits) back.
+const SEAL_BACKOFF_MAX_MS: i64 = 30_000;
+
+/// The longest a failed merge waits: a merge is an optimisation, and one that keeps failing
+/// would otherwise rewrite up to `merge_target_rows` rows every 30 s for nothing.
+const MERGE_BACKOFF_MAX_MS: i64 = 600_000;
+
+/// Clears a flag when dropped.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
 
 pub(crate) enum JobKind {
     /// The batches being sealed and their bytes (counted once, not at every snapshot).
@@ -196,9 +213,8 @@ impl RealtimeTable {
                     .push(Arc::new(Segment::new(entry, &self.dir, self.trash.clone())));
                 w.segments
                     .sort_by_key(|s| (s.entry.min_time_ms, s.entry.id));
-                w.failures = 0;
-                w.retry_at_ms = i64::MIN;
-                self.set_error(None);
+                w.seal_backoff.succeeded();
+                self.lock_errors().seal = None;
                 self.publish(w);
                 Ok(true)
             }
@@ -207,10 +223,10 @@ impl RealtimeTable {
                 self.seal_failed(w, batches, bytes, e)
             }
             (JobKind::Merge { inputs }, result) => {
-                let installed = self.install_merge(w, job.id, &inputs, result);
-                // After the count, so a scrape that sees no merge running sees this one counted.
-                self.merging.store(false, Ordering::Release);
-                installed
+                // Cleared after the count (even if installing panics), so a scrape that sees no
+                // merge running sees this one counted.
+                let _merging = ClearOnDrop(&self.merging);
+                self.install_merge(w, job.id, &inputs, result)
             }
         }
     }
@@ -227,7 +243,7 @@ impl RealtimeTable {
             Ok(entry) => entry,
             Err(e) => {
                 self.remove_files(id);
-                self.failed(w, &e);
+                self.merge_failed(w, &e);
                 return Err(e);
             }
         };
@@ -238,10 +254,12 @@ impl RealtimeTable {
         manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
         if let Err(e) = manifest.store(&self.dir) {
             self.remove_files(id);
-            self.failed(w, &e);
+            self.merge_failed(w, &e);
             return Err(e);
         }
         w.manifest = manifest;
+        w.merge_backoff.succeeded();
+        self.lock_errors().merge = None;
         w.segments.retain(|s| !gone.contains(&s.entry.id));
         w.segments
             .push(Arc::new(Segment::new(entry, &self.dir, self.trash.clone())));
@@ -264,13 +282,12 @@ impl RealtimeTable {
         let _ = std::fs::remove_file(self.dir.join(file));
     }
 
-    /// A background job failed (a full disk, an I/O error): the next one waits a backoff,
-    /// doubling from 1 s to 30 s, instead of retrying every second.
-    fn failed(&self, w: &mut Writer, e: &TableError) {
-        w.failures = w.failures.saturating_add(1);
-        let backoff_ms = (1_000i64 << (w.failures - 1).min(5)).min(30_000);
-        w.retry_at_ms = self.monotonic_ms().saturating_add(backoff_ms);
-        self.set_error(Some(e.to_string()));
+    /// A merge failed (a full disk, an unreadable input): its inputs stay as they were and the
+    /// next merge waits, doubling from 1 s to [`MERGE_BACKOFF_MAX_MS`]; seals go on.
+    fn merge_failed(&self, w: &mut Writer, e: &TableError) {
+        w.merge_backoff
+            .failed(self.monotonic_ms(), MERGE_BACKOFF_MAX_MS);
+        self.lock_errors().merge = Some(e.to_string());
     }
 
     /// A failed seal puts its batches back in front of the mutable segment: nothing is lost,
@@ -287,9 +304,12 @@ impl RealtimeTable {
         w.mutable = batches;
         w.mutable_rows += rows;
         w.mutable_bytes += bytes;
-        // These rows are overdue: seal them as soon as the backoff allows.
+        // These rows are overdue: seal them as soon as the backoff allows, which doubles from
+        // 1 s to 30 s instead of retrying every second.
         w.mutable_since = Some(i64::MIN);
-        self.failed(w, &e);
+        w.seal_backoff
+            .failed(self.monotonic_ms(), SEAL_BACKOFF_MAX_MS);
+        self.lock_errors().seal = Some(e.to_string());
         self.publish(w);
         Err(e)
     }

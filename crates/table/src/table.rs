@@ -120,9 +120,48 @@ pub(crate) struct Writer {
     pub(crate) seal_job: Option<Job>,
     /// The background merge in flight (at most one; runs beside a seal).
     pub(crate) merge_job: Option<Job>,
-    /// Background jobs that failed in a row, and when (monotonic clock ms) the next may start.
-    pub(crate) failures: u32,
-    pub(crate) retry_at_ms: i64,
+    /// Seals and merges fail and back off apart: a merge that keeps failing must not hold
+    /// seals (and so checkpoints) back, and a merge that succeeds must not hide a failing seal.
+    pub(crate) seal_backoff: Backoff,
+    pub(crate) merge_backoff: Backoff,
+}
+
+/// Jobs of one kind that failed in a row, and when (monotonic clock ms) the next may start.
+pub(crate) struct Backoff {
+    failures: u32,
+    retry_at_ms: i64,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Backoff {
+            failures: 0,
+            retry_at_ms: i64::MIN,
+        }
+    }
+
+    /// Whether the next job must still wait.
+    pub(crate) fn waiting(&self, now_ms: i64) -> bool {
+        now_ms < self.retry_at_ms
+    }
+
+    /// One more failure: the wait doubles from 1 s up to `max_ms`.
+    pub(crate) fn failed(&mut self, now_ms: i64, max_ms: i64) {
+        self.failures = self.failures.saturating_add(1);
+        let wait_ms = (1_000i64 << (self.failures - 1).min(20)).min(max_ms);
+        self.retry_at_ms = now_ms.saturating_add(wait_ms);
+    }
+
+    pub(crate) fn succeeded(&mut self) {
+        *self = Backoff::new();
+    }
+}
+
+/// The latest failure of each kind of background job, cleared by the next success of that kind.
+#[derive(Default)]
+pub(crate) struct JobErrors {
+    pub(crate) seal: Option<String>,
+    pub(crate) merge: Option<String>,
 }
 
 pub struct RealtimeTable {
@@ -135,9 +174,9 @@ pub struct RealtimeTable {
     writer: Mutex<Writer>,
     pub(crate) trash: Arc<Trash>,
     clock: SharedClock,
-    /// The last background failure, for status pages: its own lock, so reading it never waits
-    /// for the writer.
-    last_error: Mutex<Option<String>>,
+    /// The latest failure of seals and of merges, for status pages: its own lock, so reading
+    /// it never waits for the writer.
+    last_error: Mutex<JobErrors>,
     /// Whether a merge is running, and how many have been installed: for `/metrics`, without
     /// the writer's lock.
     pub(crate) merging: std::sync::atomic::AtomicBool,
@@ -359,12 +398,12 @@ impl RealtimeTable {
                 mutable_since: None,
                 seal_job: None,
                 merge_job: None,
-                failures: 0,
-                retry_at_ms: i64::MIN,
+                seal_backoff: Backoff::new(),
+                merge_backoff: Backoff::new(),
             }),
             trash,
             clock,
-            last_error: Mutex::new(None),
+            last_error: Mutex::new(JobErrors::default()),
             merging: Default::default(),
             merges_done: Default::default(),
         };
@@ -490,8 +529,8 @@ impl RealtimeTable {
         // seals (and so checkpoints and Kafka commits).
         let mono_ms = self.clock.monotonic_ms();
         let seal_after_ms = (self.config.seal_after_secs * 1000.0) as i64;
-        let backing_off = mono_ms < w.retry_at_ms;
-        let due = !backing_off
+        let seal_waiting = w.seal_backoff.waiting(mono_ms);
+        let due = !seal_waiting
             && (w.mutable_rows >= self.config.max_memory_rows as u64
                 || w.mutable_bytes >= self.config.max_memory_bytes as u64
                 || w.mutable_since
@@ -514,7 +553,8 @@ impl RealtimeTable {
             self.start_seal(&mut w);
             report.seal_started = true;
         }
-        if w.merge_job.is_none() && !backing_off {
+        // A seal backing off (a full disk, say) keeps merges from taking the space it needs.
+        if w.merge_job.is_none() && !seal_waiting && !w.merge_backoff.waiting(mono_ms) {
             self.start_merge_if_due(&mut w);
         }
         report
@@ -531,7 +571,11 @@ impl RealtimeTable {
     pub fn flush(&self) -> Result<(), TableError> {
         let mut w = self.lock_writer();
         self.finish_job(&mut w, Slot::Seal, true)?;
-        self.finish_job(&mut w, Slot::Merge, true)?;
+        if let Err(e) = self.finish_job(&mut w, Slot::Merge, true) {
+            // Its inputs stay as they were, so nothing is less durable: the rows in memory are
+            // still sealed. The error stays on the status page until a merge succeeds.
+            tracing::warn!(error = %e, "a merge failed; its segments stay as they were");
+        }
         if w.mutable_rows > 0 {
             self.start_seal(&mut w);
             self.finish_job(&mut w, Slot::Seal, true)?;
@@ -570,18 +614,21 @@ impl RealtimeTable {
         crate::merge_policy::pick(&inputs, (&self.config).into()).is_some()
     }
 
-    /// The last error of a background seal or merge, if the latest one failed.
+    /// The error of the latest seal if it failed, else of the latest merge if that failed
+    /// (a failing seal matters more: it holds checkpoints back).
     pub fn last_error(&self) -> Option<String> {
-        match self.last_error.lock() {
-            Ok(e) => e.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+        let errors = self.lock_errors();
+        match (&errors.seal, &errors.merge) {
+            (Some(e), _) => Some(format!("seal: {e}")),
+            (None, Some(e)) => Some(format!("merge: {e}")),
+            (None, None) => None,
         }
     }
 
-    pub(crate) fn set_error(&self, error: Option<String>) {
+    pub(crate) fn lock_errors(&self) -> MutexGuard<'_, JobErrors> {
         match self.last_error.lock() {
-            Ok(mut e) => *e = error,
-            Err(poisoned) => *poisoned.into_inner() = error,
+            Ok(e) => e,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 
