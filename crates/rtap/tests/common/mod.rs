@@ -13,6 +13,21 @@ pub fn rtap() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rtap"))
 }
 
+/// Where a child's stderr goes: nowhere, or with `RTAP_TEST_LOG_DIR` set a new file there named
+/// after `role` (to read what rtap and tansu said in a test that failed; it is kept).
+pub fn child_log(role: &str) -> Stdio {
+    let Some(dir) = std::env::var_os("RTAP_TEST_LOG_DIR") else {
+        return Stdio::null();
+    };
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = Path::new(&dir).join(format!("{role}-{}-{n}.log", std::process::id()));
+    match std::fs::File::create(&path) {
+        Ok(f) => f.into(),
+        Err(e) => panic!("RTAP_TEST_LOG_DIR: cannot create {}: {e}", path.display()),
+    }
+}
+
 /// A running rtap command and the base URLs its banner printed.
 pub struct Started {
     pub child: Child,
@@ -198,7 +213,12 @@ impl Broker {
 
     pub fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(self.dir.path().join("tansu.log")).expect("log");
+        let log = match std::env::var_os("RTAP_TEST_LOG_DIR") {
+            Some(_) => child_log("tansu"),
+            None => std::fs::File::create(self.dir.path().join("tansu.log"))
+                .expect("log")
+                .into(),
+        };
         let child = Command::new(tansu())
             .args(["broker", "--listener-url", &url])
             .args(["--advertised-listener-url", &url])
@@ -247,7 +267,7 @@ pub fn serve(data: &Path, broker: &str, extra: &[&str]) -> (Child, String) {
     .args(["--kafka", broker, "--data-dir"])
     .arg(data)
     .args(extra)
-    .stderr(Stdio::null());
+    .stderr(child_log("serve"));
     let s = start(cmd);
     (s.child, s.http.expect("analytics URL"))
 }
@@ -258,7 +278,7 @@ pub fn produce(broker: &str, data: &Path, args: &[&str]) -> Command {
         .arg(data)
         .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(child_log("produce"));
     c
 }
 
@@ -276,10 +296,11 @@ pub fn wait_count(http: &str, n: u64, limit: Duration) {
         if c == Some(n) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the table has {c:?} orders, expected {n}"
-        );
+        if Instant::now() >= deadline {
+            // What each stage says (Kafka positions, lag, errors), to tell why it is stuck.
+            let status = get_json(&format!("{http}/api/status")).map(|(_, v)| v);
+            panic!("the table has {c:?} orders, expected {n}; /api/status: {status:?}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{KafkaConfig, KafkaError};
@@ -12,8 +11,7 @@ use super::{KafkaConfig, KafkaError};
 /// Creates the topic with `config.partitions` partitions unless it exists; returns whether it
 /// created it. Retries while the broker cannot be reached, up to `wait`.
 pub async fn ensure_topic(config: &KafkaConfig, wait: Duration) -> Result<bool, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
+    let admin: AdminClient<DefaultClientContext> = super::client_config(&config.brokers)
         .create()
         .map_err(KafkaError::client("admin client"))?;
     let topic = NewTopic::new(

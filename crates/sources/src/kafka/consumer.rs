@@ -17,7 +17,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ingest::{Batch, ByteBudget, OwnedMessage, Position, SourceEvent};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::Message;
@@ -393,13 +392,12 @@ pub fn start(
         topic: config.topic.clone(),
         status: status.clone(),
     };
-    let mut client = ClientConfig::new();
+    let mut client = super::client_config(&config.brokers);
     // An empty id: dynamic membership (the member leaves the group when it stops).
     if let Some(id) = config.instance_id.as_deref().filter(|id| !id.is_empty()) {
         client.set("group.instance.id", id);
     }
     let consumer: BaseConsumer<SourceContext> = client
-        .set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

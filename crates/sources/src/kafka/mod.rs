@@ -35,6 +35,21 @@ pub struct KafkaConfig {
     pub instance_id: Option<String>,
 }
 
+/// A librdkafka client configuration for `brokers`, with librdkafka's own debug contexts
+/// (`cgrp,fetch,protocol`, ...) from `RTAP_KAFKA_DEBUG` when set: what the client and the broker
+/// said to each other, in rtap's log (troubleshooting a consumer group, say).
+pub(crate) fn client_config(brokers: &str) -> rdkafka::config::ClientConfig {
+    let mut config = rdkafka::config::ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    if let Some(debug) = std::env::var("RTAP_KAFKA_DEBUG")
+        .ok()
+        .filter(|d| !d.trim().is_empty())
+    {
+        config.set("debug", debug);
+    }
+    config
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {

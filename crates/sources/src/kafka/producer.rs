@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -104,8 +103,7 @@ impl std::fmt::Debug for OrderProducer {
 impl OrderProducer {
     /// A producer whose first send will be at `first_position` or later.
     pub fn new(config: &KafkaConfig, first_position: u64) -> Result<Self, KafkaError> {
-        let producer: ThreadedProducer<Tracker> = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let producer: ThreadedProducer<Tracker> = super::client_config(&config.brokers)
             .set("acks", "all")
             // Java clients' partitioner (murmur2 of the key): an order lands in the partition a
             // Java producer would pick, which Pinot's "Murmur" partition function assumes
