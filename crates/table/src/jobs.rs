@@ -103,6 +103,12 @@ impl RealtimeTable {
             })
             .collect();
         let Some(run) = merge_policy::pick(&inputs, MergeLimits::from(&self.config)) else {
+            // Nothing to merge (a run that failed may have been dropped by retention since):
+            // an old merge failure no longer stands.
+            if !w.merge_backoff.is_clear() {
+                w.merge_backoff.succeeded();
+                self.lock_errors().merge = None;
+            }
             return;
         };
         let best: Vec<SegmentRef> = w.segments[run].to_vec();
@@ -204,8 +210,7 @@ impl RealtimeTable {
                 manifest.segments.push(entry.clone());
                 manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
                 if let Err(e) = manifest.store(&self.dir) {
-                    // The file is in no manifest: remove it now rather than leave it behind.
-                    self.remove_files(job.id);
+                    self.undo_store(w, job.id);
                     return self.seal_failed(w, batches, bytes, e);
                 }
                 w.manifest = manifest;
@@ -253,7 +258,7 @@ impl RealtimeTable {
         manifest.segments.push(entry.clone());
         manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
         if let Err(e) = manifest.store(&self.dir) {
-            self.remove_files(id);
+            self.undo_store(w, id);
             self.merge_failed(w, &e);
             return Err(e);
         }
@@ -271,6 +276,18 @@ impl RealtimeTable {
         self.merges_done.fetch_add(1, Ordering::Relaxed);
         self.publish(w);
         Ok(false)
+    }
+
+    /// Storing the manifest that lists segment `id` failed, perhaps after its rename (a failed
+    /// directory sync): the previous manifest is stored again, and only then are the job's files
+    /// removed. If that fails too they stay: the next open removes whichever segment files its
+    /// manifest does not list.
+    fn undo_store(&self, w: &Writer, id: u64) {
+        match w.manifest.store(&self.dir) {
+            Ok(()) => self.remove_files(id),
+            Err(e) => tracing::warn!(error = %e, id,
+                "could not store the table's manifest again; the new segment's files stay until the next start"),
+        }
     }
 
     /// Removes the files a job wrote for segment `id` (the segment and its lookup indexes).

@@ -60,8 +60,12 @@ pub struct Maintenance {
     /// A seal started: every row appended so far is in it or in an earlier segment. The state
     /// that goes with those rows is the state now.
     pub seal_started: bool,
-    /// A background job failed (its rows are back in memory; it is retried).
+    /// A seal failed: its rows are back in memory and it is retried; what was captured for
+    /// its checkpoint no longer matches a manifest.
     pub error: Option<TableError>,
+    /// A merge or retention failed: the segments stay as they were (nothing to undo; a merge is
+    /// retried after its backoff, retention at the next call).
+    pub housekeeping_error: Option<TableError>,
 }
 
 /// Checks every segment file against the checksum in its manifest entry, two files at a time.
@@ -154,6 +158,11 @@ impl Backoff {
 
     pub(crate) fn succeeded(&mut self) {
         *self = Backoff::new();
+    }
+
+    /// No failure since the last success.
+    pub(crate) fn is_clear(&self) -> bool {
+        self.failures == 0
     }
 }
 
@@ -505,8 +514,8 @@ impl RealtimeTable {
 
     /// Housekeeping, called regularly by the ingest loop: installs a finished background job,
     /// drops segments past retention (relative to the clock), and starts a seal or a merge when
-    /// one is due. A failed background job is reported in the result (the data stays in memory
-    /// and the seal is retried).
+    /// one is due. A failed seal is reported in `error` (its rows stay in memory and it is
+    /// retried), a failed merge or retention in `housekeeping_error`.
     pub fn maintain(&self) -> Maintenance {
         let now_ms = self.clock.now_ms();
         self.trash.purge(RETIRED_FILE_GRACE);
@@ -520,10 +529,10 @@ impl RealtimeTable {
         let sealed = self.finish_job(&mut w, Slot::Seal, false);
         note(sealed, &mut report, &w);
         if let Err(e) = self.finish_job(&mut w, Slot::Merge, false) {
-            report.error = Some(e);
+            report.housekeeping_error = Some(e);
         }
         if let Err(e) = self.apply_retention(&mut w, now_ms) {
-            report.error = Some(e);
+            report.housekeeping_error = Some(e);
         }
         // Ages are measured on the monotonic clock: a wall clock stepped back must not delay
         // seals (and so checkpoints and Kafka commits).
@@ -553,8 +562,8 @@ impl RealtimeTable {
             self.start_seal(&mut w);
             report.seal_started = true;
         }
-        // A seal backing off (a full disk, say) keeps merges from taking the space it needs.
-        if w.merge_job.is_none() && !seal_waiting && !w.merge_backoff.waiting(mono_ms) {
+        // Until a seal succeeds again (a full disk, say), no merge takes the space it needs.
+        if w.merge_job.is_none() && w.seal_backoff.is_clear() && !w.merge_backoff.waiting(mono_ms) {
             self.start_merge_if_due(&mut w);
         }
         report
@@ -567,7 +576,8 @@ impl RealtimeTable {
     }
 
     /// Seals everything in memory and waits until it is durable, and for any merge in flight
-    /// (clean shutdown, tests).
+    /// (clean shutdown, tests). A merge that fails is logged and shown by [`Self::last_error`],
+    /// not returned: its inputs stay as they were.
     pub fn flush(&self) -> Result<(), TableError> {
         let mut w = self.lock_writer();
         self.finish_job(&mut w, Slot::Seal, true)?;

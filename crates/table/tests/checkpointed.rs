@@ -117,7 +117,10 @@ fn retired_files_stay_while_a_checkpoint_may_list_them() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while t.manifest().segments.len() != 1 {
         let report = t.maintain();
-        assert!(report.error.is_none(), "{:?}", report.error);
+        assert!(
+            report.error.is_none() && report.housekeeping_error.is_none(),
+            "{report:?}"
+        );
         seen_running |= t.merge_activity() == (true, 0);
         assert!(std::time::Instant::now() < deadline, "no merge");
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -337,18 +340,46 @@ fn a_failing_merge_backs_off_without_holding_seals_back() {
     clock.advance(1);
     t.maintain();
     assert!(t.merge_activity().0, "tried again after its backoff");
-    let report = maintain_until(&t, |r| r.error.is_some());
-    assert!(report.error.is_some());
+    let report = maintain_until(&t, |r| r.housekeeping_error.is_some());
+    assert!(
+        report.error.is_none(),
+        "a merge's failure is not a seal's: the checkpoint goes on"
+    );
     assert!(!t.merge_activity().0);
     clock.advance(1_999);
     t.maintain();
     assert!(!t.merge_activity().0, "the second backoff is two seconds");
 
-    // The input is back: the next try merges everything, and the error is gone.
+    // Seals that fail (directories where their files go) give the error shown, and no merge
+    // starts until a seal succeeds again, although the merge's own wait is over.
+    let next = t.manifest().next_segment_id;
+    let blocked: Vec<_> = (next..next + 4)
+        .map(|id| dir.path().join(format!("seg-{id:010}.parquet")))
+        .collect();
+    for path in &blocked {
+        std::fs::create_dir(path).expect("block a segment's file");
+    }
+    t.append(batch(40, 10)).expect("append");
+    let report = maintain_until(&t, |r| r.error.is_some());
+    assert!(report.housekeeping_error.is_none(), "{report:?}");
+    let error = t.last_error().expect("the seal's error");
+    assert!(error.starts_with("seal: "), "{error}");
+    // A second later the seal is tried again: the merge must not start beside it.
+    clock.advance(1_000);
+    assert!(t.maintain().seal_started);
+    assert!(!t.merge_activity().0, "a merge started while seals fail");
+    maintain_until(&t, |r| r.error.is_some());
+
+    // The input is back and the seals' paths free: after the seal's two-second wait the seal
+    // goes first, then the merge, and every error is gone.
     std::fs::rename(&away, &file).expect("move back");
-    clock.advance(1);
+    for path in &blocked {
+        std::fs::remove_dir(path).expect("unblock");
+    }
+    clock.advance(2_000);
+    maintain_until(&t, |r| r.sealed.is_some());
     maintain_until(&t, |_| matches!(t.merge_activity(), (false, n) if n >= 1));
     assert_eq!(t.last_error(), None);
-    assert_eq!(t.snapshot().rows(), 40);
-    assert!(t.manifest().segments.len() < 4, "{:?}", t.manifest());
+    assert_eq!(t.snapshot().rows(), 50);
+    assert!(t.manifest().segments.len() < 5, "{:?}", t.manifest());
 }

@@ -329,8 +329,12 @@ impl IngestLoop {
         let report = self.table.maintain();
         if let Some(e) = report.error {
             // The seal's rows are back in memory; its capture no longer matches a manifest.
-            tracing::warn!(error = %e, "table housekeeping failed; will retry");
+            tracing::warn!(error = %e, "a table seal failed; will retry");
             self.protocol.seal_failed();
+        }
+        if let Some(e) = report.housekeeping_error {
+            // A merge or retention: the segments stay as they were; the checkpoint goes on.
+            tracing::warn!(error = %e, "table housekeeping failed; will retry");
         }
         if let Some((manifest, read_at)) = report.sealed {
             if self.protocol.is_pending() {
