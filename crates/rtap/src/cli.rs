@@ -165,6 +165,10 @@ pub struct KafkaArgs {
     /// [default: made once from the host name and data directory, kept in the data directory].
     #[arg(long, env = "RTAP_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// librdkafka debug contexts of rtap's Kafka clients (e.g. cgrp for the consumer group's
+    /// joins and assignments, fetch, all); shown with RTAP_LOG=info,librdkafka=debug.
+    #[arg(long, env = "RTAP_KAFKA_DEBUG")]
+    pub kafka_debug: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -387,6 +391,9 @@ impl KafkaArgs {
         set(&mut c.kafka.group, &self.group);
         if self.instance_id.is_some() {
             c.kafka.instance_id = self.instance_id.clone();
+        }
+        if self.kafka_debug.is_some() {
+            c.kafka.debug = self.kafka_debug.clone();
         }
     }
 }

@@ -136,6 +136,8 @@ pub struct KafkaSettings {
     pub group: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debug: Option<String>,
     /// Read every partition in a consumer group of this instance's own, so that several
     /// instances on one topic hold the same table (replicas) instead of splitting it.
     pub replica: bool,
@@ -198,6 +200,7 @@ impl Default for KafkaSettings {
             partitions: 24,
             group: "rtap".into(),
             instance_id: None,
+            debug: None,
             replica: false,
         }
     }
@@ -235,6 +238,7 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("kafka.group", "consumer group of ingest; --group, RTAP_GROUP", None),
     ("kafka.replica", "true: read every partition in a consumer group of this instance's own (<group>-replica-<instance id>), so instances on one topic are replicas with the same table and answers; false: instances in one group split the partitions; --replica, RTAP_REPLICA", None),
     ("kafka.instance_id", "static group member id (default: made once from the host name and data directory, kept in <data_dir>/instance-id; \"\" = dynamic membership: the member leaves the group when it stops); --instance-id, RTAP_INSTANCE_ID", Some("\"rtap-a\"")),
+    ("kafka.debug", "librdkafka debug contexts of rtap's Kafka clients (cgrp: the consumer group's joins and assignments; fetch; all), logged with RTAP_LOG=info,librdkafka=debug; --kafka-debug, RTAP_KAFKA_DEBUG", Some("\"cgrp\"")),
     ("table.max_memory_rows", "seal the in-memory rows into a Parquet segment at this many rows", None),
     ("table.max_memory_bytes", "... or at this many bytes of Arrow buffers, whichever comes first", None),
     ("table.max_unsealed_rows", "ingest stops taking rows (the source waits) while this many are not sealed, e.g. on a full disk", None),
@@ -307,6 +311,9 @@ impl RtapConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.kafka.replica && self.kafka.brokers.is_none() {
             anyhow::bail!("kafka.replica (--replica) needs Kafka: give the brokers with --kafka");
+        }
+        if let Some(debug) = &self.kafka.debug {
+            check_kafka_debug(debug)?;
         }
         if let Some(b) = &self.olap.broker {
             server::olap::broker_base(b).map_err(|e| anyhow::anyhow!("olap.broker: {e}"))?;
@@ -454,6 +461,7 @@ impl RtapConfig {
                 group: k.group.clone(),
                 // None: the pipeline reads (or makes) `<data_dir>/instance-id`.
                 instance_id: k.instance_id.clone(),
+                debug: k.debug.clone(),
             })
     }
 }
@@ -529,6 +537,45 @@ fn redact_password(url: &str) -> String {
     }
 }
 
+/// librdkafka's debug contexts (2.12), checked here so a typo names the setting, not the
+/// client that refused it.
+const KAFKA_DEBUG_CONTEXTS: [&str; 21] = [
+    "generic",
+    "broker",
+    "topic",
+    "metadata",
+    "feature",
+    "queue",
+    "msg",
+    "protocol",
+    "cgrp",
+    "security",
+    "fetch",
+    "interceptor",
+    "plugin",
+    "consumer",
+    "admin",
+    "eos",
+    "mock",
+    "assignor",
+    "conf",
+    "telemetry",
+    "all",
+];
+
+fn check_kafka_debug(debug: &str) -> anyhow::Result<()> {
+    for context in debug.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        if !KAFKA_DEBUG_CONTEXTS.contains(&context) {
+            anyhow::bail!(
+                "kafka.debug (--kafka-debug, RTAP_KAFKA_DEBUG): {context:?} is not a librdkafka \
+                 debug context; use a comma-separated list of {}",
+                KAFKA_DEBUG_CONTEXTS.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,6 +601,19 @@ mod tests {
         RtapConfig::default()
             .validate()
             .expect("the defaults are valid");
+    }
+
+    #[test]
+    fn kafka_debug_contexts_are_checked_by_name() {
+        let mut c = RtapConfig::default();
+        c.kafka.debug = Some("cgrp, fetch".into());
+        c.validate().expect("known contexts");
+        c.kafka.debug = Some("cgrp,bogus".into());
+        let e = c.validate().expect_err("an unknown context").to_string();
+        assert!(
+            e.contains("--kafka-debug") && e.contains("\"bogus\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_exactly, count, generated_ids, get_json, kill9, produce, rtap, serve, table_ids,
-    terminate, wait_count, Broker,
+    terminate, wait_count, wait_within, Broker,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -63,14 +63,14 @@ fn produced_orders_reach_the_table_exactly_once_across_restarts_and_kills() {
 /// restart's assignment with "unknown member" while naming that same member the group's leader
 /// in every JoinGroup after it, and every SyncGroup with "rebalance in progress": the consumer
 /// was never assigned partitions again. That was this test's intermittent failure at 4,876
-/// orders, a broker bug, so the test waits for the join. `RTAP_KAFKA_DEBUG=cgrp` shows the
-/// group's protocol in rtap's log.)
+/// orders, a broker bug, so the test waits for the join. `RTAP_KAFKA_DEBUG=cgrp` with
+/// `RTAP_LOG=info,librdkafka=debug` and `RTAP_TEST_LOG_DIR` keeps the group's protocol.)
 #[test]
 fn a_broker_restart_mid_stream_loses_nothing() {
     let _serial = serial();
     let mut broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let n = 20_000u64;
+    let n = 30_000u64;
     let mut producer = produce(
         &broker.addr(),
         &dir.path().join("producer"),
@@ -81,7 +81,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
     .expect("rtap produce");
     let (mut consumer, http) = serve(&dir.path().join("data"), &broker.addr(), &[]);
     // Mid-stream: the consumer has joined its group and read some orders, not all (joining
-    // takes tansu a few seconds; producing all takes 10).
+    // takes tansu a few seconds; producing all takes 15).
     let deadline = Instant::now() + Duration::from_secs(60);
     let read = loop {
         match count(&http) {
@@ -97,7 +97,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
     broker.stop();
     std::thread::sleep(Duration::from_millis(1_500));
     broker.spawn();
-    let status = producer.wait().expect("producer");
+    let status = wait_within(&mut producer, Duration::from_secs(120), "rtap produce");
     assert!(
         status.success(),
         "rtap produce survives the broker restart: {status}"

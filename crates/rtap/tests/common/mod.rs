@@ -16,14 +16,17 @@ pub fn rtap() -> Command {
 /// Where a child's stderr goes: nowhere, or with `RTAP_TEST_LOG_DIR` set a new file there named
 /// after `role` (to read what rtap and tansu said in a test that failed; it is kept).
 pub fn child_log(role: &str) -> Stdio {
-    let Some(dir) = std::env::var_os("RTAP_TEST_LOG_DIR") else {
-        return Stdio::null();
-    };
+    kept_log(role).map_or_else(Stdio::null, Stdio::from)
+}
+
+/// The file under `RTAP_TEST_LOG_DIR` for a child of `role`, if that is set.
+fn kept_log(role: &str) -> Option<std::fs::File> {
+    let dir = std::env::var_os("RTAP_TEST_LOG_DIR")?;
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = Path::new(&dir).join(format!("{role}-{}-{n}.log", std::process::id()));
     match std::fs::File::create(&path) {
-        Ok(f) => f.into(),
+        Ok(f) => Some(f),
         Err(e) => panic!("RTAP_TEST_LOG_DIR: cannot create {}: {e}", path.display()),
     }
 }
@@ -112,13 +115,21 @@ pub fn start_up_with(data_dir: &std::path::Path, args: &[&str]) -> (Child, Vec<S
     (s.child, urls)
 }
 
+/// An HTTP client that gives up after 30 s: a wedged server fails the test, never hangs it.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
 pub fn get_json(url: &str) -> Option<(u16, Value)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
     rt.block_on(async {
-        let resp = reqwest::get(url).await.ok()?;
+        let resp = client().get(url).send().await.ok()?;
         let status = resp.status().as_u16();
         Some((status, resp.json().await.ok()?))
     })
@@ -131,7 +142,7 @@ pub fn sql_rows(http: &str, sql: &str) -> Option<Vec<Value>> {
         .build()
         .ok()?;
     let v: Value = rt.block_on(async {
-        let resp = reqwest::Client::new()
+        let resp = client()
             .post(format!("{http}/query/sql"))
             .json(&serde_json::json!({ "sql": sql }))
             .send()
@@ -148,15 +159,20 @@ pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
         .status()
         .expect("kill");
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_within(child, Duration::from_secs(10), "rtap after SIGTERM")
+}
+
+/// Waits for `child` to exit within `limit`; past that, kills it and panics.
+pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
             return status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "rtap did not stop within 10 s of SIGTERM"
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{what} did not exit within {limit:?}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -213,11 +229,9 @@ impl Broker {
 
     pub fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = match std::env::var_os("RTAP_TEST_LOG_DIR") {
-            Some(_) => child_log("tansu"),
-            None => std::fs::File::create(self.dir.path().join("tansu.log"))
-                .expect("log")
-                .into(),
+        let log = match kept_log("tansu") {
+            Some(f) => f,
+            None => std::fs::File::create(self.dir.path().join("tansu.log")).expect("log"),
         };
         let child = Command::new(tansu())
             .args(["broker", "--listener-url", &url])
@@ -298,7 +312,7 @@ pub fn wait_count(http: &str, n: u64, limit: Duration) {
         }
         if Instant::now() >= deadline {
             // What each stage says (Kafka positions, lag, errors), to tell why it is stuck.
-            let status = get_json(&format!("{http}/api/status")).map(|(_, v)| v);
+            let status = get_json(&format!("{http}/api/status")).map(|(_, v)| v.to_string());
             panic!("the table has {c:?} orders, expected {n}; /api/status: {status:?}");
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -11,7 +11,7 @@ use super::{KafkaConfig, KafkaError};
 /// Creates the topic with `config.partitions` partitions unless it exists; returns whether it
 /// created it. Retries while the broker cannot be reached, up to `wait`.
 pub async fn ensure_topic(config: &KafkaConfig, wait: Duration) -> Result<bool, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = super::client_config(&config.brokers)
+    let admin: AdminClient<DefaultClientContext> = super::client_config(config)
         .create()
         .map_err(KafkaError::client("admin client"))?;
     let topic = NewTopic::new(

@@ -392,7 +392,7 @@ pub fn start(
         topic: config.topic.clone(),
         status: status.clone(),
     };
-    let mut client = super::client_config(&config.brokers);
+    let mut client = super::client_config(config);
     // An empty id: dynamic membership (the member leaves the group when it stops).
     if let Some(id) = config.instance_id.as_deref().filter(|id| !id.is_empty()) {
         client.set("group.instance.id", id);

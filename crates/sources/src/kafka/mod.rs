@@ -33,21 +33,19 @@ pub struct KafkaConfig {
     /// its old place at once instead of waiting for the group to give up on a member that died.
     /// See [`persistent_instance_id`] for the default.
     pub instance_id: Option<String>,
+    /// librdkafka's debug contexts for rtap's clients (`cgrp`, `fetch`, `all`, ...): what they
+    /// and the broker say to each other, logged at debug level under `librdkafka`.
+    pub debug: Option<String>,
 }
 
-/// A librdkafka client configuration for `brokers`, with librdkafka's own debug contexts
-/// (`cgrp,fetch,protocol`, ...) from `RTAP_KAFKA_DEBUG` when set: what the client and the broker
-/// said to each other, in rtap's log (troubleshooting a consumer group, say).
-pub(crate) fn client_config(brokers: &str) -> rdkafka::config::ClientConfig {
-    let mut config = rdkafka::config::ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    if let Some(debug) = std::env::var("RTAP_KAFKA_DEBUG")
-        .ok()
-        .filter(|d| !d.trim().is_empty())
-    {
-        config.set("debug", debug);
+/// A librdkafka client configuration for the brokers, with the debug contexts if asked for.
+pub(crate) fn client_config(config: &KafkaConfig) -> rdkafka::config::ClientConfig {
+    let mut client = rdkafka::config::ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    if let Some(debug) = config.debug.as_deref().filter(|d| !d.trim().is_empty()) {
+        client.set("debug", debug);
     }
-    config
+    client
 }
 
 impl Default for KafkaConfig {
@@ -59,6 +57,7 @@ impl Default for KafkaConfig {
             replication: 1,
             group: "rtap".into(),
             instance_id: None,
+            debug: None,
         }
     }
 }

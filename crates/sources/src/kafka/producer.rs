@@ -103,7 +103,7 @@ impl std::fmt::Debug for OrderProducer {
 impl OrderProducer {
     /// A producer whose first send will be at `first_position` or later.
     pub fn new(config: &KafkaConfig, first_position: u64) -> Result<Self, KafkaError> {
-        let producer: ThreadedProducer<Tracker> = super::client_config(&config.brokers)
+        let producer: ThreadedProducer<Tracker> = super::client_config(config)
             .set("acks", "all")
             // Java clients' partitioner (murmur2 of the key): an order lands in the partition a
             // Java producer would pick, which Pinot's "Murmur" partition function assumes
