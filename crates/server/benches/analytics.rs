@@ -87,7 +87,7 @@ fn load(table: &RealtimeTable, windows: &mut rolling::Windows, n: u64) -> (f64, 
             }
             table.append(b).expect("append");
         }
-        if let Some(e) = table.maintain().error {
+        if let Some(e) = table.maintain().failed() {
             panic!("maintain: {e}");
         }
         ingest_secs += t.elapsed().as_secs_f64();
@@ -283,7 +283,7 @@ async fn main() {
         );
         let t = Instant::now();
         for _ in 0..600 {
-            if let Some(e) = table.maintain().error {
+            if let Some(e) = table.maintain().failed() {
                 panic!("maintain: {e}");
             }
             if table.snapshot().memory_rows < 100_000 {

@@ -200,7 +200,7 @@ fn rtap_load(src: &Path, dir: &Path) -> RtapRun {
         recent_secs += t.elapsed().as_secs_f64();
         let t = Instant::now();
         table.append(batch).expect("append");
-        if let Some(e) = table.maintain().error {
+        if let Some(e) = table.maintain().failed() {
             panic!("maintain: {e}");
         }
         append_secs += t.elapsed().as_secs_f64();

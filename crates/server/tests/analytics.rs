@@ -122,13 +122,13 @@ fn ingest(table: &RealtimeTable, orders: &[Order], copies: usize) -> (Windows, R
     };
     for chunk in sealed.chunks(500) {
         append(chunk);
-        if let Some(e) = table.maintain().error {
+        if let Some(e) = table.maintain().failed() {
             panic!("maintain: {e}");
         }
     }
     table.flush().expect("seal");
     for _ in 0..200 {
-        if let Some(e) = table.maintain().error {
+        if let Some(e) = table.maintain().failed() {
             panic!("maintain: {e}");
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -886,7 +886,7 @@ async fn kept_answers_equal_sql_on_nulls_repeats_late_and_future_orders() {
         let b = out.batch.expect("rows");
         ingest::for_each_recent_row(&b, |row| recent.observe(row, NOW)).expect("recent");
         table.append(b).expect("append");
-        if let Some(e) = table.maintain().error {
+        if let Some(e) = table.maintain().failed() {
             panic!("maintain: {e}");
         }
     }

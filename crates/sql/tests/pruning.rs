@@ -103,7 +103,7 @@ async fn bounded_queries_skip_segments_and_retention_drops_old_ones() {
     );
 
     // Retention (30 days) at day 40: day 0's segment goes, the others stay.
-    if let Some(e) = table.maintain().error {
+    if let Some(e) = table.maintain().failed() {
         panic!("maintain: {e}");
     }
     let snap = table.snapshot();

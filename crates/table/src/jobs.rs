@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use datafusion::arrow::array::RecordBatch;
 
 use crate::lookup;
-use crate::manifest::SegmentEntry;
+use crate::manifest::{Manifest, SegmentEntry};
 use crate::merge_policy::{self, MergeInput, MergeLimits};
 use crate::segment::{self, Segment, SegmentRef};
 use crate::table::{segment_file, Writer};
@@ -103,9 +103,13 @@ impl RealtimeTable {
             })
             .collect();
         let Some(run) = merge_policy::pick(&inputs, MergeLimits::from(&self.config)) else {
-            // Nothing to merge (a run that failed may have been dropped by retention since):
-            // an old merge failure no longer stands.
-            if !w.merge_backoff.is_clear() {
+            // Nothing to merge, and the inputs of the merge that failed are gone (dropped by
+            // retention, say): that failure no longer stands.
+            let failed_inputs_left = w
+                .segments
+                .iter()
+                .any(|s| w.merge_failed_inputs.contains(&s.entry.id));
+            if !w.merge_backoff.is_clear() && !failed_inputs_left {
                 w.merge_backoff.succeeded();
                 self.lock_errors().merge = None;
             }
@@ -248,7 +252,7 @@ impl RealtimeTable {
             Ok(entry) => entry,
             Err(e) => {
                 self.remove_files(id);
-                self.merge_failed(w, &e);
+                self.merge_failed(w, inputs, &e);
                 return Err(e);
             }
         };
@@ -259,7 +263,7 @@ impl RealtimeTable {
         manifest.segments.sort_by_key(|e| (e.min_time_ms, e.id));
         if let Err(e) = manifest.store(&self.dir) {
             self.undo_store(w, id);
-            self.merge_failed(w, &e);
+            self.merge_failed(w, inputs, &e);
             return Err(e);
         }
         w.manifest = manifest;
@@ -278,11 +282,18 @@ impl RealtimeTable {
         Ok(false)
     }
 
-    /// Storing the manifest that lists segment `id` failed, perhaps after its rename (a failed
-    /// directory sync): the previous manifest is stored again, and only then are the job's files
-    /// removed. If that fails too they stay: the next open removes whichever segment files its
-    /// manifest does not list.
+    /// Storing the manifest that lists segment `id` failed. Before its rename (most failures)
+    /// the job's files go at once; after it (a failed directory sync: the manifest on disk
+    /// lists them) the previous manifest is stored again first, and if that fails too they
+    /// stay, listed, until a later store or the next open settles it.
     fn undo_store(&self, w: &Writer, id: u64) {
+        let listed = match Manifest::load(&self.dir) {
+            Ok(on_disk) => on_disk.is_some_and(|m| m.segments.iter().any(|e| e.id == id)),
+            Err(_) => true,
+        };
+        if !listed {
+            return self.remove_files(id);
+        }
         match w.manifest.store(&self.dir) {
             Ok(()) => self.remove_files(id),
             Err(e) => tracing::warn!(error = %e, id,
@@ -301,7 +312,8 @@ impl RealtimeTable {
 
     /// A merge failed (a full disk, an unreadable input): its inputs stay as they were and the
     /// next merge waits, doubling from 1 s to [`MERGE_BACKOFF_MAX_MS`]; seals go on.
-    fn merge_failed(&self, w: &mut Writer, e: &TableError) {
+    fn merge_failed(&self, w: &mut Writer, inputs: &[SegmentRef], e: &TableError) {
+        w.merge_failed_inputs = inputs.iter().map(|s| s.entry.id).collect();
         w.merge_backoff
             .failed(self.monotonic_ms(), MERGE_BACKOFF_MAX_MS);
         self.lock_errors().merge = Some(e.to_string());

@@ -68,6 +68,13 @@ pub struct Maintenance {
     pub housekeeping_error: Option<TableError>,
 }
 
+impl Maintenance {
+    /// The seal's error, else the housekeeping one (for callers that treat any as a failure).
+    pub fn failed(&self) -> Option<&TableError> {
+        self.error.as_ref().or(self.housekeeping_error.as_ref())
+    }
+}
+
 /// Checks every segment file against the checksum in its manifest entry, two files at a time.
 fn verify_checksums(segments: &[SegmentRef]) -> Result<(), TableError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
@@ -128,6 +135,8 @@ pub(crate) struct Writer {
     /// seals (and so checkpoints) back, and a merge that succeeds must not hide a failing seal.
     pub(crate) seal_backoff: Backoff,
     pub(crate) merge_backoff: Backoff,
+    /// The inputs of the merge that failed last (its error stands while any of them is here).
+    pub(crate) merge_failed_inputs: Vec<u64>,
 }
 
 /// Jobs of one kind that failed in a row, and when (monotonic clock ms) the next may start.
@@ -409,6 +418,7 @@ impl RealtimeTable {
                 merge_job: None,
                 seal_backoff: Backoff::new(),
                 merge_backoff: Backoff::new(),
+                merge_failed_inputs: Vec::new(),
             }),
             trash,
             clock,

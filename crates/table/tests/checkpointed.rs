@@ -117,10 +117,7 @@ fn retired_files_stay_while_a_checkpoint_may_list_them() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while t.manifest().segments.len() != 1 {
         let report = t.maintain();
-        assert!(
-            report.error.is_none() && report.housekeeping_error.is_none(),
-            "{report:?}"
-        );
+        assert!(report.failed().is_none(), "{report:?}");
         seen_running |= t.merge_activity() == (true, 0);
         assert!(std::time::Instant::now() < deadline, "no merge");
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -171,10 +168,10 @@ fn seals_and_retention_follow_the_tables_clock() {
     assert_eq!(t.snapshot().memory_rows, 0);
     // Retention: the segment goes once its newest row (1_000_009) is older than 60 s.
     clock.set(1_000_009 + 60_000);
-    assert!(t.maintain().error.is_none());
+    assert!(t.maintain().failed().is_none());
     assert_eq!(t.snapshot().segments.len(), 1, "exactly 60 s old stays");
     clock.advance(1);
-    assert!(t.maintain().error.is_none());
+    assert!(t.maintain().failed().is_none());
     assert_eq!(t.snapshot().segments.len(), 0, "past retention: dropped");
     assert_eq!(t.snapshot().rows(), 0);
 }
@@ -382,4 +379,31 @@ fn a_failing_merge_backs_off_without_holding_seals_back() {
     assert_eq!(t.last_error(), None);
     assert_eq!(t.snapshot().rows(), 50);
     assert!(t.manifest().segments.len() < 5, "{:?}", t.manifest());
+}
+
+#[test]
+fn a_seal_whose_manifest_cannot_be_stored_leaves_no_file_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = open_at(dir.path(), Manifest::default()).expect("open");
+    seal_segments(&t, &[(0, 10)]);
+    let segment_files = || {
+        std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+            .count()
+    };
+    // The manifest's temporary file cannot be made: every store fails before its rename.
+    let tmp = dir.path().join("manifest.json.tmp");
+    std::fs::create_dir(&tmp).expect("block the manifest");
+    t.append(batch(10, 10)).expect("append");
+    for _ in 0..3 {
+        t.flush().expect_err("the manifest cannot be stored");
+    }
+    assert_eq!(segment_files(), 1, "a failed seal left its file behind");
+    assert_eq!(t.snapshot().rows(), 20, "its rows are still in memory");
+    std::fs::remove_dir(&tmp).expect("unblock");
+    t.flush().expect("seal");
+    assert_eq!(segment_files(), 2);
+    assert_eq!(t.manifest().segments.len(), 2);
 }

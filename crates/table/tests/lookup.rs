@@ -125,10 +125,7 @@ fn wait_for_merges(t: &RealtimeTable) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let report = t.maintain();
-        assert!(
-            report.error.is_none() && report.housekeeping_error.is_none(),
-            "{report:?}"
-        );
+        assert!(report.failed().is_none(), "{report:?}");
         if !t.merge_due() {
             return;
         }
