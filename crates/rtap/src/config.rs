@@ -565,7 +565,9 @@ const KAFKA_DEBUG_CONTEXTS: [&str; 21] = [
 
 fn check_kafka_debug(debug: &str) -> anyhow::Result<()> {
     for context in debug.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-        if !KAFKA_DEBUG_CONTEXTS.contains(&context) {
+        // librdkafka takes names in any case, and `+name` / `-name`.
+        let name = context.trim_start_matches(['+', '-']).to_ascii_lowercase();
+        if !KAFKA_DEBUG_CONTEXTS.contains(&name.as_str()) {
             anyhow::bail!(
                 "kafka.debug (--kafka-debug, RTAP_KAFKA_DEBUG): {context:?} is not a librdkafka \
                  debug context; use a comma-separated list of {}",
@@ -606,7 +608,7 @@ mod tests {
     #[test]
     fn kafka_debug_contexts_are_checked_by_name() {
         let mut c = RtapConfig::default();
-        c.kafka.debug = Some("cgrp, fetch".into());
+        c.kafka.debug = Some("cgrp, Fetch,+eos".into());
         c.validate().expect("known contexts");
         c.kafka.debug = Some("cgrp,bogus".into());
         let e = c.validate().expect_err("an unknown context").to_string();

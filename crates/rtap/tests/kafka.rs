@@ -51,7 +51,7 @@ fn produced_orders_reach_the_table_exactly_once_across_restarts_and_kills() {
     std::thread::sleep(Duration::from_millis(1_500));
     kill9(&mut consumer);
     let (mut consumer, http) = serve(&data, &broker.addr(), &[]);
-    let status = producer.wait().expect("producer");
+    let status = wait_within(&mut producer, Duration::from_secs(120), "rtap produce");
     assert!(status.success(), "rtap produce: {status}");
     wait_count(&http, n, Duration::from_secs(150));
     assert_exactly(&table_ids(&http), &generated_ids(3, n));
@@ -125,7 +125,7 @@ fn two_consumers_in_one_group_split_the_partitions() {
     // B joins while A is reading: A gives up partitions (checkpointing them first).
     std::thread::sleep(Duration::from_millis(1_500));
     let (mut b, http_b) = serve(&dir.path().join("b"), &broker.addr(), &["--group", "pair"]);
-    assert!(producer.wait().expect("producer").success());
+    assert!(wait_within(&mut producer, Duration::from_secs(120), "rtap produce").success());
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (ca, cb) = (count(&http_a).unwrap_or(0), count(&http_b).unwrap_or(0));
@@ -187,7 +187,7 @@ fn get_with_headers(url: &str) -> (u16, HashMap<String, String>, serde_json::Val
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let resp = reqwest::get(url).await.expect("request");
+        let resp = common::client().get(url).send().await.expect("request");
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -871,7 +871,11 @@ fn olap_sends_every_endpoint_to_the_pinot_broker_and_says_so_when_it_is_gone() {
             .build()
             .expect("runtime")
             .block_on(async {
-                let resp = reqwest::get(format!("{http}{path}")).await.expect("get");
+                let resp = common::client()
+                    .get(format!("{http}{path}"))
+                    .send()
+                    .await
+                    .expect("get");
                 resp.headers()
                     .get("x-rtap-coverage")
                     .and_then(|v| v.to_str().ok())

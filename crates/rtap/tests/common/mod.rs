@@ -116,7 +116,7 @@ pub fn start_up_with(data_dir: &std::path::Path, args: &[&str]) -> (Child, Vec<S
 }
 
 /// An HTTP client that gives up after 30 s: a wedged server fails the test, never hangs it.
-fn client() -> reqwest::Client {
+pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -171,6 +171,7 @@ pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> std::proce
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("{what} did not exit within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
