@@ -12,7 +12,7 @@ use datafusion::arrow::array::RecordBatch;
 
 use crate::lookup;
 use crate::manifest::{Manifest, SegmentEntry};
-use crate::merge_policy::{self, MergeInput, MergeLimits};
+use crate::merge_policy::{self, MergeLimits};
 use crate::segment::{self, Segment, SegmentRef};
 use crate::table::{segment_file, Writer};
 use crate::{RealtimeTable, TableError};
@@ -93,15 +93,7 @@ impl RealtimeTable {
     }
 
     pub(crate) fn start_merge_if_due(&self, w: &mut Writer) {
-        let inputs: Vec<MergeInput> = w
-            .segments
-            .iter()
-            .map(|s| MergeInput {
-                rows: s.entry.rows,
-                min_time_ms: s.entry.min_time_ms,
-                max_time_ms: s.entry.max_time_ms,
-            })
-            .collect();
+        let inputs = merge_policy::inputs_of(&w.segments);
         let Some(run) = merge_policy::pick(&inputs, MergeLimits::from(&self.config)) else {
             // Nothing to merge, and the inputs of the merge that failed are gone (dropped by
             // retention, say): that failure no longer stands.

@@ -37,6 +37,18 @@ pub struct MergeInput {
     pub max_time_ms: i64,
 }
 
+/// What the policy needs of each of `segments`, in their order.
+pub(crate) fn inputs_of(segments: &[crate::segment::SegmentRef]) -> Vec<MergeInput> {
+    segments
+        .iter()
+        .map(|s| MergeInput {
+            rows: s.entry.rows,
+            min_time_ms: s.entry.min_time_ms,
+            max_time_ms: s.entry.max_time_ms,
+        })
+        .collect()
+}
+
 /// Rows below `BASE_ROWS` x factor are all tier 0, so tiny seals (a few seconds of a slow
 /// shop) merge with each other without a tier per power of the factor. Inside tier 0 a merged
 /// segment counts among the next `factor`, so one segment grows by absorbing the newest seals:

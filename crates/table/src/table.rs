@@ -194,7 +194,7 @@ pub struct RealtimeTable {
     clock: SharedClock,
     /// The latest failure of seals and of merges, for status pages: its own lock, so reading
     /// it never waits for the writer.
-    last_error: Mutex<JobErrors>,
+    job_errors: Mutex<JobErrors>,
     /// Whether a merge is running, and how many have been installed: for `/metrics`, without
     /// the writer's lock.
     pub(crate) merging: std::sync::atomic::AtomicBool,
@@ -422,7 +422,7 @@ impl RealtimeTable {
             }),
             trash,
             clock,
-            last_error: Mutex::new(JobErrors::default()),
+            job_errors: Mutex::new(JobErrors::default()),
             merging: Default::default(),
             merges_done: Default::default(),
         };
@@ -622,15 +622,7 @@ impl RealtimeTable {
 
     /// [`Self::merge_due`] on a snapshot already taken (one scrape reads one snapshot).
     pub fn merge_due_in(&self, snapshot: &Snapshot) -> bool {
-        let inputs: Vec<crate::merge_policy::MergeInput> = snapshot
-            .segments
-            .iter()
-            .map(|s| crate::merge_policy::MergeInput {
-                rows: s.entry.rows,
-                min_time_ms: s.entry.min_time_ms,
-                max_time_ms: s.entry.max_time_ms,
-            })
-            .collect();
+        let inputs = crate::merge_policy::inputs_of(&snapshot.segments);
         crate::merge_policy::pick(&inputs, (&self.config).into()).is_some()
     }
 
@@ -646,7 +638,7 @@ impl RealtimeTable {
     }
 
     pub(crate) fn lock_errors(&self) -> MutexGuard<'_, JobErrors> {
-        match self.last_error.lock() {
+        match self.job_errors.lock() {
             Ok(e) => e,
             Err(poisoned) => poisoned.into_inner(),
         }
