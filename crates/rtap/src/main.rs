@@ -46,8 +46,9 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // Every connection and segment file is a descriptor: take what the system allows (the soft
-    // limit is often 1,024; connection limits keep the use bounded below it).
+    // Every connection, segment file being read and opened lookup index is a descriptor: take
+    // what the system allows (the soft limit is often 1,024; connection limits keep the use
+    // bounded below it, retention and the merge policy the segments).
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!(limit = n, "open file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),

@@ -26,8 +26,9 @@
 //! fences, block list and schema are what was written), every block against its checksum in
 //! the footer before Arrow decodes it, and then its keys (sorted, starting at their fence); a
 //! panic of Arrow's reader is caught. A damaged file is an error, never a wrong answer or a
-//! panic, and its segment is scanned. No descriptor is held per segment (a lookup opens the
-//! file); what one query may read is bounded ([`Budget`]).
+//! panic, and its segment is scanned. An opened index keeps its file open: one descriptor per
+//! index a query or a merge has opened (a disabled one included), closed when its segment
+//! leaves the table's snapshots. What one query may read is bounded ([`Budget`]).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -337,7 +338,6 @@ fn with_rows(block: &RecordBatch, rows: UInt32Array) -> Result<RecordBatch, Tabl
 /// One input of a merge: its index's blocks, read one at a time, rows shifted by `offset`.
 struct Cursor {
     index: Arc<LookupIndex>,
-    file: std::fs::File,
     next: usize,
     offset: u32,
     block: Option<RecordBatch>,
@@ -351,7 +351,7 @@ impl Cursor {
         if self.next >= self.index.blocks.len() {
             return Ok(());
         }
-        let b = self.index.read_block(&self.file, self.next)?;
+        let b = self.index.read_block(self.next)?;
         self.next += 1;
         let rows = b
             .column(b.num_columns() - 1)
@@ -400,10 +400,8 @@ pub fn write_merged(
         }
         let offset32 = u32::try_from(offset)
             .map_err(|_| TableError::Schema("a merged segment holds over 2^32 rows".into()))?;
-        let file = index.open_file()?;
         let mut cursor = Cursor {
             index: index.clone(),
-            file,
             next: 0,
             offset: offset32,
             block: None,
@@ -495,10 +493,12 @@ pub struct Budget {
 }
 
 /// An index file opened for lookups: its footer and fences in memory, blocks read on demand
-/// (the file is opened per lookup: no descriptor is held per segment).
+/// from the file it keeps open.
 pub struct LookupIndex {
     path: PathBuf,
-    bytes: u64,
+    /// Kept open: no `open` and `fstat` per lookup; a cut made since `open` shows as a short
+    /// read (corrupt).
+    file: std::fs::File,
     column: String,
     schema: SchemaRef,
     decoder: FileDecoder,
@@ -669,7 +669,7 @@ impl LookupIndex {
         let decoder = FileDecoder::new(schema.clone(), footer.version());
         Ok(LookupIndex {
             path: path.to_path_buf(),
-            bytes,
+            file,
             column: column.to_string(),
             schema,
             decoder,
@@ -690,27 +690,23 @@ impl LookupIndex {
             + self.blocks.len() * std::mem::size_of::<Block>()
     }
 
-    fn open_file(&self) -> Result<std::fs::File, TableError> {
-        let file = std::fs::File::open(&self.path).map_err(|e| TableError::io(&self.path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| TableError::io(&self.path, e))?
-            .len();
-        if len != self.bytes {
-            return Err(TableError::corrupt(&self.path, "changed size"));
-        }
-        Ok(file)
-    }
-
     /// Block `i`, checked: its bytes against their checksum, then not empty, keys sorted,
     /// starting at its fence.
-    fn read_block(&self, file: &std::fs::File, i: usize) -> Result<RecordBatch, TableError> {
+    fn read_block(&self, i: usize) -> Result<RecordBatch, TableError> {
         let corrupt = |d: &str| TableError::corrupt(&self.path, format!("block {i}: {d}"));
         let block = &self.blocks[i];
         let len = block.metaDataLength() as usize + block.bodyLength() as usize;
         let mut bytes = vec![0u8; len];
-        file.read_exact_at(&mut bytes, block.offset() as u64)
-            .map_err(|e| TableError::io(&self.path, e))?;
+        self.file
+            .read_exact_at(&mut bytes, block.offset() as u64)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => corrupt(&format!(
+                    "bytes {}..{}: the file is shorter than when it was opened",
+                    block.offset(),
+                    block.offset() as u64 + len as u64
+                )),
+                _ => TableError::io(&self.path, e),
+            })?;
         if xxh3_64(&bytes) != self.checksums[i] {
             return Err(corrupt("checksum mismatch"));
         }
@@ -748,7 +744,6 @@ impl LookupIndex {
             .partition_point(|f| *f < probe)
             .saturating_sub(1);
         let mut out = Vec::new();
-        let mut file = None;
         for i in first..self.blocks.len() {
             if self.fences[i] > probe {
                 break;
@@ -757,11 +752,7 @@ impl LookupIndex {
                 return Err(LookupError::OverBudget);
             }
             budget.blocks -= 1;
-            let file = match &file {
-                Some(f) => f,
-                None => file.insert(self.open_file()?),
-            };
-            let block = self.read_block(file, i)?;
+            let block = self.read_block(i)?;
             let keys = block.column(0).as_string::<i32>();
             let n = keys.len();
             if keys.value(0) > key {

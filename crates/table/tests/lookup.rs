@@ -433,6 +433,38 @@ async fn an_index_damaged_while_open_scans_its_segment_only() {
     assert!(!plan.contains(&m.segments[1].file), "{plan}");
 }
 
+/// An index file cut short after the table opened it (the descriptor it keeps sees the cut):
+/// a block past the end is refused as damage, its segment scanned (and only it), for good.
+#[tokio::test]
+async fn an_index_cut_short_while_open_scans_its_segment_only() {
+    let (dir, t, _, model) = two_indexed_segments(23);
+    check_all(&t, &model, true).await;
+    let m = t.manifest();
+    let victim = &m.segments[0];
+    let path = dir.path().join(&victim.lookups[0].file);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    // The first blocks stay whole; the last, which a lookup of 'zzz' (above every key) reads,
+    // lies past the cut.
+    file.set_len(victim.lookups[0].bytes / 2).expect("truncate");
+    let first = "SELECT time_ms, key, id, v FROM t WHERE key = 'c-0'";
+    let (rows, plan) = query(&t, first).await;
+    assert_eq!(rows, expected(&model, &["c-0"]));
+    assert!(!plan.contains(".parquet"), "c-0's block is whole: {plan}");
+    let (rows, plan) = query(&t, "SELECT time_ms, key, id, v FROM t WHERE key = 'zzz'").await;
+    assert_eq!(rows, expected(&model, &["zzz"]));
+    assert!(plan.contains(&victim.file), "{plan}");
+    assert!(!plan.contains(&m.segments[1].file), "{plan}");
+    // Remembered: the key in the whole first block scans that segment too now.
+    let (rows, plan) = query(&t, first).await;
+    assert_eq!(rows, expected(&model, &["c-0"]));
+    assert!(plan.contains(&victim.file), "{plan}");
+    assert!(!plan.contains(&m.segments[1].file), "{plan}");
+    check_all(&t, &model, false).await;
+}
+
 /// Flips a bit every 64 bytes of an index file's blocks (not its footer).
 fn damage_blocks(path: &std::path::Path) {
     let mut bytes = std::fs::read(path).expect("read");

@@ -94,7 +94,8 @@ pub fn serve(
 }
 
 /// Connections one port may hold within the process's open-file limit: a third of it (three
-/// ports) after 512 kept for segments, logs and the broker.
+/// ports) after 512 kept for segments (a query opens a segment's file while it reads it; an
+/// opened lookup index keeps its file open, one per segment and index), logs and the broker.
 fn connection_budget() -> usize {
     match rlimit::getrlimit(rlimit::Resource::NOFILE) {
         Ok((soft, _)) => usize::try_from(soft.saturating_sub(512) / 3)
