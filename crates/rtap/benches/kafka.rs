@@ -19,7 +19,7 @@ use rdkafka::ClientConfig;
 use common::rtap;
 
 /// Starts an rtap command and returns it with the analytics URL from its banner.
-fn start(mut cmd: Command) -> (Child, String) {
+fn start(mut cmd: Command) -> (common::Running, String) {
     cmd.stderr(Stdio::null());
     let s = common::start(cmd);
     (s.child, s.http.expect("analytics URL"))
@@ -199,6 +199,7 @@ fn main() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(common::Running)
         .expect("rtap produce");
     std::thread::sleep(Duration::from_secs(3));
     freshness(

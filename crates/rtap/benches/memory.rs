@@ -74,7 +74,7 @@ fn metric(http: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn start(data: &Path, args: &[&str]) -> (Child, String) {
+fn start(data: &Path, args: &[&str]) -> (common::Running, String) {
     let mut cmd = common::up_on_free_ports();
     cmd.arg("--data-dir")
         .arg(data)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-fn start(data: &Path, max_orders: u64, log: Arc<Mutex<Vec<String>>>) -> (Child, String) {
+fn start(data: &Path, max_orders: u64, log: Arc<Mutex<Vec<String>>>) -> (common::Running, String) {
     let mut cmd = common::up_on_free_ports();
     cmd.args(["--rate", "0"])
         .args([

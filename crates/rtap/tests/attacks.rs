@@ -18,7 +18,7 @@ use common::{get_json, terminate, wait_count};
 
 /// `rtap up` on free ports with a configuration file; the child and its orders API and
 /// analytics and dashboard URLs.
-fn start(dir: &Path, config: &str, extra: &[&str]) -> (Child, String, String, String) {
+fn start(dir: &Path, config: &str, extra: &[&str]) -> (common::Running, String, String, String) {
     let file = dir.join("rtap.toml");
     std::fs::write(&file, config).expect("config");
     let mut cmd = common::up_on_free_ports();
@@ -556,6 +556,7 @@ fn listening_beyond_loopback_without_a_token_warns_loudly() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(common::Running)
         .expect("rtap api");
     let mut stderr = child.stderr.take().expect("stderr");
     let mut seen = String::new();

@@ -2,7 +2,6 @@
 //! within seconds, a clean stop on SIGTERM, a restart that keeps the stored orders, and clear
 //! errors for bad flags.
 
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -12,13 +11,13 @@ mod common;
 use common::{get_json, rtap, start_up_with, terminate};
 
 /// Starts `rtap up` and returns the child and the orders API's base URL from its banner.
-fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
+fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> (common::Running, String) {
     let (child, urls) = start_up_all(data_dir, extra);
     (child, urls[0].clone())
 }
 
 /// Starts `rtap up` at 200 orders/s; returns the child and the base URLs of its banner.
-fn start_up_all(data_dir: &std::path::Path, extra: &[&str]) -> (Child, Vec<String>) {
+fn start_up_all(data_dir: &std::path::Path, extra: &[&str]) -> (common::Running, Vec<String>) {
     let mut args = vec!["--rate", "200"];
     args.extend_from_slice(extra);
     start_up_with(data_dir, &args)

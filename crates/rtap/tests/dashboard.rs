@@ -142,12 +142,17 @@ impl Drop for Browser {
     }
 }
 
-fn start(data: &Path, ports: (u16, u16, u16), extra: &[&str]) -> Child {
+fn start(data: &Path, ports: (u16, u16, u16), extra: &[&str]) -> common::Running {
     start_env(data, ports, extra, &[])
 }
 
 /// [`start`] with environment variables set.
-fn start_env(data: &Path, ports: (u16, u16, u16), extra: &[&str], env: &[(&str, &str)]) -> Child {
+fn start_env(
+    data: &Path,
+    ports: (u16, u16, u16),
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> common::Running {
     let mut cmd = rtap();
     cmd.envs(env.iter().copied());
     cmd.args([

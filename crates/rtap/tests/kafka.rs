@@ -43,6 +43,7 @@ fn produced_orders_reach_the_table_exactly_once_across_restarts_and_kills() {
     )
     .args(["--max-orders", &n.to_string(), "--partitions", "8"])
     .spawn()
+    .map(common::Running)
     .expect("rtap produce");
     let (mut consumer, _) = serve(&data, &broker.addr(), &[]);
     std::thread::sleep(Duration::from_millis(1_500));
@@ -78,6 +79,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
     )
     .args(["--max-orders", &n.to_string(), "--partitions", "4"])
     .spawn()
+    .map(common::Running)
     .expect("rtap produce");
     let (mut consumer, http) = serve(&dir.path().join("data"), &broker.addr(), &[]);
     // Mid-stream: the consumer has joined its group and read some orders, not all (joining
@@ -120,6 +122,7 @@ fn two_consumers_in_one_group_split_the_partitions() {
     )
     .args(["--max-orders", &n.to_string(), "--partitions", "6"])
     .spawn()
+    .map(common::Running)
     .expect("rtap produce");
     let (mut a, http_a) = serve(&dir.path().join("a"), &broker.addr(), &["--group", "pair"]);
     // B joins while A is reading: A gives up partitions (checkpointing them first).
@@ -781,7 +784,7 @@ fn serve_on(
     broker: &str,
     port: u16,
     extra: &[&str],
-) -> (std::process::Child, String) {
+) -> (common::Running, String) {
     let mut cmd = rtap();
     cmd.args([
         "serve",

@@ -31,9 +31,36 @@ fn kept_log(role: &str) -> Option<std::fs::File> {
     }
 }
 
+/// A child process that is killed (SIGKILL) and reaped when dropped: a test that panics
+/// leaves no `rtap` running behind it. Used as the [`Child`] it holds.
+pub struct Running(pub Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// A running rtap command and the base URLs its banner printed.
 pub struct Started {
-    pub child: Child,
+    pub child: Running,
     /// The orders API (`up`, `api`).
     pub api: Option<String>,
     /// The analytics API and SQL (`up`, `serve`).
@@ -54,7 +81,7 @@ pub fn read_banner(mut child: Child) -> Started {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let mut started = Started {
-        child,
+        child: Running(child),
         api: None,
         http: None,
         dashboard: None,
@@ -101,7 +128,7 @@ pub fn up_on_free_ports() -> Command {
 
 /// Starts `rtap up` on free ports with `args`; returns the child and the base URLs of its
 /// banner (orders API, analytics).
-pub fn start_up_with(data_dir: &std::path::Path, args: &[&str]) -> (Child, Vec<String>) {
+pub fn start_up_with(data_dir: &std::path::Path, args: &[&str]) -> (Running, Vec<String>) {
     let mut cmd = up_on_free_ports();
     cmd.arg("--data-dir")
         .arg(data_dir)
@@ -268,7 +295,7 @@ impl Drop for Broker {
 // ---- Kafka: `rtap serve`, `rtap produce` and what the tests check on a running rtap ----
 
 /// `rtap serve --kafka` on a free port; returns the child and the analytics URL.
-pub fn serve(data: &Path, broker: &str, extra: &[&str]) -> (Child, String) {
+pub fn serve(data: &Path, broker: &str, extra: &[&str]) -> (Running, String) {
     let mut cmd = rtap();
     cmd.args([
         "serve",
