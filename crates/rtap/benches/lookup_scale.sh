@@ -7,9 +7,12 @@
 # connection (get_hammer.py) and prints p50 / p99, and the server's peak RSS while answering.
 # CONFIG_FILE (optional) is passed to both commands with --config (A/B of table settings). See
 # BENCHMARKS.md, "Merges in size tiers". The directory is removed at the end unless KEEP=1.
+# REUSE=DIR (a directory kept by an earlier run with KEEP=1) skips the backfill and serves DIR
+# (ORDERS is then ignored), so two binaries are measured on the same files (retention or a
+# binary's merges may still change them: see binary_ab.sh); DIR is kept, its up log rewritten.
 set -euo pipefail
 if [ $# -lt 2 ] || ! [[ $2 =~ ^[1-9][0-9]*$ ]]; then
-    echo "usage: $0 RTAP_BINARY ORDERS [CONFIG_FILE]  (ORDERS a positive integer)" >&2; exit 2
+    echo "usage: [KEEP=1] [REUSE=DIR] $0 RTAP_BINARY ORDERS [CONFIG_FILE]  (ORDERS a positive integer)" >&2; exit 2
 fi
 rtap=$(realpath "$1"); orders=$2; config=${3:-}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,20 +24,29 @@ for v in $(env | grep -o '^RTAP_[A-Z_]*' || true); do unset "$v"; done
 if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
     echo "something already answers on port $port" >&2; exit 1
 fi
-dir=$(mktemp -d "${TMPDIR:-/tmp}/rtap-lookup-scale.XXXXXX")
+if [ -n "${REUSE:-}" ]; then
+    if ! [ -f "$REUSE/segments/orders/manifest.json" ]; then
+        echo "REUSE=$REUSE: no table there (segments/orders/manifest.json)" >&2; exit 2
+    fi
+    dir=$(realpath "$REUSE"); KEEP=1
+else
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/rtap-lookup-scale.XXXXXX")
+fi
 pid=""
 cleanup() {
     if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
     if [ "${KEEP:-0}" = 1 ]; then echo "kept: $dir (logs $dir.*.log)"; else rm -rf "$dir" "$dir".*.log; fi
 }
 trap cleanup EXIT
-start=$(date +%s.%N)
-if ! "$rtap" backfill --orders "$orders" --days 29 --seed 5 --data-dir "$dir" "${extra[@]}" > "$dir.backfill.log" 2>&1; then
-    echo "backfill failed:" >&2; tail -20 "$dir.backfill.log" >&2; exit 1
+if [ -z "${REUSE:-}" ]; then
+    start=$(date +%s.%N)
+    if ! "$rtap" backfill --orders "$orders" --days 29 --seed 5 --data-dir "$dir" "${extra[@]}" > "$dir.backfill.log" 2>&1; then
+        echo "backfill failed:" >&2; tail -20 "$dir.backfill.log" >&2; exit 1
+    fi
+    end=$(date +%s.%N)
+    python3 -c "print(f'backfill: {$orders / ($end - $start):,.0f} orders/s ({$end - $start:.1f} s)')"
+    grep -E 'stored [0-9]+ orders in|done:' "$dir.backfill.log" || true
 fi
-end=$(date +%s.%N)
-python3 -c "print(f'backfill: {$orders / ($end - $start):,.0f} orders/s ({$end - $start:.1f} s)')"
-grep -E 'stored [0-9]+ orders in|done:' "$dir.backfill.log" || true
 "$rtap" up --api-port 0 --http-port $port --dashboard-port 0 --max-orders 0 --seed 5 \
     --data-dir "$dir" "${extra[@]}" > "$dir.up.log" 2>&1 &
 pid=$!
