@@ -204,7 +204,7 @@ async fn newest(
 }
 
 /// `yyyy-MM-dd HH:mm:ss` in New York, as the SQL's `ToDateTime` writes it.
-fn stamp(ms: i64) -> Value {
+pub(crate) fn stamp(ms: i64) -> Value {
     chrono_tz::America::New_York
         .timestamp_millis_opt(ms)
         .single()

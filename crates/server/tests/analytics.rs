@@ -149,6 +149,15 @@ enum Answers {
 }
 
 async fn serve(table: Arc<RealtimeTable>, windows: Windows, answers: Answers) -> String {
+    serve_engine(table, windows, answers).await.0
+}
+
+/// [`serve`], and the engine behind it (to see whether an endpoint planned SQL).
+async fn serve_engine(
+    table: Arc<RealtimeTable>,
+    windows: Windows,
+    answers: Answers,
+) -> (String, Arc<SqlEngine>) {
     let engine = Arc::new(
         SqlEngine::new(table, SqlConfig::default(), clock::ManualClock::new(NOW)).expect("engine"),
     );
@@ -177,9 +186,10 @@ async fn serve(table: Arc<RealtimeTable>, windows: Windows, answers: Answers) ->
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = server::analytics::router(engine, recent, None).merge(server::overview::router(live));
+    let app = server::analytics::router(engine.clone(), recent, None)
+        .merge(server::overview::router(live));
     tokio::spawn(async move { axum::serve(listener, app).await });
-    base
+    (base, engine)
 }
 
 async fn get(url: &str) -> Value {
@@ -868,18 +878,7 @@ async fn kept_answers_equal_sql_on_nulls_repeats_late_and_future_orders() {
     let table = open_table(dir.path());
     let mut recent = Recent::default();
     let mut ingestor = Ingestor::new(IngestConfig::default());
-    let messages: Vec<Message<'_>> = docs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| Message {
-            position: Position {
-                partition: 0,
-                offset: i as i64,
-            },
-            payload: d.as_slice(),
-            record_time_ms: None,
-        })
-        .collect();
+    let messages = Message::numbered(&docs);
     for chunk in messages.chunks(250) {
         let out = ingestor.ingest(chunk, NOW);
         assert!(out.rejected.is_empty(), "{:?}", out.rejected.first());
@@ -941,5 +940,121 @@ async fn kept_answers_equal_sql_on_nulls_repeats_late_and_future_orders() {
     assert!(
         latest[0]["timestamp"].as_str() > Some(ny(NOW).as_str()),
         "orders ahead of the clock lead: {latest}"
+    );
+}
+
+/// SQL statements the engine has planned or taken from its plan cache.
+fn statements(engine: &SqlEngine) -> u64 {
+    let stats = engine.plan_cache_stats();
+    stats.hits + stats.misses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_orders_from_the_indexes_equal_sql_on_ties_the_limit_and_memory() {
+    // Two customers with about 1,300 orders each (over the endpoint's 1,000), in groups of four
+    // at the same millisecond (ties broken by order id), arriving shuffled.
+    let mut g = Generator::new(GeneratorConfig {
+        seed: 7,
+        customers: 2,
+    });
+    let mut orders: Vec<Order> = (1..=2_600u64)
+        .map(|seq| g.generate(seq, NOW - (seq as i64 / 4) * 1_000))
+        .collect();
+    let mut rng = Rng(0x0ddb_a11c_afe0_0001);
+    for i in (1..orders.len()).rev() {
+        orders.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let docs: Vec<Vec<u8>> = orders.iter().map(|o| o.to_json()).collect();
+    let messages = Message::numbered(&docs);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let indexed = open_table(&dir.path().join("indexed"));
+    let plain = Arc::new(
+        RealtimeTable::open(
+            &dir.path().join("plain"),
+            schema::order_schema(),
+            schema::TIME_MS,
+            &[schema::ORDER_ID, "customer_id"],
+            table_config(),
+            clock::ManualClock::new(NOW),
+        )
+        .expect("open table"),
+    );
+    for table in [&indexed, &plain] {
+        let mut ingestor = Ingestor::new(IngestConfig::default());
+        // The last 400 stay in memory; the rest is sealed (and merged, maybe into one file).
+        let (sealed, fresh) = messages.split_at(2_200);
+        for chunk in sealed.chunks(250) {
+            let out = ingestor.ingest(chunk, NOW);
+            assert!(out.rejected.is_empty(), "{:?}", out.rejected.first());
+            table.append(out.batch.expect("rows")).expect("append");
+            if let Some(e) = table.maintain().failed() {
+                panic!("maintain: {e}");
+            }
+        }
+        table.flush().expect("seal");
+        for _ in 0..100 {
+            if let Some(e) = table.maintain().failed() {
+                panic!("maintain: {e}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let out = ingestor.ingest(fresh, NOW);
+        assert!(out.rejected.is_empty(), "{:?}", out.rejected.first());
+        table.append(out.batch.expect("rows")).expect("append");
+        let snap = table.snapshot();
+        assert_eq!(snap.rows(), 2_600);
+        assert!(!snap.segments.is_empty(), "sealed segments");
+        assert!(snap.memory_rows > 0, "some rows still in memory");
+    }
+    let windows = Windows::new(WindowConfig::default()).expect("windows");
+    let (base, engine) = serve_engine(indexed, windows.clone(), Answers::Sql).await;
+    let (plain_base, plain_engine) = serve_engine(plain, windows, Answers::Sql).await;
+
+    let mut customers: Vec<String> = orders
+        .iter()
+        .map(|o| o.customer.customer_id.to_string())
+        .collect();
+    customers.sort();
+    customers.dedup();
+    assert_eq!(customers.len(), 2);
+    customers.push("nobody-has-this-id".into());
+    for customer in &customers {
+        let mut theirs: Vec<&Order> = orders
+            .iter()
+            .filter(|o| &o.customer.customer_id.to_string() == customer)
+            .collect();
+        theirs.sort_by(|a, b| {
+            b.time_ms
+                .cmp(&a.time_ms)
+                .then(a.order_id.to_string().cmp(&b.order_id.to_string()))
+        });
+        theirs.truncate(1_000);
+        let want = Value::Array(
+            theirs
+                .iter()
+                .map(|o| json!({"order_id": o.order_id.to_string(), "order_total": dollars(cents(o.order_total)), "timestamp": ny(o.time_ms)}))
+                .collect(),
+        );
+        let path = format!("/users/{customer}/orders");
+        // From the indexes and memory: no SQL planned.
+        let before = statements(&engine);
+        let direct = get(&format!("{base}{path}")).await;
+        assert_eq!(statements(&engine), before, "{path} planned SQL");
+        assert_eq!(direct, want, "{path}");
+        // SQL asked explicitly, and a table without indexes (SQL scans it), agree.
+        assert_eq!(get(&format!("{base}{path}?source=sql")).await, want);
+        assert!(statements(&engine) > before, "?source=sql asks SQL");
+        let before = statements(&plain_engine);
+        assert_eq!(get(&format!("{plain_base}{path}")).await, want, "{path}");
+        assert!(statements(&plain_engine) > before, "no indexes: SQL");
+    }
+    // The limit and the ties are in the answers, not merely in the data.
+    let first = get(&format!("{base}/users/{}/orders", customers[0])).await;
+    let rows = first.as_array().expect("rows");
+    assert_eq!(rows.len(), 1_000);
+    assert!(
+        rows.windows(2)
+            .any(|w| w[0]["timestamp"] == w[1]["timestamp"]),
+        "orders at the same time"
     );
 }

@@ -14,6 +14,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::ScalarValue;
@@ -357,6 +359,39 @@ impl SqlEngine {
             .await
     }
 
+    /// The rows of the table whose `column` equals `key`, with `columns`, from the lookup
+    /// indexes and the rows in memory, without planning a query (see [`table::provider::key_rows`]):
+    /// an endpoint's point lookup (`/users/{id}/orders`) at the cost of the lookups alone. Run
+    /// on the query runtime with a turn of the internal lane, within the query time limit, as
+    /// the endpoint's SQL would. `None` when the indexes cannot answer: ask SQL.
+    pub async fn key_rows(
+        &self,
+        column: &str,
+        key: &str,
+        columns: &[&str],
+    ) -> Result<Option<Vec<RecordBatch>>, SqlError> {
+        let timeout_ms = self.inner.config.timeout_ms;
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let Some(runtime) = &self.runtime else {
+            return Err(SqlError::Busy("the SQL engine is shutting down".into()));
+        };
+        let inner = self.inner.clone();
+        let column = column.to_string();
+        let key = key.to_string();
+        let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        let work = AbortOnDrop(runtime.spawn(async move {
+            let _turn = inner.internal.enter(deadline, timeout_ms).await?;
+            let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+            table::provider::key_rows(&inner.table, &column, &key, &columns)
+                .map_err(SqlError::from_datafusion)
+        }));
+        match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(SqlError::Execution(format!("the lookup failed: {e}"))),
+            Err(_) => Err(SqlError::Timeout(timeout_ms)),
+        }
+    }
+
     /// Runs one query in `lane` and `finish`es its output on the query runtime, inside the
     /// query's time limit (`finish` gets the deadline). `pinot`: answer as a Pinot broker would
     /// (default LIMIT, Pinot's column names, result types and values over no rows).
@@ -511,23 +546,44 @@ async fn execute(
         Lane::User => plan_cache::rebind(plan, &state).map_err(df_err),
         Lane::Internal => Ok(plan.clone()),
     };
-    // On from the stage kept: parameters bound before analysis, the optimizer run again where
-    // the plan depends on the moment (`ago()`).
+    // On from the stage kept: parameters bound to the optimized plan where it was kept with
+    // its placeholders, else before analysis; the optimizer run again where the plan depends
+    // on the moment (`ago()`).
+    let bind_and_optimize = |logical: &datafusion::logical_expr::LogicalPlan,
+                             params: Vec<ScalarValue>|
+     -> Result<datafusion::logical_expr::LogicalPlan, SqlError> {
+        let mut logical = own(logical)?;
+        if with_params {
+            logical = logical.with_param_values(params).map_err(df_err)?;
+            // Grouping by a list may depend on a parameter's type.
+            refuse_list_groups(&logical)?;
+        }
+        state.optimize(&logical).map_err(df_err)
+    };
     let logical = match &planned.stage {
         Stage::Optimized(optimized) => own(optimized)?,
+        Stage::Prepared {
+            optimized,
+            types,
+            unbound,
+        } => {
+            // Binding does not check types (nor coerce): values of other types than the
+            // placeholders' are planned from the start, as without a kept plan.
+            let fits = params.len() == types.len()
+                && params.iter().zip(types).all(|(v, t)| &v.data_type() == t);
+            if fits {
+                let bound = own(optimized)?.with_param_values(params).map_err(df_err)?;
+                refuse_list_groups(&bound)?;
+                bound
+            } else {
+                bind_and_optimize(unbound, params)?
+            }
+        }
         Stage::Analyzed(analyzed) => state
             .optimizer()
             .optimize(own(analyzed)?, &state, |_, _| {})
             .map_err(df_err)?,
-        Stage::Unbound(logical) => {
-            let mut logical = own(logical)?;
-            if with_params {
-                logical = logical.with_param_values(params).map_err(df_err)?;
-                // Grouping by a list may depend on a parameter's type.
-                refuse_list_groups(&logical)?;
-            }
-            state.optimize(&logical).map_err(df_err)?
-        }
+        Stage::Unbound(logical) => bind_and_optimize(logical, params)?,
     };
     let plan = yielding(
         state
@@ -748,7 +804,14 @@ async fn plan(
         other => limits(other)?,
     };
     let stage = if with_params {
-        Stage::Unbound(logical)
+        match prepare(state, &logical) {
+            Some((optimized, types)) => Stage::Prepared {
+                optimized,
+                types,
+                unbound: logical,
+            },
+            None => Stage::Unbound(logical),
+        }
     } else {
         let analyzed = state
             .analyzer()
@@ -771,6 +834,42 @@ async fn plan(
         reads_table,
         stage,
     })
+}
+
+/// `logical` (with parameters) analyzed and optimized before its parameters are bound, and the
+/// types of `$1`, `$2`, ..., when that is the plan binding values of those types first would
+/// give: every placeholder's type known from where it stands (`time_ms >= $1`: BIGINT, one type
+/// per placeholder) and nothing depending on the moment (`ago()` is folded by the optimizer).
+/// `None` otherwise, or when analysis or optimization fails without values (the query is then
+/// planned with its values each run, as before).
+fn prepare(
+    state: &SessionState,
+    logical: &datafusion::logical_expr::LogicalPlan,
+) -> Option<(datafusion::logical_expr::LogicalPlan, Vec<DataType>)> {
+    if !plan_cache::timeless_but_typed_params(logical) {
+        return None;
+    }
+    let before = logical.get_parameter_types().ok()?;
+    let analyzed = state
+        .analyzer()
+        .execute_and_check(logical.clone(), state.config_options(), |_, _| {})
+        .ok()?;
+    let optimized = state
+        .optimizer()
+        .optimize(analyzed, state, |_, _| {})
+        .ok()?;
+    if !plan_cache::timeless_but_typed_params(&optimized) {
+        return None;
+    }
+    // The same placeholders, of the same types, as planned ($1 to $n, each with a type).
+    let after = optimized.get_parameter_types().ok()?;
+    if after != before {
+        return None;
+    }
+    let types = (1..=after.len())
+        .map(|i| after.get(&format!("${i}")).cloned().flatten())
+        .collect::<Option<Vec<DataType>>>()?;
+    Some((optimized, types))
 }
 
 /// EXPLAIN's text without the server's directories: scans name their segment files by path.
@@ -871,7 +970,6 @@ fn has_node(plan: &Arc<dyn ExecutionPlan>, name: &str) -> bool {
 /// (`GROUP BY coupon`, its position, `VALUEIN`, in the outermost SELECT). Any other grouping by
 /// a whole list would answer different groups than Pinot without a word, so it is refused.
 fn refuse_list_groups(plan: &datafusion::logical_expr::LogicalPlan) -> Result<(), SqlError> {
-    use datafusion::arrow::datatypes::DataType;
     use datafusion::logical_expr::{Distinct, Expr};
     use datafusion::logical_expr::{ExprSchemable, LogicalPlan};
     let is_list = |t: &DataType| {

@@ -6,8 +6,10 @@
 //! picks the segments and row groups to read, is made again for every query from the table as it
 //! is then, so a cached plan never answers from stale rows. (Plans that read a table
 //! function, whose arguments are folded at SQL planning, are not kept: see [`keepable`].) Optimizing folds `ago()` and `now()`
-//! into constants, so the optimized plan is kept only for queries without such functions (and
-//! without parameters); the others are optimized again each time, from the analyzed plan.
+//! into constants, so the optimized plan is kept only for queries without such functions; the
+//! others are optimized again each time, from the analyzed plan. A query with parameters (rtap's
+//! own, `time_ms >= $1`) is kept optimized with its placeholders when their types are known and
+//! nothing else in it depends on the moment, and its values are bound to that plan on each run.
 //!
 //! A user query's functions that multiply their input carry a budget of the query's own
 //! ([`crate::bounded`]); a plan taken from the cache gets the new query's functions
@@ -17,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
 use datafusion::execution::session_state::SessionState;
@@ -61,6 +64,15 @@ pub enum Stage {
     /// depends on their values. Also an EXPLAIN (its query limited), which DataFusion
     /// optimizes only as a whole (never kept).
     Unbound(LogicalPlan),
+    /// Analyzed and optimized with its parameters as placeholders of known types, nothing else
+    /// in it depending on the moment (rtap's own parameterized queries): bound on each run,
+    /// not analyzed or optimized again. `unbound` is the plan as [`Stage::Unbound`] keeps it,
+    /// for values that do not fit the placeholders' types (`types`, of `$1`, `$2`, ...).
+    Prepared {
+        optimized: LogicalPlan,
+        types: Vec<DataType>,
+        unbound: LogicalPlan,
+    },
     /// Analyzed (type coercion, function rewrites): optimizing folds `ago()` or `now()`.
     Analyzed(LogicalPlan),
     /// Optimized: no function in it depends on when it runs (table functions' arguments, folded
@@ -69,16 +81,19 @@ pub enum Stage {
 }
 
 impl Stage {
-    fn plan(&self) -> &LogicalPlan {
+    fn plans(&self) -> Vec<&LogicalPlan> {
         match self {
-            Stage::Unbound(p) | Stage::Analyzed(p) | Stage::Optimized(p) => p,
+            Stage::Unbound(p) | Stage::Analyzed(p) | Stage::Optimized(p) => vec![p],
+            Stage::Prepared {
+                optimized, unbound, ..
+            } => vec![optimized, unbound],
         }
     }
 }
 
 /// Which query a plan is for: the same text plans differently per lane (the user lane's
 /// functions are bounded), per dialect answer (Pinot's default LIMIT) and with or without
-/// parameters (bound before analysis).
+/// parameters (bound on each run).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     lane: Lane,
@@ -138,7 +153,7 @@ impl PlanCache {
         match &found {
             Some(planned) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                if matches!(planned.stage, Stage::Optimized(_)) {
+                if matches!(planned.stage, Stage::Optimized(_) | Stage::Prepared { .. }) {
                     self.optimized_hits.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -152,7 +167,7 @@ impl PlanCache {
     /// Keeps the plan of this text (unless [`keepable`] says no), dropping the least recently
     /// used one when full.
     pub fn insert(&self, lane: Lane, pinot: bool, params: bool, sql: &str, planned: Arc<Planned>) {
-        if self.capacity == 0 || !keepable(planned.stage.plan()) {
+        if self.capacity == 0 || !planned.stage.plans().into_iter().all(keepable) {
             return;
         }
         let Some(key) = Self::key(lane, pinot, params, sql) else {
@@ -242,6 +257,16 @@ fn keepable(plan: &LogicalPlan) -> bool {
 /// value depends on the moment (`ago()`, `now()`, DataFusion's `current_date`), none that is
 /// volatile, no parameter and no session variable. Subqueries included.
 pub fn timeless(plan: &LogicalPlan) -> bool {
+    fixed(plan, false)
+}
+
+/// [`timeless`] but for parameters whose types are known: the optimized plan would be the same
+/// whenever the query runs, up to the values bound to its placeholders.
+pub fn timeless_but_typed_params(plan: &LogicalPlan) -> bool {
+    fixed(plan, true)
+}
+
+fn fixed(plan: &LogicalPlan, typed_params: bool) -> bool {
     let mut timeless = true;
     let _ = plan.apply_with_subqueries(|node| {
         node.apply_expressions(|expr| {
@@ -250,7 +275,8 @@ pub fn timeless(plan: &LogicalPlan) -> bool {
                     Expr::ScalarFunction(f) => {
                         f.func.signature().volatility == Volatility::Immutable
                     }
-                    Expr::Placeholder(_) | Expr::ScalarVariable(..) => false,
+                    Expr::Placeholder(p) => typed_params && p.field.is_some(),
+                    Expr::ScalarVariable(..) => false,
                     _ => true,
                 };
                 if fixed {

@@ -20,13 +20,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::compute::kernels::cmp::eq;
+use datafusion::arrow::compute::{filter_record_batch, SortOptions};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
 use datafusion::common::{
-    project_schema, ColumnStatistics, DFSchema, DataFusionError, Result, ScalarValue, Statistics,
+    project_schema, Column, ColumnStatistics, DFSchema, DataFusionError, Result, ScalarValue,
+    Statistics,
 };
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -37,7 +39,7 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
+    lit, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
 use datafusion::physical_expr::expressions::Column as PhysicalColumn;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalSortExpr};
@@ -307,6 +309,47 @@ fn lookups<'a>(
         }
     }
     used.then_some((found, rest))
+}
+
+/// The rows whose `column` equals `key`, with `columns` (by name, in that order): what a scan
+/// filtered by `column = 'key'` returns, taken without planning a query, from the lookup index
+/// of every sealed segment (see [`lookups`]) and a filter over the rows in memory, all of one
+/// snapshot. `None` when that is not possible (a segment without a usable index on `column`
+/// that carries `columns`, or lookups over a query's [`Budget`]): the caller asks SQL, which
+/// scans what the indexes cannot answer.
+pub fn key_rows(
+    table: &RealtimeTable,
+    column: &str,
+    key: &str,
+    columns: &[&str],
+) -> Result<Option<Vec<RecordBatch>>> {
+    let schema = table.schema();
+    let indices = columns
+        .iter()
+        .map(|c| schema.index_of(c))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let projected: SchemaRef = Arc::new(schema.project(&indices)?);
+    let snapshot = table.snapshot();
+    let mut found = Vec::new();
+    if !snapshot.segments.is_empty() {
+        let segments: Vec<&SegmentRef> = snapshot.segments.iter().collect();
+        let filter = [Expr::Column(Column::new_unqualified(column)).eq(lit(key))];
+        match lookups(&segments, &filter, &projected) {
+            Some((rows, rest)) if rest.is_empty() => found = rows,
+            _ => return Ok(None),
+        }
+    }
+    let at = schema.index_of(column)?;
+    let target = ScalarValue::Utf8(Some(key.to_string()))
+        .cast_to(schema.field(at).data_type())?
+        .to_scalar()?;
+    for batch in &snapshot.memory {
+        let matches = eq(batch.column(at), &target)?;
+        if matches.true_count() > 0 {
+            found.push(project(&filter_record_batch(batch, &matches)?, &projected)?);
+        }
+    }
+    Ok(Some(found))
 }
 
 /// The rows of one segment's index for `keys`, as `projected`.
