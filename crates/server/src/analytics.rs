@@ -455,7 +455,7 @@ async fn recent_users(
 /// Longest customer id accepted (a UUID is 36 characters).
 const MAX_CUSTOMER_ID_CHARS: usize = 128;
 
-/// Most orders `/users/{id}/orders` answers (its SQL's LIMIT).
+/// Most orders `/users/{id}/orders` answers: the LIMIT of `queries/user_orders.sql`.
 const MAX_USER_ORDERS: usize = 1000;
 
 async fn user_orders(
@@ -475,13 +475,20 @@ async fn user_orders(
     // rows the SQL below reads, without planning it (planning was most of this endpoint's time).
     if a.asks_table(&q) {
         let columns = ["time_ms", "order_id", "order_total"];
-        if let Some(batches) = a
+        let answer = a
             .engine
-            .key_rows("customer_id", &customer_id, &columns)
-            .await?
-        {
-            let mut rows = newest_orders(&batches, MAX_USER_ORDERS)?;
-            round_money(&mut rows, &["order_total"]);
+            .key_rows(
+                "customer_id",
+                &customer_id,
+                &columns,
+                |batches, max_rows| {
+                    let mut rows = newest_orders(&batches, MAX_USER_ORDERS.min(max_rows))?;
+                    round_money(&mut rows, &["order_total"]);
+                    Ok(rows)
+                },
+            )
+            .await?;
+        if let Some(rows) = answer {
             return Ok(Json(Value::Array(rows)));
         }
     }
@@ -499,11 +506,11 @@ async fn user_orders(
 /// The rows of `batches` (`time_ms`, `order_id`, `order_total`) as `user_orders.sql` answers
 /// them: newest first, ties by order id, at most `limit`, the time as `ToDateTime(time_ms,
 /// 'yyyy-MM-dd HH:mm:ss', 'America/New_York')` writes it.
-fn newest_orders(batches: &[RecordBatch], limit: usize) -> Result<Vec<Value>, ApiError> {
+fn newest_orders(batches: &[RecordBatch], limit: usize) -> Result<Vec<Value>, sql::SqlError> {
     let unexpected = |what: &str| {
-        ApiError::Query(sql::SqlError::Execution(format!(
+        sql::SqlError::Execution(format!(
             "/users/{{id}}/orders: {what} is not of the table's type"
-        )))
+        ))
     };
     let mut rows: Vec<(i64, &str, usize, usize)> = Vec::new();
     for (b, batch) in batches.iter().enumerate() {
@@ -524,13 +531,20 @@ fn newest_orders(batches: &[RecordBatch], limit: usize) -> Result<Vec<Value>, Ap
             rows.push((times.value(r), ids.value(r), b, r));
         }
     }
-    // ORDER BY time_ms DESC, order_id (byte order, as DataFusion compares strings).
-    rows.sort_unstable_by(|x, y| y.0.cmp(&x.0).then_with(|| x.1.cmp(y.1)));
+    // ORDER BY time_ms DESC, order_id (byte order, as DataFusion compares strings): the first
+    // `limit` picked, then sorted.
+    let newest = |x: &(i64, &str, usize, usize), y: &(i64, &str, usize, usize)| {
+        y.0.cmp(&x.0).then_with(|| x.1.cmp(y.1))
+    };
+    if rows.len() > limit && limit > 0 {
+        rows.select_nth_unstable_by(limit - 1, newest);
+    }
     rows.truncate(limit);
+    rows.sort_unstable_by(newest);
     rows.into_iter()
         .map(|(time, id, b, r)| {
             let total = ScalarValue::try_from_array(batches[b].column(2), r)
-                .map_err(|e| ApiError::Query(sql::SqlError::Execution(e.to_string())))?;
+                .map_err(|e| sql::SqlError::Execution(e.to_string()))?;
             Ok(json!({
                 "order_id": id,
                 "order_total": cell(&total),

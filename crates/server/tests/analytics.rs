@@ -968,22 +968,8 @@ async fn user_orders_from_the_indexes_equal_sql_on_ties_the_limit_and_memory() {
     let messages = Message::numbered(&docs);
     let dir = tempfile::tempdir().expect("tempdir");
     let indexed = open_table(&dir.path().join("indexed"));
-    let plain = Arc::new(
-        RealtimeTable::open(
-            &dir.path().join("plain"),
-            schema::order_schema(),
-            schema::TIME_MS,
-            &[schema::ORDER_ID, "customer_id"],
-            table_config(),
-            clock::ManualClock::new(NOW),
-        )
-        .expect("open table"),
-    );
-    for table in [&indexed, &plain] {
-        let mut ingestor = Ingestor::new(IngestConfig::default());
-        // The last 400 stay in memory; the rest is sealed (and merged, maybe into one file).
-        let (sealed, fresh) = messages.split_at(2_200);
-        for chunk in sealed.chunks(250) {
+    let fill = |table: &RealtimeTable, ingestor: &mut Ingestor, messages: &[Message<'_>]| {
+        for chunk in messages.chunks(250) {
             let out = ingestor.ingest(chunk, NOW);
             assert!(out.rejected.is_empty(), "{:?}", out.rejected.first());
             table.append(out.batch.expect("rows")).expect("append");
@@ -991,6 +977,8 @@ async fn user_orders_from_the_indexes_equal_sql_on_ties_the_limit_and_memory() {
                 panic!("maintain: {e}");
             }
         }
+    };
+    let settle = |table: &RealtimeTable| {
         table.flush().expect("seal");
         for _ in 0..100 {
             if let Some(e) = table.maintain().failed() {
@@ -998,17 +986,52 @@ async fn user_orders_from_the_indexes_equal_sql_on_ties_the_limit_and_memory() {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let out = ingestor.ingest(fresh, NOW);
-        assert!(out.rejected.is_empty(), "{:?}", out.rejected.first());
-        table.append(out.batch.expect("rows")).expect("append");
+    };
+    // Indexed: 2,200 orders sealed (and merged, maybe into one file), the last 400 in memory.
+    let mut ingestor = Ingestor::new(IngestConfig::default());
+    fill(&indexed, &mut ingestor, &messages[..2_200]);
+    settle(&indexed);
+    fill(&indexed, &mut ingestor, &messages[2_200..]);
+    // Mixed: the first 2,200 sealed before the table had indexes, 200 sealed with them, 200 in
+    // memory (SQL answers: some files have no index).
+    let mixed_dir = dir.path().join("mixed");
+    let mut ingestor = Ingestor::new(IngestConfig::default());
+    {
+        let plain = RealtimeTable::open(
+            &mixed_dir,
+            schema::order_schema(),
+            schema::TIME_MS,
+            &[schema::ORDER_ID, "customer_id"],
+            table_config(),
+            clock::ManualClock::new(NOW),
+        )
+        .expect("open table");
+        fill(&plain, &mut ingestor, &messages[..2_200]);
+        settle(&plain);
+    }
+    let mixed = open_table(&mixed_dir);
+    fill(&mixed, &mut ingestor, &messages[2_200..2_400]);
+    settle(&mixed);
+    fill(&mixed, &mut ingestor, &messages[2_400..]);
+    for table in [&indexed, &mixed] {
         let snap = table.snapshot();
         assert_eq!(snap.rows(), 2_600);
         assert!(!snap.segments.is_empty(), "sealed segments");
         assert!(snap.memory_rows > 0, "some rows still in memory");
     }
+    let indexes: Vec<bool> = mixed
+        .snapshot()
+        .segments
+        .iter()
+        .map(|s| s.lookup("customer_id").is_some())
+        .collect();
+    assert!(
+        indexes.contains(&true) && indexes.contains(&false),
+        "files with and without indexes: {indexes:?}"
+    );
     let windows = Windows::new(WindowConfig::default()).expect("windows");
     let (base, engine) = serve_engine(indexed, windows.clone(), Answers::Sql).await;
-    let (plain_base, plain_engine) = serve_engine(plain, windows, Answers::Sql).await;
+    let (mixed_base, mixed_engine) = serve_engine(mixed, windows, Answers::Sql).await;
 
     let mut customers: Vec<String> = orders
         .iter()
@@ -1041,12 +1064,15 @@ async fn user_orders_from_the_indexes_equal_sql_on_ties_the_limit_and_memory() {
         let direct = get(&format!("{base}{path}")).await;
         assert_eq!(statements(&engine), before, "{path} planned SQL");
         assert_eq!(direct, want, "{path}");
-        // SQL asked explicitly, and a table without indexes (SQL scans it), agree.
+        // SQL asked explicitly, and a table with files without indexes (SQL scans those), agree.
         assert_eq!(get(&format!("{base}{path}?source=sql")).await, want);
         assert!(statements(&engine) > before, "?source=sql asks SQL");
-        let before = statements(&plain_engine);
-        assert_eq!(get(&format!("{plain_base}{path}")).await, want, "{path}");
-        assert!(statements(&plain_engine) > before, "no indexes: SQL");
+        let before = statements(&mixed_engine);
+        assert_eq!(get(&format!("{mixed_base}{path}")).await, want, "{path}");
+        assert!(
+            statements(&mixed_engine) > before,
+            "files without indexes: SQL"
+        );
     }
     // The limit and the ties are in the answers, not merely in the data.
     let first = get(&format!("{base}/users/{}/orders", customers[0])).await;

@@ -360,16 +360,19 @@ impl SqlEngine {
     }
 
     /// The rows of the table whose `column` equals `key`, with `columns`, from the lookup
-    /// indexes and the rows in memory, without planning a query (see [`table::provider::key_rows`]):
-    /// an endpoint's point lookup (`/users/{id}/orders`) at the cost of the lookups alone. Run
-    /// on the query runtime with a turn of the internal lane, within the query time limit, as
-    /// the endpoint's SQL would. `None` when the indexes cannot answer: ask SQL.
-    pub async fn key_rows(
+    /// indexes and the rows in memory, without planning a query (see [`table::provider::key_rows`]),
+    /// `finish`ed (sorted, cut, written out) with at most `sql.max_rows`: an endpoint's point
+    /// lookup (`/users/{id}/orders`) at the cost of the lookups alone. Run on the query runtime
+    /// with a turn of the internal lane, within the query time limit, as the endpoint's SQL
+    /// would. `None` when the indexes cannot answer: ask SQL.
+    pub async fn key_rows<T: Send + 'static>(
         &self,
         column: &str,
         key: &str,
         columns: &[&str],
-    ) -> Result<Option<Vec<RecordBatch>>, SqlError> {
+        finish: impl FnOnce(Vec<RecordBatch>, usize) -> Result<T, SqlError> + Send + 'static,
+    ) -> Result<Option<T>, SqlError> {
+        let max_rows = self.inner.config.max_rows;
         let timeout_ms = self.inner.config.timeout_ms;
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let Some(runtime) = &self.runtime else {
@@ -382,8 +385,11 @@ impl SqlEngine {
         let work = AbortOnDrop(runtime.spawn(async move {
             let _turn = inner.internal.enter(deadline, timeout_ms).await?;
             let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-            table::provider::key_rows(&inner.table, &column, &key, &columns)
-                .map_err(SqlError::from_datafusion)
+            match table::provider::key_rows(&inner.table, &column, &key, &columns) {
+                Ok(Some(rows)) => finish(rows, max_rows).map(Some),
+                Ok(None) => Ok(None),
+                Err(e) => Err(SqlError::from_datafusion(e)),
+            }
         }));
         match tokio::time::timeout_at(deadline.into(), work).await {
             Ok(Ok(result)) => result,
@@ -572,9 +578,8 @@ async fn execute(
             let fits = params.len() == types.len()
                 && params.iter().zip(types).all(|(v, t)| &v.data_type() == t);
             if fits {
-                let bound = own(optimized)?.with_param_values(params).map_err(df_err)?;
-                refuse_list_groups(&bound)?;
-                bound
+                // Grouping by a list was checked on the typed plan when it was kept.
+                own(optimized)?.with_param_values(params).map_err(df_err)?
             } else {
                 bind_and_optimize(unbound, params)?
             }
@@ -846,7 +851,10 @@ fn prepare(
     state: &SessionState,
     logical: &datafusion::logical_expr::LogicalPlan,
 ) -> Option<(datafusion::logical_expr::LogicalPlan, Vec<DataType>)> {
-    if !plan_cache::timeless_but_typed_params(logical) {
+    // With the placeholders' types known, the check `execute` makes once values are bound
+    // (grouping by a list) can be made now; a plan it refuses is planned with its values and
+    // refused then.
+    if !plan_cache::timeless_but_typed_params(logical) || refuse_list_groups(logical).is_err() {
         return None;
     }
     let before = logical.get_parameter_types().ok()?;

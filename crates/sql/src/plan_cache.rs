@@ -204,7 +204,8 @@ impl PlanCache {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanCacheStats {
     pub hits: u64,
-    /// Of the hits, those on plans kept optimized (the optimizer did not run again).
+    /// Of the hits, those on plans kept optimized (the optimizer did not run again, unless the
+    /// values of a kept plan with parameters were of other types than its placeholders').
     pub optimized_hits: u64,
     pub misses: u64,
     pub entries: usize,

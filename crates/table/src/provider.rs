@@ -330,6 +330,18 @@ pub fn key_rows(
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let projected: SchemaRef = Arc::new(schema.project(&indices)?);
     let snapshot = table.snapshot();
+    // Every segment must be answerable before any index is read: else SQL would read the same
+    // blocks again for the segments that are.
+    let covered = |segment: &SegmentRef| {
+        segment.lookup(column).is_some_and(|index| {
+            columns
+                .iter()
+                .all(|c| *c != ROW_COLUMN && index.schema().index_of(c).is_ok())
+        })
+    };
+    if !snapshot.segments.iter().all(covered) {
+        return Ok(None);
+    }
     let mut found = Vec::new();
     if !snapshot.segments.is_empty() {
         let segments: Vec<&SegmentRef> = snapshot.segments.iter().collect();
