@@ -44,6 +44,10 @@ if pid:
     try:
         with open(f"/proc/{pid}/clear_refs", "w") as f:
             f.write("5")
+        with open(f"/proc/{pid}/status") as f:
+            rss = next(l.split()[1] for l in f if l.startswith("VmRSS"))
+        # The peak reported later is at least this: what the server held when answering began.
+        print(f"server RSS when the timed requests start: {int(rss) // 1024} MB")
     except OSError as e:
         print(f"(VmHWM not reset, whole-life peak: {e})")
 

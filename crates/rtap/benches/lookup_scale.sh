@@ -3,7 +3,8 @@
 # into a fresh directory (timed), then `rtap up --max-orders 0` serving it: waits until the merge
 # policy is done (`rtap_table_merge_due` and `rtap_table_merging` 0, at most an hour),
 # prints the segments the manifest lists (count, rows, MB), then sends `/users/{customer}/orders`
-# (300 random customers in turn) and `/orders/overview2` for 15 s each on one kept-alive
+# (300 random customers in turn; from the lookup indexes, then `?source=sql` through SQL) and
+# `/orders/overview2` for 15 s each on one kept-alive
 # connection (get_hammer.py) and prints p50 / p99, and the server's peak RSS while answering.
 # CONFIG_FILE (optional) is passed to both commands with --config (A/B of table settings). See
 # BENCHMARKS.md, "Merges in size tiers". The directory is removed at the end unless KEEP=1.
@@ -79,5 +80,6 @@ print(f"segments: {len(s)}, {sum(x['bytes'] for x in s) / 1e6:.0f} MB, rows "
 PY
 # The peak RSS while answering: get_hammer.py resets VmHWM once it has read the customers.
 python3 "$here/get_hammer.py" --pid "$pid" "http://127.0.0.1:$port" 15 '/users/{customer}/orders'
+python3 "$here/get_hammer.py" "http://127.0.0.1:$port" 15 '/users/{customer}/orders?source=sql'
 python3 "$here/get_hammer.py" "http://127.0.0.1:$port" 15 /orders/overview2
 echo "server while answering: $(awk '/VmHWM/{print "VmHWM", $2, $3} /VmRSS/{print "VmRSS", $2, $3}' /proc/$pid/status | paste -sd' ')"

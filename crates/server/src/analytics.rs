@@ -6,6 +6,7 @@
 //! order counts once, `latestorders` has `orderId`, a customer id is bound, never spliced.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
@@ -471,9 +472,12 @@ async fn user_orders(
             "customer id must be 1 to {MAX_CUSTOMER_ID_CHARS} printable characters"
         )));
     }
+    let started = Instant::now();
+    let sql = include_str!("queries/user_orders.sql");
+    let params = vec![ScalarValue::Utf8(Some(customer_id.clone()))];
     // The customer's rows straight from the lookup indexes and the rows in memory: the same
     // rows the SQL below reads, without planning it (planning was most of this endpoint's time).
-    if a.asks_table(&q) {
+    let out = if a.asks_table(&q) {
         let columns = ["time_ms", "order_id", "order_total"];
         let answer = a
             .engine
@@ -491,13 +495,12 @@ async fn user_orders(
         if let Some(rows) = answer {
             return Ok(Json(Value::Array(rows)));
         }
-    }
-    let out = a
-        .run(
-            include_str!("queries/user_orders.sql"),
-            vec![ScalarValue::Utf8(Some(customer_id))],
-        )
-        .await?;
+        // The indexes cannot answer (a file without one, lookups over budget): SQL scans,
+        // within what is left of the same time limit.
+        Answer::Local(a.engine.run_since(started, sql, params).await?)
+    } else {
+        a.run(sql, params).await?
+    };
     let mut rows = out.objects(&["order_id", "order_total", "timestamp"]);
     round_money(&mut rows, &["order_total"]);
     Ok(Json(Value::Array(rows)))

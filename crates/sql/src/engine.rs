@@ -355,8 +355,23 @@ impl SqlEngine {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryOutput, SqlError> {
-        self.run_then(lane, sql, params, false, |out, _| Ok(out))
+        self.run_then(lane, Instant::now(), sql, params, false, |out, _| Ok(out))
             .await
+    }
+
+    /// [`Self::run`] within the time limit counted from `started`: for an endpoint that spent
+    /// part of its time before it asks SQL (`/users/{id}/orders` when its lookups go over
+    /// budget), so the request as a whole stays within `sql.timeout_ms`.
+    pub async fn run_since(
+        &self,
+        started: Instant,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryOutput, SqlError> {
+        self.run_then(Lane::Internal, started, sql, params, false, |out, _| {
+            Ok(out)
+        })
+        .await
     }
 
     /// The rows of the table whose `column` equals `key`, with `columns`, from the lookup
@@ -399,17 +414,17 @@ impl SqlEngine {
     }
 
     /// Runs one query in `lane` and `finish`es its output on the query runtime, inside the
-    /// query's time limit (`finish` gets the deadline). `pinot`: answer as a Pinot broker would
+    /// query's time limit counted from `started` (`finish` gets the deadline). `pinot`: answer as a Pinot broker would
     /// (default LIMIT, Pinot's column names, result types and values over no rows).
     async fn run_then<T: Send + 'static>(
         &self,
         lane: Lane,
+        started: Instant,
         sql: &str,
         params: Vec<ScalarValue>,
         pinot: bool,
         finish: impl FnOnce(QueryOutput, (Instant, u64)) -> Result<T, SqlError> + Send + 'static,
     ) -> Result<T, SqlError> {
-        let started = Instant::now();
         let mut config = self.inner.config;
         check_text(
             sql,
@@ -462,9 +477,14 @@ impl SqlEngine {
     pub async fn query_pinot_json(&self, sql: &str) -> String {
         let started = Instant::now();
         let answer = self
-            .run_then(Lane::User, sql, Vec::new(), true, move |out, deadline| {
-                response::broker_response_json(&out, Some(deadline))
-            })
+            .run_then(
+                Lane::User,
+                started,
+                sql,
+                Vec::new(),
+                true,
+                move |out, deadline| response::broker_response_json(&out, Some(deadline)),
+            )
             .await;
         answer.unwrap_or_else(|e| {
             response::broker_error(&e, started.elapsed().as_millis() as u64).to_string()

@@ -207,6 +207,11 @@ async fn a_query_with_parameters_is_kept_optimized_and_bound_on_each_run() {
     assert_eq!(int(&out), 1_000);
     let out = run(small, ms(200_000)).await;
     assert_eq!(int(&out), 2_000, "from 1970-01-25 to T0 + 200 s");
+    // A NULL of the placeholder's type binds into the kept plan: `time_ms >= NULL` holds for no
+    // row, in the segment (whose pruning must not read NULL as a bound) and in memory alike.
+    let null = ScalarValue::Int64(None);
+    assert_eq!(int(&run(null.clone(), ms(200_000)).await), 0);
+    assert_eq!(int(&run(ms(100_000), null).await), 0);
 
     // The overview's shape: parameters in aggregate filters too.
     let overview = "SELECT COUNT(*) FILTER (WHERE time_ms >= $2) AS now, \

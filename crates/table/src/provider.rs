@@ -254,6 +254,12 @@ pub fn key_filters(filters: &[Expr]) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// Whether `index` carries every column of `names`: it can answer a scan of them (the row
+/// column is a position in the segment, never answered from an index).
+fn covers<'a>(index: &LookupIndex, mut names: impl Iterator<Item = &'a str>) -> bool {
+    names.all(|name| name != ROW_COLUMN && index.schema().index_of(name).is_ok())
+}
+
 /// Answers what it can of a scan from the segments' lookup indexes: when `filters` restrict a
 /// key column to a few values and a segment's index on it carries every column of `projected`,
 /// that segment's matching rows come from its index. Returns those rows (as `projected`) and
@@ -280,11 +286,8 @@ fn lookups<'a>(
     for &segment in segments {
         let index = candidates.iter().find_map(|(column, keys)| {
             let index = segment.lookup(column)?;
-            let covers = projected
-                .fields()
-                .iter()
-                .all(|f| f.name() != ROW_COLUMN && index.schema().index_of(f.name()).is_ok());
-            covers.then_some((index, column, keys))
+            let names = projected.fields().iter().map(|f| f.name().as_str());
+            covers(&index, names).then_some((index, column, keys))
         });
         let Some((index, column, keys)) = index else {
             rest.push(segment);
@@ -333,11 +336,9 @@ pub fn key_rows(
     // Every segment must be answerable before any index is read: else SQL would read the same
     // blocks again for the segments that are.
     let covered = |segment: &SegmentRef| {
-        segment.lookup(column).is_some_and(|index| {
-            columns
-                .iter()
-                .all(|c| *c != ROW_COLUMN && index.schema().index_of(c).is_ok())
-        })
+        segment
+            .lookup(column)
+            .is_some_and(|index| covers(&index, columns.iter().copied()))
     };
     if !snapshot.segments.iter().all(covered) {
         return Ok(None);

@@ -534,6 +534,49 @@ async fn a_key_with_too_many_rows_is_scanned_for() {
         *by_key.entry(r.1.as_deref().unwrap_or("")).or_default() += 1;
     }
     assert_eq!(by_key.len(), 1);
+    // Without a query: the same budget, so no rows for the hot key (its callers ask SQL), and
+    // the rare key's rows from the index, with the rows still in memory.
+    let columns = ["time_ms", "id", "v"];
+    let hot = table::provider::key_rows(&t, "key", "hot", &columns).expect("key_rows");
+    assert!(
+        hot.is_none(),
+        "over the row limit: no answer from the indexes"
+    );
+    t.append(
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values([n, n + 1])),
+                Arc::new(StringArray::from_iter_values(["rare", "hot"])),
+                Arc::new(StringArray::from_iter_values(["late-rare", "late-hot"])),
+                Arc::new(Float64Array::from_iter_values([0.5, 1.5])),
+                Arc::new(StringArray::from_iter_values(["x", "x"])),
+            ],
+        )
+        .expect("batch"),
+    )
+    .expect("append");
+    let rare = table::provider::key_rows(&t, "key", "rare", &columns)
+        .expect("key_rows")
+        .expect("the rare key answered from its index");
+    let mut ids: Vec<String> = rare
+        .iter()
+        .flat_map(|b| {
+            assert_eq!(b.num_columns(), 3);
+            let ids = b.column(1).as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| ids.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = (0..n)
+        .filter(|i| i % 10 == 0)
+        .map(|i| format!("o-{i}"))
+        .chain(["late-rare".to_string()])
+        .collect();
+    want.sort();
+    assert_eq!(ids, want);
 }
 
 #[tokio::test]
