@@ -3,7 +3,7 @@ for SECONDS (after one untimed second of the same requests) and prints p50 / p99
 client sees them, with the answer's rows. A path with `{customer}` gets a different customer each
 time, from 300 customers drawn at random (seed 7) from the table's customers (read once through
 /query/sql), cycled, so the OS has the pages of most answers cached (a warm-cache figure). With
---pid, the server's peak RSS (VmHWM) is reset after that read, so the peak it reports afterwards
+--pid, the server's peak RSS (VmHWM) is reset after that read, so the peak it prints at the end
 is the answering's (Linux clear_refs). Example (see BENCHMARKS.md, "Merges in size tiers"):
     python3 get_hammer.py http://127.0.0.1:8080 10 /users/{customer}/orders /orders/overview2
 """
@@ -32,6 +32,16 @@ def get(path, method="GET", body=None):
     return json.loads(data)
 
 
+def status_mb(field):
+    """A size from the server's /proc/PID/status, in MB ("?" when not there)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            kb = next((l.split()[1] for l in f if l.startswith(field + ":")), None)
+    except OSError:
+        kb = None
+    return int(kb) // 1024 if kb else "?"
+
+
 customers = []
 if any("{customer}" in p for p in paths):
     sql = "SELECT customer_id FROM orders GROUP BY customer_id ORDER BY customer_id LIMIT 100000"
@@ -44,10 +54,8 @@ if pid:
     try:
         with open(f"/proc/{pid}/clear_refs", "w") as f:
             f.write("5")
-        with open(f"/proc/{pid}/status") as f:
-            rss = next(l.split()[1] for l in f if l.startswith("VmRSS"))
-        # The peak reported later is at least this: what the server held when answering began.
-        print(f"server RSS when the timed requests start: {int(rss) // 1024} MB")
+        # The peak reported at the end is at least this: what the server held when answering began.
+        print(f"server RSS when the timed requests start: {status_mb('VmRSS')} MB")
     except OSError as e:
         print(f"(VmHWM not reset, whole-life peak: {e})")
 
@@ -71,3 +79,5 @@ for p in paths:
         sys.exit(f"{p}: no answer within {secs} s")
     print(f"{statistics.median(v):7.2f} ms p50 {v[int(0.99 * (len(v) - 1))]:7.2f} p99 n={len(v)} "
           f"rows p50 {statistics.median(rows[p])} :: {p}")
+if pid:
+    print(f"server peak RSS during these requests: {status_mb('VmHWM')} MB (VmHWM since the reset)")

@@ -78,8 +78,9 @@ s = m["segments"]
 print(f"segments: {len(s)}, {sum(x['bytes'] for x in s) / 1e6:.0f} MB, rows "
       + ", ".join(f"{x['rows']:,}" for x in s))
 PY
-# The peak RSS while answering: get_hammer.py resets VmHWM once it has read the customers.
+# The peak RSS while answering each way: get_hammer.py resets VmHWM once it has read the
+# customers, and prints it at its end.
 python3 "$here/get_hammer.py" --pid "$pid" "http://127.0.0.1:$port" 15 '/users/{customer}/orders'
-python3 "$here/get_hammer.py" "http://127.0.0.1:$port" 15 '/users/{customer}/orders?source=sql'
+python3 "$here/get_hammer.py" --pid "$pid" "http://127.0.0.1:$port" 15 '/users/{customer}/orders?source=sql'
 python3 "$here/get_hammer.py" "http://127.0.0.1:$port" 15 /orders/overview2
-echo "server while answering: $(awk '/VmHWM/{print "VmHWM", $2, $3} /VmRSS/{print "VmRSS", $2, $3}' /proc/$pid/status | paste -sd' ')"
+echo "server at the end (VmHWM since the last reset): $(awk '/VmHWM/{print "VmHWM", $2, $3} /VmRSS/{print "VmRSS", $2, $3}' /proc/$pid/status | paste -sd' ')"

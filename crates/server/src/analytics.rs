@@ -474,7 +474,6 @@ async fn user_orders(
     }
     let started = Instant::now();
     let sql = include_str!("queries/user_orders.sql");
-    let params = vec![ScalarValue::Utf8(Some(customer_id.clone()))];
     // The customer's rows straight from the lookup indexes and the rows in memory: the same
     // rows the SQL below reads, without planning it (planning was most of this endpoint's time).
     let out = if a.asks_table(&q) {
@@ -497,9 +496,11 @@ async fn user_orders(
         }
         // The indexes cannot answer (a file without one, lookups over budget): SQL scans,
         // within what is left of the same time limit.
+        let params = vec![ScalarValue::Utf8(Some(customer_id))];
         Answer::Local(a.engine.run_since(started, sql, params).await?)
     } else {
-        a.run(sql, params).await?
+        a.run(sql, vec![ScalarValue::Utf8(Some(customer_id))])
+            .await?
     };
     let mut rows = out.objects(&["order_id", "order_total", "timestamp"]);
     round_money(&mut rows, &["order_total"]);

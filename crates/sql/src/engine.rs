@@ -361,7 +361,10 @@ impl SqlEngine {
 
     /// [`Self::run`] within the time limit counted from `started`: for an endpoint that spent
     /// part of its time before it asks SQL (`/users/{id}/orders` when its lookups go over
-    /// budget), so the request as a whole stays within `sql.timeout_ms`.
+    /// budget), so the request as a whole stays within `sql.timeout_ms`. The query waits for
+    /// its own turn of the internal lane, and that wait counts too: on a busy server such a
+    /// request can time out where a fresh limit would have let it finish (the limit is the
+    /// request's, as a client sees it).
     pub async fn run_since(
         &self,
         started: Instant,
@@ -414,8 +417,9 @@ impl SqlEngine {
     }
 
     /// Runs one query in `lane` and `finish`es its output on the query runtime, inside the
-    /// query's time limit counted from `started` (`finish` gets the deadline). `pinot`: answer as a Pinot broker would
-    /// (default LIMIT, Pinot's column names, result types and values over no rows).
+    /// query's time limit counted from `started` (`finish` gets the deadline; the answer's
+    /// time used counts from `started` too). `pinot`: answer as a Pinot broker would (default
+    /// LIMIT, Pinot's column names, result types and values over no rows).
     async fn run_then<T: Send + 'static>(
         &self,
         lane: Lane,
@@ -441,6 +445,11 @@ impl SqlEngine {
             config.max_response_bytes = config.max_response_bytes.min(bytes.max(1));
         }
         let deadline = started + Duration::from_millis(config.timeout_ms);
+        // A caller that spent its time already (`run_since`) gets no query started at all:
+        // `timeout_at` would poll the work once before it looks at the deadline.
+        if Instant::now() >= deadline {
+            return Err(SqlError::Timeout(config.timeout_ms));
+        }
         let Some(runtime) = &self.runtime else {
             return Err(SqlError::Busy("the SQL engine is shutting down".into()));
         };

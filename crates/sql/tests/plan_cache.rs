@@ -6,13 +6,14 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::ScalarValue;
 use ingest::{IngestConfig, Ingestor, Message};
 use orders::{Generator, GeneratorConfig};
-use sql::{Lane, QueryOutput, SqlConfig, SqlEngine};
+use sql::{Lane, QueryOutput, SqlConfig, SqlEngine, SqlError};
 use table::{RealtimeTable, TableConfig};
 
 const T0: i64 = 1_795_618_800_000;
@@ -210,8 +211,23 @@ async fn a_query_with_parameters_is_kept_optimized_and_bound_on_each_run() {
     // A NULL of the placeholder's type binds into the kept plan: `time_ms >= NULL` holds for no
     // row, in the segment (whose pruning must not read NULL as a bound) and in memory alike.
     let null = ScalarValue::Int64(None);
-    assert_eq!(int(&run(null.clone(), ms(200_000)).await), 0);
-    assert_eq!(int(&run(ms(100_000), null).await), 0);
+    let before = engine.plan_cache_stats();
+    for (lo, hi) in [(null.clone(), ms(200_000)), (ms(100_000), null)] {
+        let out = run(lo, hi).await;
+        assert_eq!(int(&out), 0);
+        // No bound from NULL: the segment is read, and the filter finds nothing in it.
+        let files = out.segments.processed - out.segments.consuming_processed;
+        assert_eq!(files, 1, "segments read with a NULL bound");
+    }
+    let stats = engine.plan_cache_stats();
+    assert_eq!(
+        (
+            stats.misses - before.misses,
+            stats.optimized_hits - before.optimized_hits
+        ),
+        (0, 2),
+        "NULLs bound into the kept plan"
+    );
 
     // The overview's shape: parameters in aggregate filters too.
     let overview = "SELECT COUNT(*) FILTER (WHERE time_ms >= $2) AS now, \
@@ -405,4 +421,31 @@ async fn a_query_whose_ctes_expand_past_the_limit_is_refused_before_planning() {
         assert!(err.to_string().contains("sql.max_plan_nodes"), "{err}");
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// `run_since` counts the time its caller spent already (`/users/{id}/orders` before it falls
+/// back to SQL): with the whole limit spent, the query is refused as a timeout before anything
+/// is planned or run; with time left, it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_since_counts_the_time_already_spent() {
+    let f = fixture(128);
+    let engine = &f.engine;
+    let limit_ms = engine.config().timeout_ms;
+    let sql = "SELECT COUNT(*) FROM orders WHERE time_ms >= $1";
+    let params = || vec![ScalarValue::Int64(Some(T0))];
+    let spent = Duration::from_millis(limit_ms + 1);
+    let started = Instant::now()
+        .checked_sub(spent)
+        .expect("an instant the limit ago");
+    match engine.run_since(started, sql, params()).await.err() {
+        Some(SqlError::Timeout(ms)) => assert_eq!(ms, limit_ms),
+        other => panic!("a timeout, not {other:?}"),
+    }
+    let stats = engine.plan_cache_stats();
+    assert_eq!(stats.hits + stats.misses, 0, "nothing planned");
+    let out = engine
+        .run_since(Instant::now(), sql, params())
+        .await
+        .expect(sql);
+    assert_eq!(int(&out), ROWS as i64);
 }
