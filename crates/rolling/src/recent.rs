@@ -10,7 +10,9 @@
 //!   refunded) for the last hour;
 //! - **seconds**: per second of event time, for the last minute, per item name and per category
 //!   (orders holding it, quantity), per customer city and state (orders), per coupon code (uses);
-//!   the last minute's top lists merge 60 of them;
+//!   the last minute's lists are those 60 added up, kept from read to read and moved on with
+//!   the clock (a read adds the seconds that entered its window and takes away those that left;
+//!   orders arriving for seconds inside it are added as they come);
 //! - **latest**: the 10 newest orders (time descending, then order id);
 //! - **users**: the 50 most recently active customers (latest order time descending, then id).
 //!
@@ -27,8 +29,10 @@
 //! - a second's list ran out of keys (`max_keys` per list per pane, and [`KEY_BYTES`] of key text
 //!   over all panes: a producer sending a new city with every order), for every window holding
 //!   that second (an overflowed pane drops its lists, keeping only the mark);
-//! - a window's list would merge more than [`MAX_WINDOW_KEYS`] keys (the work of one read, done
-//!   under the lock ingest takes, stays small);
+//! - a window's list holds more than [`MAX_WINDOW_KEYS`] distinct keys, or the sums must be
+//!   built afresh (the first read, a read whose window moved back or by a minute or more) from
+//!   more than [`MAX_REBUILD_KEYS`] pane entries (the work of one read, done under the lock
+//!   ingest takes, stays small);
 //! - a read asks for a window older than what was kept (the clock stepped back, or ingest's
 //!   clock ran ahead of the reader's by more than the one pane of slack kept);
 //! - the table's retention may already have dropped rows the answer holds (`with_retention`).
@@ -57,8 +61,12 @@ pub const DEFAULT_MAX_KEYS: usize = 10_000;
 /// Bytes of key text all panes hold together (each key counted with [`KEY_OVERHEAD`]).
 pub const KEY_BYTES: usize = 32 * 1024 * 1024;
 const KEY_OVERHEAD: usize = 64;
-/// Most keys one read of a last-minute list merges.
+/// Most distinct keys a last-minute list ranks in one read (more: SQL answers).
 pub const MAX_WINDOW_KEYS: usize = 20_000;
+/// Most pane entries (keys of a second's list) one read adds up when it builds the last
+/// minute's sums afresh; moving them on from the previous read adds and takes away only the
+/// seconds between the two.
+pub const MAX_REBUILD_KEYS: usize = 200_000;
 /// Panes kept before the oldest any read at the ingest clock asks for: a reader whose clock is
 /// this much behind ingest's still gets an answer.
 const SLACK_PANES: i64 = 1;
@@ -124,6 +132,15 @@ pub struct ItemCount {
 impl ItemCount {
     pub fn quantity(&self) -> Option<i64> {
         (self.quantities > 0).then_some(self.quantity)
+    }
+
+    /// One line item of an order: `first`, the first naming this key in its order.
+    fn count(&mut self, first: bool, quantity: Option<i32>) {
+        self.orders += u64::from(first);
+        if let Some(q) = quantity {
+            self.quantity = self.quantity.saturating_add(i64::from(q));
+            self.quantities += 1;
+        }
     }
 
     fn add(&mut self, o: &ItemCount) {
@@ -203,6 +220,81 @@ impl<V: Default> Counts<V> {
     }
 }
 
+impl<V: Tally> Counts<V> {
+    /// Adds `other`'s counts (a window's sums gaining a pane). False when a sum saturated.
+    fn add_all(&mut self, other: &Counts<V>) -> bool {
+        let mut exact = true;
+        for (k, c) in &other.named {
+            let sum = match self.named.get_mut(&**k) {
+                Some(sum) => sum,
+                None => self.named.entry(k.clone()).or_default(),
+            };
+            sum.tally(c);
+            exact &= !sum.saturated();
+        }
+        if let Some(c) = &other.null {
+            let sum = self.null.get_or_insert_with(V::default);
+            sum.tally(c);
+            exact &= !sum.saturated();
+        }
+        exact
+    }
+
+    /// Takes `other`'s counts away again (a pane leaving the window); a key left with nothing
+    /// goes. False when that could not be exact.
+    fn take_all(&mut self, other: &Counts<V>) -> bool {
+        let mut exact = true;
+        for (k, c) in &other.named {
+            match self.named.get_mut(&**k) {
+                Some(sum) => {
+                    exact &= sum.untally(c);
+                    if *sum == V::default() {
+                        self.named.remove(&**k);
+                    }
+                }
+                None => exact = false,
+            }
+        }
+        if let Some(c) = &other.null {
+            match &mut self.null {
+                Some(sum) => {
+                    exact &= sum.untally(c);
+                    if *sum == V::default() {
+                        self.null = None;
+                    }
+                }
+                None => exact = false,
+            }
+        }
+        exact
+    }
+
+    /// The first `limit` by `by`, then key (NULL last), as SQL's ORDER BY puts them.
+    fn ranked(&self, limit: usize, by: impl Fn(&V, &V) -> Ordering) -> Vec<Ranked<V>> {
+        let mut v: Vec<(Option<&str>, V)> = self
+            .named
+            .iter()
+            .map(|(k, c)| (Some(&**k), *c))
+            .chain(self.null.map(|c| (None, c)))
+            .collect();
+        let order = |a: &(Option<&str>, V), b: &(Option<&str>, V)| {
+            by(&a.1, &b.1).then_with(|| nulls_last(a.0, b.0))
+        };
+        // Only the first `limit` are sorted: a window may hold thousands of items for a top 5.
+        if limit < v.len() {
+            v.select_nth_unstable_by(limit, order);
+            v.truncate(limit);
+        }
+        v.sort_by(order);
+        v.into_iter()
+            .map(|(k, value)| Ranked {
+                key: k.map(str::to_string),
+                value,
+            })
+            .collect()
+    }
+}
+
 /// One second of event time.
 #[derive(Debug, Clone, Default)]
 struct SecondPane {
@@ -217,6 +309,15 @@ struct SecondPane {
 }
 
 impl SecondPane {
+    /// Keys over its lists.
+    fn entries(&self) -> usize {
+        self.items.len()
+            + self.categories.len()
+            + self.cities.len()
+            + self.states.len()
+            + self.coupons.len()
+    }
+
     fn bytes(&self) -> usize {
         self.items.bytes()
             + self.categories.bytes()
@@ -241,14 +342,33 @@ pub enum CountList {
     Coupons,
 }
 
-/// What a pane counts per key, added up over the panes of a window.
-trait Tally: Default + Copy {
+/// What a pane counts per key, added up over the panes of a window (and taken away again as
+/// the window moves on).
+trait Tally: Default + Copy + PartialEq {
     fn tally(&mut self, other: &Self);
+    /// Takes away what `tally` added. False when that cannot be exact: a sum that saturated.
+    fn untally(&mut self, other: &Self) -> bool;
+    /// Whether the sum may have saturated (then taking away is not exact).
+    fn saturated(&self) -> bool;
 }
 
 impl Tally for ItemCount {
     fn tally(&mut self, other: &Self) {
         self.add(other);
+    }
+
+    fn untally(&mut self, other: &Self) -> bool {
+        if self.saturated() {
+            return false;
+        }
+        self.orders -= other.orders;
+        self.quantity -= other.quantity;
+        self.quantities -= other.quantities;
+        true
+    }
+
+    fn saturated(&self) -> bool {
+        self.quantity == i64::MAX || self.quantity == i64::MIN
     }
 }
 
@@ -256,56 +376,15 @@ impl Tally for u64 {
     fn tally(&mut self, other: &Self) {
         *self += other;
     }
-}
 
-fn item_list(p: &SecondPane, list: ItemList) -> &Counts<ItemCount> {
-    match list {
-        ItemList::Items => &p.items,
-        ItemList::Categories => &p.categories,
+    fn untally(&mut self, other: &Self) -> bool {
+        *self -= other;
+        true
     }
-}
 
-fn count_list(p: &SecondPane, list: CountList) -> &Counts<u64> {
-    match list {
-        CountList::Cities => &p.cities,
-        CountList::States => &p.states,
-        CountList::Coupons => &p.coupons,
+    fn saturated(&self) -> bool {
+        false
     }
-}
-
-/// One list added up over `panes`.
-fn merge<'a, V: Tally + 'a>(
-    panes: &[&'a SecondPane],
-    pick: impl Fn(&'a SecondPane) -> &'a Counts<V>,
-) -> HashMap<Option<&'a str>, V> {
-    let mut merged: HashMap<Option<&str>, V> = HashMap::new();
-    for p in panes {
-        let counts = pick(p);
-        for (k, c) in &counts.named {
-            merged.entry(Some(k)).or_default().tally(c);
-        }
-        if let Some(c) = &counts.null {
-            merged.entry(None).or_default().tally(c);
-        }
-    }
-    merged
-}
-
-/// The first `limit` of `merged` by `by`, then key (NULL last), as SQL's ORDER BY puts them.
-fn ranked<V>(
-    merged: HashMap<Option<&str>, V>,
-    limit: usize,
-    by: impl Fn(&V, &V) -> Ordering,
-) -> Vec<Ranked<V>> {
-    let mut v: Vec<(Option<&str>, V)> = merged.into_iter().collect();
-    v.sort_by(|a, b| by(&a.1, &b.1).then_with(|| nulls_last(a.0, b.0)));
-    v.truncate(limit);
-    v.into_iter()
-        .map(|(k, value)| Ranked {
-            key: k.map(str::to_string),
-            value,
-        })
-        .collect()
 }
 
 /// A customer id ordered as SQL orders `customer_id ASC`: NULL last.
@@ -321,6 +400,60 @@ impl Ord for NullsLast {
 impl PartialOrd for NullsLast {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
+    }
+}
+
+/// The last-minute lists added up over the second panes `[first, end)` of the latest read's
+/// window: kept as orders arrive (an order in those seconds is added here too) and moved with
+/// the reads (a read adds the panes that entered its window and takes away those that left).
+/// A read merging all 60 panes instead did not scale: at 1,000 orders/s a minute holds about
+/// 60,000 pane entries of items, over what one read may merge, and `popular` went to SQL.
+#[derive(Debug, Clone, Default)]
+struct WindowSums {
+    first: i64,
+    end: i64,
+    items: Counts<ItemCount>,
+    categories: Counts<ItemCount>,
+    cities: Counts<u64>,
+    states: Counts<u64>,
+    coupons: Counts<u64>,
+}
+
+impl WindowSums {
+    fn covers(&self, second: i64) -> bool {
+        (self.first..self.end).contains(&second)
+    }
+
+    /// Adds (or takes away) one pane. False when the sums are no longer exact.
+    fn apply(&mut self, pane: &SecondPane, add: bool) -> bool {
+        fn one<V: Tally>(sum: &mut Counts<V>, pane: &Counts<V>, add: bool) -> bool {
+            if add {
+                sum.add_all(pane)
+            } else {
+                sum.take_all(pane)
+            }
+        }
+        // Every list, even after one failed: the caller drops the sums then anyway.
+        let mut exact = one(&mut self.items, &pane.items, add);
+        exact &= one(&mut self.categories, &pane.categories, add);
+        exact &= one(&mut self.cities, &pane.cities, add);
+        exact &= one(&mut self.states, &pane.states, add);
+        exact & one(&mut self.coupons, &pane.coupons, add)
+    }
+
+    fn item_list(&self, list: ItemList) -> &Counts<ItemCount> {
+        match list {
+            ItemList::Items => &self.items,
+            ItemList::Categories => &self.categories,
+        }
+    }
+
+    fn count_list(&self, list: CountList) -> &Counts<u64> {
+        match list {
+            CountList::Cities => &self.cities,
+            CountList::States => &self.states,
+            CountList::Coupons => &self.coupons,
+        }
     }
 }
 
@@ -349,6 +482,8 @@ pub struct Recent {
     users: HashMap<Box<str>, i64>,
     null_user: Option<i64>,
     users_ranked: BTreeSet<(Reverse<i64>, NullsLast)>,
+    /// The last read's last-minute lists, added up (`None`: build them at the next read).
+    sums: Option<WindowSums>,
 }
 
 impl Default for Recent {
@@ -386,6 +521,7 @@ impl Recent {
             users: HashMap::new(),
             null_user: None,
             users_ranked: BTreeSet::new(),
+            sums: None,
         }
     }
 
@@ -469,13 +605,19 @@ impl Recent {
             seconds,
             key_budget,
             key_limit,
+            sums,
             ..
         } = self;
         let pane = seconds.entry(second).or_default();
         if pane.overflowed {
             return;
         }
+        // The read window's sums hold this second: the order goes there too (no key limit
+        // there: the panes' limits bound it).
+        let mut unlimited = usize::MAX;
+        let mut sum = sums.as_mut().filter(|w| w.covers(second));
         let mut ok = true;
+        let mut sums_exact = true;
         // COUNT(DISTINCT order_id): an order naming the same item (category) twice counts once
         // for it.
         let mut seen: Option<(KeySet<'_>, KeySet<'_>)> =
@@ -498,14 +640,19 @@ impl Recent {
                 (&mut pane.categories, item.category, first_category),
             ] {
                 match counts.entry(key, max, key_budget) {
-                    Some(c) => {
-                        c.orders += u64::from(first);
-                        if let Some(q) = item.quantity {
-                            c.quantity = c.quantity.saturating_add(i64::from(q));
-                            c.quantities += 1;
-                        }
-                    }
+                    Some(c) => c.count(first, item.quantity),
                     None => ok = false,
+                }
+            }
+            if let Some(w) = sum.as_deref_mut() {
+                for (counts, key, first) in [
+                    (&mut w.items, item.name, first_name),
+                    (&mut w.categories, item.category, first_category),
+                ] {
+                    if let Some(c) = counts.entry(key, usize::MAX, &mut unlimited) {
+                        c.count(first, item.quantity);
+                        sums_exact &= !c.saturated();
+                    }
                 }
             }
         }
@@ -520,6 +667,23 @@ impl Recent {
                 Some(c) => *c += 1,
                 None => ok = false,
             }
+        }
+        if let Some(w) = sum {
+            for (counts, key) in [(&mut w.cities, row.city), (&mut w.states, row.state)] {
+                if let Some(c) = counts.entry(key, usize::MAX, &mut unlimited) {
+                    *c += 1;
+                }
+            }
+            for coupon in row.coupons {
+                if let Some(c) = w.coupons.entry(*coupon, usize::MAX, &mut unlimited) {
+                    *c += 1;
+                }
+            }
+        }
+        // The sums over this second are not exact any more (it drops its lists, or a sum
+        // saturated): built afresh at the next read.
+        if (!ok || !sums_exact) && sums.as_ref().is_some_and(|w| w.covers(second)) {
+            *sums = None;
         }
         if !ok {
             // Nothing reads this pane's lists any more: give their memory back.
@@ -616,10 +780,25 @@ impl Recent {
         if first_second > self.first_second {
             self.first_second = first_second;
             while let Some(entry) = self.seconds.first_entry() {
-                if *entry.key() >= first_second {
+                let second = *entry.key();
+                if second >= first_second {
                     break;
                 }
-                self.key_budget = (self.key_budget + entry.remove().bytes()).min(self.key_limit);
+                let pane = entry.remove();
+                // The read window's sums give up the seconds that go (the reads that still
+                // want them are sent to SQL anyway, as before what was kept).
+                if let Some(w) = self.sums.as_mut().filter(|w| w.covers(second)) {
+                    if !w.apply(&pane, false) {
+                        self.sums = None;
+                    }
+                }
+                self.key_budget = (self.key_budget + pane.bytes()).min(self.key_limit);
+            }
+            if let Some(w) = &mut self.sums {
+                w.first = w.first.max(first_second);
+                if w.first >= w.end {
+                    self.sums = None;
+                }
             }
         }
         if first_minute > self.first_minute {
@@ -655,36 +834,75 @@ impl Recent {
         )
     }
 
-    /// The panes of the last minute at `now_ms`, when they can answer `list`'s question.
-    fn last_minute(
-        &self,
-        now_ms: i64,
-        list: impl Fn(&SecondPane) -> usize,
-    ) -> Option<Vec<&SecondPane>> {
+    /// The last minute's lists at `now_ms`, added up: the sums of the previous read moved on
+    /// (panes that entered added, panes that left taken away), or built from the panes when
+    /// there are none or the window moved back or by a minute or more. `None`: ask SQL (a
+    /// pane of the window ran out of keys, the window reaches before what was kept or past
+    /// retention, or more than [`MAX_REBUILD_KEYS`] pane entries to add up at once).
+    fn last_minute(&mut self, now_ms: i64) -> Option<&WindowSums> {
         let (start, end) = minute_window(now_ms);
-        if start.div_euclid(SECOND_MS) < self.first_second || self.past_retention(start, now_ms) {
+        let (first, end) = (start.div_euclid(SECOND_MS), end.div_euclid(SECOND_MS));
+        if first < self.first_second || self.past_retention(start, now_ms) {
             return None;
         }
-        let panes: Vec<&SecondPane> = self
-            .seconds
-            .range(start.div_euclid(SECOND_MS)..end.div_euclid(SECOND_MS))
-            .map(|(_, p)| p)
-            .collect();
-        let keys: usize = panes.iter().map(|p| list(p)).sum();
-        (keys <= MAX_WINDOW_KEYS && !panes.iter().any(|p| p.overflowed)).then_some(panes)
+        let panes = || self.seconds.range(first..end).map(|(_, p)| p);
+        if panes().any(|p| p.overflowed) {
+            return None;
+        }
+        let moved = match self.sums.take() {
+            // Forward by less than the sums hold: take away the seconds that left, add those
+            // that entered.
+            Some(mut w) if w.first <= first && first < w.end && w.end <= end => {
+                let mut exact = true;
+                for (_, p) in self.seconds.range(w.first..first) {
+                    exact &= w.apply(p, false);
+                }
+                for (_, p) in self.seconds.range(w.end..end) {
+                    exact &= w.apply(p, true);
+                }
+                (w.first, w.end) = (first, end);
+                exact.then_some(w)
+            }
+            _ => None,
+        };
+        let sums = match moved {
+            Some(w) => w,
+            None => {
+                let entries: usize = panes().map(SecondPane::entries).sum();
+                if entries > MAX_REBUILD_KEYS {
+                    return None;
+                }
+                let mut w = WindowSums {
+                    first,
+                    end,
+                    ..WindowSums::default()
+                };
+                let mut exact = true;
+                for p in panes() {
+                    exact &= w.apply(p, true);
+                }
+                if !exact {
+                    return None;
+                }
+                w
+            }
+        };
+        Some(self.sums.insert(sums))
     }
 
     /// Items or categories of the last minute by quantity (descending, NULL first, as SQL's
     /// `ORDER BY quantity DESC`), then key (NULL last); the first `limit`. `None`: ask SQL.
     pub fn top_items(
-        &self,
+        &mut self,
         list: ItemList,
         now_ms: i64,
         limit: usize,
     ) -> Option<Vec<Ranked<ItemCount>>> {
-        let panes = self.last_minute(now_ms, |p| item_list(p, list).len())?;
-        let merged = merge(&panes, |p| item_list(p, list));
-        Some(ranked(merged, limit, |a, b| {
+        let counts = self.last_minute(now_ms)?.item_list(list);
+        if counts.len() > MAX_WINDOW_KEYS {
+            return None;
+        }
+        Some(counts.ranked(limit, |a, b| {
             // DESC with NULLs first: None before any Some, larger quantities first.
             match (a.quantity(), b.quantity()) {
                 (None, None) => Ordering::Equal,
@@ -698,14 +916,16 @@ impl Recent {
     /// Cities, states or coupons of the last minute by count (descending), then key (NULL
     /// last); the first `limit`. `None`: ask SQL.
     pub fn top_counts(
-        &self,
+        &mut self,
         list: CountList,
         now_ms: i64,
         limit: usize,
     ) -> Option<Vec<Ranked<u64>>> {
-        let panes = self.last_minute(now_ms, |p| count_list(p, list).len())?;
-        let merged = merge(&panes, |p| count_list(p, list));
-        Some(ranked(merged, limit, |a, b| b.cmp(a)))
+        let counts = self.last_minute(now_ms)?.count_list(list);
+        if counts.len() > MAX_WINDOW_KEYS {
+            return None;
+        }
+        Some(counts.ranked(limit, |a, b| b.cmp(a)))
     }
 
     /// The newest orders, newest first. `None`: ask SQL.
@@ -735,16 +955,7 @@ impl Recent {
     /// Distinct keys held over every second's lists.
     #[cfg(test)]
     fn keys(&self) -> usize {
-        self.seconds
-            .values()
-            .map(|p| {
-                p.items.len()
-                    + p.categories.len()
-                    + p.cities.len()
-                    + p.states.len()
-                    + p.coupons.len()
-            })
-            .sum()
+        self.seconds.values().map(SecondPane::entries).sum()
     }
 }
 
@@ -961,6 +1172,13 @@ mod tests {
             };
             observe(&mut recent, &row, now);
             rows.push(row);
+            // Reads often, in between the full checks: the sums move on by a second or less.
+            if i % 97 == 0 {
+                assert_eq!(
+                    recent.top_counts(CountList::Cities, now, 5),
+                    Some(model_counts(&rows, now, false))
+                );
+            }
             if i % 997 == 0 {
                 let q = now + rng.below(2_000) as i64;
                 assert_eq!(
@@ -1008,6 +1226,58 @@ mod tests {
         // Memory follows the rate, not the history: only the last minute's seconds are kept.
         assert!(recent.seconds.len() <= 62 + 300, "{}", recent.seconds.len());
         assert!(recent.minutes.len() <= 67, "{}", recent.minutes.len());
+    }
+
+    #[test]
+    fn a_busy_minute_is_answered_from_sums_moved_on_with_each_read() {
+        // 500 orders a second, each naming one of 1,500 items: a minute's panes hold 30,000
+        // item entries, more than one read may merge (MAX_WINDOW_KEYS), so before the sums were
+        // kept `popular` went to SQL at such rates. Late orders land in seconds the sums hold.
+        let mut recent = Recent::default();
+        let t0: i64 = 1_795_618_800_000;
+        let mut rows: Vec<Row> = Vec::new();
+        let mut rng = Rng(0xb05e_0000_0000_0001);
+        for s in 0..90i64 {
+            for i in 0..500i64 {
+                let late = rng.below(50) == 0;
+                let time_ms = t0 + s * 1000 + i * 2 - if late { 30_000 } else { 0 };
+                let row = Row {
+                    id: format!("o{s}-{i}"),
+                    time_ms,
+                    total: None,
+                    customer: None,
+                    city: Some(format!("city{}", rng.below(300))),
+                    items: vec![(
+                        Some(format!("item{}", (i * 7 + s * 11) % 1_500)),
+                        Some(format!("cat{}", i % 9)),
+                        Some((i % 5) as i32),
+                    )],
+                    coupons: Vec::new(),
+                    fraud: false,
+                };
+                observe(&mut recent, &row, t0 + s * 1000 + i * 2);
+                rows.push(row);
+            }
+            let q = t0 + s * 1000 + 999;
+            rows.retain(|r| r.time_ms >= q - 62_000);
+            if s >= 60 {
+                let entries: usize = recent.seconds.values().map(|p| p.items.len()).sum();
+                assert!(
+                    entries > MAX_WINDOW_KEYS,
+                    "{entries} item entries in the panes"
+                );
+            }
+            assert_eq!(
+                recent.top_items(ItemList::Items, q, 5),
+                Some(model_items(&rows, q, false)),
+                "second {s}"
+            );
+            assert_eq!(
+                recent.top_counts(CountList::Cities, q, 5),
+                Some(model_counts(&rows, q, false)),
+                "second {s}"
+            );
+        }
     }
 
     #[test]

@@ -262,7 +262,7 @@ fn counts(list: Vec<Ranked<u64>>, label: &str, count: &str) -> Value {
 
 /// `/orders/popular`.
 pub fn popular(answers: &RecentAnswers, now_ms: i64) -> Option<Value> {
-    let state = answers.read()?;
+    let mut state = answers.read()?;
     Some(json!({
         "itemNames": items(state.top_items(ItemList::Items, now_ms, 5)?, "itemName"),
         "categories": items(state.top_items(ItemList::Categories, now_ms, 5)?, "category"),
@@ -271,7 +271,7 @@ pub fn popular(answers: &RecentAnswers, now_ms: i64) -> Option<Value> {
 
 /// `/orders/couponslastminute` (every code used).
 pub fn coupons(answers: &RecentAnswers, now_ms: i64) -> Option<Value> {
-    let state = answers.read()?;
+    let mut state = answers.read()?;
     Some(counts(
         state.top_counts(CountList::Coupons, now_ms, usize::MAX)?,
         "coupon_code",
@@ -281,7 +281,7 @@ pub fn coupons(answers: &RecentAnswers, now_ms: i64) -> Option<Value> {
 
 /// `/orders/toplocations`.
 pub fn top_locations(answers: &RecentAnswers, now_ms: i64) -> Option<Value> {
-    let state = answers.read()?;
+    let mut state = answers.read()?;
     Some(json!({
         "cities": counts(state.top_counts(CountList::Cities, now_ms, 5)?, "city", "totalOrders"),
         "states": counts(state.top_counts(CountList::States, now_ms, 5)?, "state", "totalOrders"),

@@ -639,7 +639,7 @@ async fn every_endpoint_and_seed_query_is_exact_and_stable() {
     let orders = generate();
     let dir = tempfile::tempdir().expect("tempdir");
     let table = open_table(&dir.path().join("once"));
-    let (windows, recent, tiny) = ingest(&table, &orders, 1);
+    let (windows, recent, mut tiny) = ingest(&table, &orders, 1);
     let snap = table.snapshot();
     assert_eq!(snap.rows(), N);
     assert!(

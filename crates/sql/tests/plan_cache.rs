@@ -74,6 +74,15 @@ async fn user(engine: &SqlEngine, sql: &str) -> QueryOutput {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// (plans made, runs of a kept optimized plan) since `before`.
+fn planned_since(engine: &SqlEngine, before: &sql::PlanCacheStats) -> (u64, u64) {
+    let now = engine.plan_cache_stats();
+    (
+        now.misses - before.misses,
+        now.optimized_hits - before.optimized_hits,
+    )
+}
+
 /// Orders after `ms` past T0: k * 100 > ms for k in 0..rows.
 fn after(ms: i64, rows: u64) -> i64 {
     (0..rows as i64).filter(|k| k * 100 > ms).count() as i64
@@ -219,12 +228,8 @@ async fn a_query_with_parameters_is_kept_optimized_and_bound_on_each_run() {
         let files = out.segments.processed - out.segments.consuming_processed;
         assert_eq!(files, 1, "segments read with a NULL bound");
     }
-    let stats = engine.plan_cache_stats();
     assert_eq!(
-        (
-            stats.misses - before.misses,
-            stats.optimized_hits - before.optimized_hits
-        ),
+        planned_since(engine, &before),
         (0, 2),
         "NULLs bound into the kept plan"
     );
@@ -252,12 +257,8 @@ async fn a_query_with_parameters_is_kept_optimized_and_bound_on_each_run() {
             "[{from}, {split}, {to})"
         );
     }
-    let stats = engine.plan_cache_stats();
     assert_eq!(
-        (
-            stats.misses - before.misses,
-            stats.optimized_hits - before.optimized_hits
-        ),
+        planned_since(engine, &before),
         (1, 1),
         "the overview kept optimized"
     );
