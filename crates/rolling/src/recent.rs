@@ -65,8 +65,9 @@ const KEY_OVERHEAD: usize = 64;
 pub const MAX_WINDOW_KEYS: usize = 20_000;
 /// Most pane entries (keys of a second's list) one read adds up when it builds the last
 /// minute's sums afresh; moving them on from the previous read adds and takes away only the
-/// seconds between the two.
-pub const MAX_REBUILD_KEYS: usize = 200_000;
+/// seconds between the two. Above what [`KEY_BYTES`] lets all panes hold (524,288 keys), so
+/// with the default key budget a rebuild is never refused; a smaller budget lowers it too.
+pub const MAX_REBUILD_KEYS: usize = 600_000;
 /// Panes kept before the oldest any read at the ingest clock asks for: a reader whose clock is
 /// this much behind ingest's still gets an answer.
 const SLACK_PANES: i64 = 1;
@@ -266,6 +267,10 @@ impl<V: Tally> Counts<V> {
                 None => exact = false,
             }
         }
+        // A burst's keys gone: give back the room they took.
+        if self.named.capacity() > 1_024 && self.named.len() < self.named.capacity() / 4 {
+            self.named.shrink_to(self.named.len() * 2);
+        }
         exact
     }
 
@@ -361,10 +366,21 @@ impl Tally for ItemCount {
         if self.saturated() {
             return false;
         }
-        self.orders -= other.orders;
-        self.quantity -= other.quantity;
-        self.quantities -= other.quantities;
-        true
+        match (
+            self.orders.checked_sub(other.orders),
+            self.quantity.checked_sub(other.quantity),
+            self.quantities.checked_sub(other.quantities),
+        ) {
+            (Some(orders), Some(quantity), Some(quantities)) => {
+                *self = ItemCount {
+                    orders,
+                    quantity,
+                    quantities,
+                };
+                true
+            }
+            _ => false,
+        }
     }
 
     fn saturated(&self) -> bool {
@@ -378,8 +394,13 @@ impl Tally for u64 {
     }
 
     fn untally(&mut self, other: &Self) -> bool {
-        *self -= other;
-        true
+        match self.checked_sub(*other) {
+            Some(left) => {
+                *self = left;
+                true
+            }
+            None => false,
+        }
     }
 
     fn saturated(&self) -> bool {
@@ -484,6 +505,9 @@ pub struct Recent {
     users_ranked: BTreeSet<(Reverse<i64>, NullsLast)>,
     /// The last read's last-minute lists, added up (`None`: build them at the next read).
     sums: Option<WindowSums>,
+    /// Times the sums were added up afresh (tests check reads move them instead).
+    #[cfg(test)]
+    rebuilds: usize,
 }
 
 impl Default for Recent {
@@ -522,6 +546,8 @@ impl Recent {
             null_user: None,
             users_ranked: BTreeSet::new(),
             sums: None,
+            #[cfg(test)]
+            rebuilds: 0,
         }
     }
 
@@ -845,32 +871,52 @@ impl Recent {
         if first < self.first_second || self.past_retention(start, now_ms) {
             return None;
         }
-        let panes = || self.seconds.range(first..end).map(|(_, p)| p);
-        if panes().any(|p| p.overflowed) {
+        let seconds = &self.seconds;
+        // The panes of seconds [lo, hi) (none when hi <= lo).
+        let panes = |lo: i64, hi: i64| seconds.range(lo..hi.max(lo)).map(|(_, p)| p);
+        if panes(first, end).any(|p| p.overflowed) {
             return None;
         }
-        let moved = match self.sums.take() {
-            // Forward by less than the sums hold: take away the seconds that left, add those
-            // that entered.
-            Some(mut w) if w.first <= first && first < w.end && w.end <= end => {
-                let mut exact = true;
-                for (_, p) in self.seconds.range(w.first..first) {
+        let entries = |lo, hi| panes(lo, hi).map(SecondPane::entries).sum::<usize>();
+        let fresh = entries(first, end);
+        // Moved (either way, as two readers' clocks straddle a second): the seconds the sums
+        // hold outside the window taken away, the window's seconds they lack added; unless
+        // that is more work than adding the window up afresh.
+        let moved = self.sums.take().and_then(|mut w| {
+            let (a, b) = (w.first, w.end);
+            let away = [(a, b.min(first)), (a.max(end), b)];
+            let add = [(first, end.min(a)), (first.max(b), end)];
+            let work: usize = away
+                .iter()
+                .chain(&add)
+                .map(|&(lo, hi)| entries(lo, hi))
+                .sum();
+            if work > fresh {
+                return None;
+            }
+            let mut exact = true;
+            for (lo, hi) in away {
+                for p in panes(lo, hi) {
                     exact &= w.apply(p, false);
                 }
-                for (_, p) in self.seconds.range(w.end..end) {
+            }
+            for (lo, hi) in add {
+                for p in panes(lo, hi) {
                     exact &= w.apply(p, true);
                 }
-                (w.first, w.end) = (first, end);
-                exact.then_some(w)
             }
-            _ => None,
-        };
+            (w.first, w.end) = (first, end);
+            exact.then_some(w)
+        });
         let sums = match moved {
             Some(w) => w,
             None => {
-                let entries: usize = panes().map(SecondPane::entries).sum();
-                if entries > MAX_REBUILD_KEYS {
+                if fresh > MAX_REBUILD_KEYS {
                     return None;
+                }
+                #[cfg(test)]
+                {
+                    self.rebuilds += 1;
                 }
                 let mut w = WindowSums {
                     first,
@@ -878,7 +924,7 @@ impl Recent {
                     ..WindowSums::default()
                 };
                 let mut exact = true;
-                for p in panes() {
+                for p in self.seconds.range(first..end).map(|(_, p)| p) {
                     exact &= w.apply(p, true);
                 }
                 if !exact {
@@ -1277,6 +1323,88 @@ mod tests {
                 Some(model_counts(&rows, q, false)),
                 "second {s}"
             );
+            // A second reader whose clock is a second behind: the sums move back and forth.
+            let behind = q - 1_000;
+            assert_eq!(
+                recent.top_counts(CountList::Cities, behind, 5),
+                Some(model_counts(&rows, behind, false)),
+                "second {s}, a second behind"
+            );
+        }
+        // Added up at the first reads (while nothing was held, afresh was as cheap as a move),
+        // then moved on by every read.
+        assert!(recent.rebuilds <= 2, "{} rebuilds", recent.rebuilds);
+    }
+
+    #[test]
+    fn sums_follow_prunes_and_are_dropped_when_a_second_they_hold_runs_out_of_keys() {
+        let mut recent = Recent::new(4);
+        let t0: i64 = 1_795_618_800_000;
+        let mut rows: Vec<Row> = Vec::new();
+        let add = |recent: &mut Recent,
+                   rows: &mut Vec<Row>,
+                   id: String,
+                   time_ms: i64,
+                   city: String,
+                   now: i64| {
+            let row = Row {
+                id,
+                time_ms,
+                total: None,
+                customer: None,
+                city: Some(city),
+                items: Vec::new(),
+                coupons: Vec::new(),
+                fraud: false,
+            };
+            observe(recent, &row, now);
+            rows.push(row);
+        };
+        let check = |recent: &mut Recent, rows: &[Row], q: i64| {
+            assert_eq!(
+                recent.top_counts(CountList::Cities, q, 5),
+                Some(model_counts(rows, q, false)),
+                "read at {}",
+                q - t0
+            );
+        };
+        // Three orders a second; a read every second for the first 70.
+        for s in 0..122i64 {
+            for c in 0..3 {
+                let t = t0 + s * 1000 + c;
+                let city = format!("city{}", (s + c) % 5);
+                add(&mut recent, &mut rows, format!("a{s}-{c}"), t, city, t);
+            }
+            let q = t0 + s * 1000 + 500;
+            match s {
+                0..70 => check(&mut recent, &rows, q),
+                // Seconds 70-73 unread: prune took the seconds it dropped out of the sums,
+                // and this read moves them on from there.
+                74 => {
+                    check(&mut recent, &rows, q);
+                    assert_eq!(recent.rebuilds, 1, "moved, never added up afresh");
+                }
+                76 => {
+                    // A late order makes second 60, inside the sums, run out of keys (3
+                    // cities there, 2 more, 4 allowed): answers go to SQL while it is in the
+                    // window...
+                    for k in 0..2 {
+                        let t = t0 + 60_000 + 10 + k;
+                        add(
+                            &mut recent,
+                            &mut rows,
+                            format!("late{k}"),
+                            t,
+                            format!("new{k}"),
+                            q,
+                        );
+                    }
+                    assert_eq!(recent.top_counts(CountList::Cities, q, 5), None);
+                }
+                // ... and are exact again once it left: nothing of it is left in the sums.
+                121 => check(&mut recent, &rows, q),
+                _ => {}
+            }
         }
     }
 
