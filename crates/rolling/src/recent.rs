@@ -10,9 +10,9 @@
 //!   refunded) for the last hour;
 //! - **seconds**: per second of event time, for the last minute, per item name and per category
 //!   (orders holding it, quantity), per customer city and state (orders), per coupon code (uses);
-//!   the last minute's lists are those 60 added up, kept from read to read and moved on with
-//!   the clock (a read adds the seconds that entered its window and takes away those that left;
-//!   orders arriving for seconds inside it are added as they come);
+//!   the last minute's lists are those 60 added up, kept from read to read and moved with the
+//!   reads' clock, either way (a read adds the seconds that entered its window and takes away
+//!   those that left; orders arriving for seconds inside it are added as they come);
 //! - **latest**: the 10 newest orders (time descending, then order id);
 //! - **users**: the 50 most recently active customers (latest order time descending, then id).
 //!
@@ -30,9 +30,9 @@
 //!   over all panes: a producer sending a new city with every order), for every window holding
 //!   that second (an overflowed pane drops its lists, keeping only the mark);
 //! - a window's list holds more than [`MAX_WINDOW_KEYS`] distinct keys, or the sums must be
-//!   built afresh (the first read, a read whose window moved back or by a minute or more) from
-//!   more than [`MAX_REBUILD_KEYS`] pane entries (the work of one read, done under the lock
-//!   ingest takes, stays small);
+//!   built afresh (the first read, after a second of the window ran out of keys, or when
+//!   moving them would be more work) from more than [`MAX_REBUILD_KEYS`] pane entries (the
+//!   work of one read, done under the lock ingest takes, stays bounded);
 //! - a read asks for a window older than what was kept (the clock stepped back, or ingest's
 //!   clock ran ahead of the reader's by more than the one pane of slack kept);
 //! - the table's retention may already have dropped rows the answer holds (`with_retention`).
