@@ -393,14 +393,11 @@ impl SqlEngine {
         let max_rows = self.inner.config.max_rows;
         let timeout_ms = self.inner.config.timeout_ms;
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        let Some(runtime) = &self.runtime else {
-            return Err(SqlError::Busy("the SQL engine is shutting down".into()));
-        };
         let inner = self.inner.clone();
         let column = column.to_string();
         let key = key.to_string();
         let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-        let work = AbortOnDrop(runtime.spawn(async move {
+        let work = async move {
             let _turn = inner.internal.enter(deadline, timeout_ms).await?;
             let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
             match table::provider::key_rows(&inner.table, &column, &key, &columns) {
@@ -408,10 +405,34 @@ impl SqlEngine {
                 Ok(None) => Ok(None),
                 Err(e) => Err(SqlError::from_datafusion(e)),
             }
+        };
+        self.on_query_runtime(deadline, timeout_ms, "the lookup", work)
+            .await
+    }
+
+    /// Runs `work` on the query runtime within `deadline` (`timeout_ms`: what a timeout
+    /// reports). The deadline is kept inside the task too, and the task is aborted when this
+    /// future is dropped (the client went away, a request timeout answered first): nothing
+    /// runs on, unwatched, holding its turn. `what` names the work when it fails.
+    async fn on_query_runtime<T: Send + 'static>(
+        &self,
+        deadline: Instant,
+        timeout_ms: u64,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T, SqlError>> + Send + 'static,
+    ) -> Result<T, SqlError> {
+        let Some(runtime) = &self.runtime else {
+            return Err(SqlError::Busy("the SQL engine is shutting down".into()));
+        };
+        let task = AbortOnDrop(runtime.spawn(async move {
+            tokio::time::timeout_at(deadline.into(), work)
+                .await
+                .unwrap_or(Err(SqlError::Timeout(timeout_ms)))
         }));
-        match tokio::time::timeout_at(deadline.into(), work).await {
+        match tokio::time::timeout_at(deadline.into(), task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(SqlError::Execution(format!("the lookup failed: {e}"))),
+            Ok(Err(e)) => Err(SqlError::Execution(format!("{what} failed: {e}"))),
+            // Dropping the task drops its work (a query's stream): it stops where it is.
             Err(_) => Err(SqlError::Timeout(timeout_ms)),
         }
     }
@@ -450,34 +471,18 @@ impl SqlEngine {
         if Instant::now() >= deadline {
             return Err(SqlError::Timeout(config.timeout_ms));
         }
-        let Some(runtime) = &self.runtime else {
-            return Err(SqlError::Busy("the SQL engine is shutting down".into()));
-        };
         let inner = self.inner.clone();
-        // The deadline is kept inside the task too, and the task is aborted when this future is
-        // dropped (the client went away, a request timeout answered first): a query never runs
-        // on, unwatched, holding its turn.
-        let work = AbortOnDrop(runtime.spawn(async move {
-            let run = async {
-                let gate = match lane {
-                    Lane::User => &inner.user,
-                    Lane::Internal => &inner.internal,
-                };
-                let _turn = gate.enter(deadline, config.timeout_ms).await?;
-                let out =
-                    execute(&inner, &config, lane, &sql, params, started, pinot, options).await?;
-                finish(out, (deadline, config.timeout_ms))
+        let work = async move {
+            let gate = match lane {
+                Lane::User => &inner.user,
+                Lane::Internal => &inner.internal,
             };
-            tokio::time::timeout_at(deadline.into(), run)
-                .await
-                .unwrap_or(Err(SqlError::Timeout(config.timeout_ms)))
-        }));
-        match tokio::time::timeout_at(deadline.into(), work).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(SqlError::Execution(format!("the query failed: {e}"))),
-            // Dropping the task drops its stream: the query stops where it is.
-            Err(_) => Err(SqlError::Timeout(config.timeout_ms)),
-        }
+            let _turn = gate.enter(deadline, config.timeout_ms).await?;
+            let out = execute(&inner, &config, lane, &sql, params, started, pinot, options).await?;
+            finish(out, (deadline, config.timeout_ms))
+        };
+        self.on_query_runtime(deadline, config.timeout_ms, "the query", work)
+            .await
     }
 
     /// Runs a user's query and answers in Pinot's broker response shape, as JSON text built
