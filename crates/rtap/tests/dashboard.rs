@@ -466,6 +466,19 @@ fn metrics_parse_as_prometheus_text_and_counters_move() {
     }
     let merges = value(&b, "rtap_table_merges_total");
     assert!(merges >= 0.0 && merges.fract() == 0.0, "merges {merges}");
+    // The column cache stays within its default budget (sql.column_cache_bytes, 16 MiB).
+    let cached = value(&b, "rtap_sql_column_cache_bytes");
+    assert!(
+        (0.0..=16.0 * 1024.0 * 1024.0).contains(&cached),
+        "column cache {cached}"
+    );
+    for counter in [
+        "rtap_sql_column_cache_hits_total",
+        "rtap_sql_column_cache_decoded_total",
+    ] {
+        let v = value(&b, counter);
+        assert!(v >= 0.0 && v.fract() == 0.0, "{counter} is {v}");
+    }
     assert_eq!(value(&b, "rtap_ingest_dead_letters_total"), 0.0);
     let histogram = b
         .samples

@@ -65,6 +65,8 @@ struct Inner {
     user: Gate,
     internal: Gate,
     plans: PlanCache,
+    /// Decoded columns of sealed segments the table's scans keep (`None`: switched off).
+    column_cache: Option<Arc<table::column_cache::ColumnCache>>,
 }
 
 /// A spawned task that is aborted when its handle is dropped.
@@ -176,6 +178,10 @@ fn docs_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     use datafusion::datasource::memory::MemorySourceConfig;
     use datafusion::datasource::source::{DataSource, DataSourceExec};
     let children = plan.children();
+    if let Some(cached) = plan.downcast_ref::<table::column_cache::CachedRowsExec>() {
+        // Rows of sealed segments within the time bounds, before the query's other filters.
+        return cached.rows() as u64;
+    }
     if children.is_empty() {
         // The rows in memory keep no metrics: all of them, or as many as its LIMIT lets through.
         if let Some(memory) = plan
@@ -198,7 +204,8 @@ fn docs_scanned(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     children.into_iter().map(docs_scanned).sum()
 }
 
-/// A table scan, possibly behind repartitioning or coalescing.
+/// A table scan, possibly behind repartitioning or coalescing, or the union of a table's scans
+/// (the segment files, the rows kept decoded, the rows in memory).
 fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
     match plan.children().as_slice() {
         [] => true,
@@ -211,7 +218,7 @@ fn is_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
                     | "CooperativeExec"
             ) && is_scan(only)
         }
-        _ => false,
+        several => plan.name() == "UnionExec" && several.iter().all(|c| is_scan(c)),
     }
 }
 
@@ -221,6 +228,9 @@ fn segments_read(plan: &Arc<dyn ExecutionPlan>) -> (u64, bool) {
     use datafusion::datasource::memory::MemorySourceConfig;
     use datafusion::datasource::physical_plan::FileScanConfig;
     use datafusion::datasource::source::DataSourceExec;
+    if let Some(cached) = plan.downcast_ref::<table::column_cache::CachedRowsExec>() {
+        return (cached.segments() as u64, false);
+    }
     if let Some(exec) = plan.downcast_ref::<DataSourceExec>() {
         let source = exec.data_source();
         if let Some(files) = source.downcast_ref::<FileScanConfig>() {
@@ -272,7 +282,8 @@ impl SqlEngine {
             SessionContext::new_with_state(state)
         };
         // The order table as SQL sees it (with Pinot's JSON columns); any other table as stored.
-        let scan = TableScan::new(table.clone());
+        let scan = TableScan::new(table.clone()).with_column_cache(config.column_cache_bytes);
+        let column_cache = scan.column_cache();
         let provider: Arc<dyn TableProvider> = if table.schema() == &ingest::schema::order_schema()
         {
             Arc::new(json_columns::OrdersView::new(scan))
@@ -312,6 +323,7 @@ impl SqlEngine {
                 user: Gate::new(config.max_concurrent, config.max_queued),
                 internal: Gate::new(config.max_concurrent, usize::MAX),
                 plans: PlanCache::new(config.plan_cache_entries),
+                column_cache,
                 config,
                 now_ms,
             }),
@@ -335,6 +347,11 @@ impl SqlEngine {
     /// What the plan cache has done since the start, and holds now.
     pub fn plan_cache_stats(&self) -> crate::PlanCacheStats {
         self.inner.plans.stats()
+    }
+
+    /// The column cache of the table's scans, if it keeps any (for `/metrics` and tests).
+    pub fn column_cache(&self) -> Option<Arc<table::column_cache::ColumnCache>> {
+        self.inner.column_cache.clone()
     }
 
     /// Users' queries running and waiting now.
@@ -512,19 +529,6 @@ impl SqlEngine {
     }
 }
 
-/// Bytes of result data a batch holds (its own slice of the buffers).
-fn batch_bytes(batch: &datafusion::arrow::array::RecordBatch) -> usize {
-    batch
-        .columns()
-        .iter()
-        .map(|c| {
-            c.to_data()
-                .get_slice_memory_size()
-                .unwrap_or_else(|_| c.get_array_memory_size())
-        })
-        .sum()
-}
-
 /// The session state a query plans and runs in: one copy of the engine's state per query
 /// (DataFusion marks the query's start time in it, which its `current_timestamp()` reads; rtap's
 /// `now()` and `ago()` read the engine's clock). A user's query also gets the multiplying
@@ -670,7 +674,7 @@ async fn execute(
         if n == 0 {
             continue;
         }
-        let size = batch_bytes(&batch);
+        let size = table::column_cache::slice_bytes(&batch);
         if rows + n > config.max_rows {
             let keep = config.max_rows - rows;
             if keep > 0 {

@@ -96,6 +96,10 @@ pub struct SqlConfig {
     /// Parquet footers and page indexes of sealed segments kept in memory (a byte-bounded LRU),
     /// so queries do not parse them again; 0 keeps none.
     pub metadata_cache_bytes: usize,
+    /// Decoded columns of sealed segments kept in memory (least recently used out), so the
+    /// newest minutes of a live table (small young files asked about every second) are not
+    /// decompressed and decoded on every query; 0 keeps none.
+    pub column_cache_bytes: usize,
     /// Rows a `/query/sql` selection or group-by without LIMIT answers (Pinot's default LIMIT
     /// 10); 0 answers every row (up to `max_rows`).
     pub default_limit: usize,
@@ -125,6 +129,7 @@ impl Default for SqlConfig {
             max_join_pairs: 100_000_000,
             threads: 0,
             metadata_cache_bytes: 32 * 1024 * 1024,
+            column_cache_bytes: 16 * 1024 * 1024,
             default_limit: 10,
             plan_cache_entries: 128,
         }

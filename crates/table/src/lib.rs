@@ -15,10 +15,12 @@
 //! - [`merge_policy`]: which segments to merge (size tiers).
 //! - [`segment`]: Parquet files and the shared segment handles.
 //! - [`lookup`]: per-segment lookup indexes (a key column's rows, sorted by key).
+//! - [`column_cache`]: decoded columns of sealed segments kept in memory (the newest minutes).
 //! - [`manifest`]: the list of segments, replaced atomically.
 //! - [`provider`]: the DataFusion table provider with time pruning and lookups.
 //! - [`metrics`]: the table's gauges for `/metrics`.
 
+pub mod column_cache;
 pub mod jobs;
 pub mod lookup;
 pub mod manifest;
@@ -30,6 +32,7 @@ pub mod table;
 
 use std::path::Path;
 
+pub use column_cache::ColumnCacheStats;
 pub use lookup::LookupSpec;
 pub use manifest::Manifest;
 pub use provider::TableScan;

@@ -8,6 +8,10 @@
 //! indexes of the segments that have one: a few KB each instead of a scan; the rest (segments
 //! without an index, the in-memory batches) is scanned as usual.
 //!
+//! With a column cache ([`TableScan::with_column_cache`], see [`crate::column_cache`]), the
+//! segments whose needed columns are kept decoded in memory (the newest minutes, asked about
+//! every second) are answered from it, cut to the time bounds, and only the others are read.
+//!
 //! Segments never change once written (a merge writes a new file), so their Parquet footers and
 //! page indexes are read once and kept in DataFusion's file metadata cache (a byte-bounded LRU,
 //! `sql.metadata_cache_bytes`): a point lookup over every segment then costs the bloom filter
@@ -48,6 +52,7 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::SortOrderPushdownResult;
 
+use crate::column_cache::{CachedRowsExec, ColumnCache, ColumnCacheStats, Want};
 use crate::lookup::{Budget, LookupError, LookupIndex, ROW_COLUMN};
 use crate::segment::SegmentRef;
 use crate::{RealtimeTable, StorageError, TableError};
@@ -57,12 +62,34 @@ use crate::{RealtimeTable, StorageError, TableError};
 pub struct TableScan {
     table: Arc<RealtimeTable>,
     time_column: String,
+    cache: Option<Arc<ColumnCache>>,
 }
 
 impl TableScan {
     pub fn new(table: Arc<RealtimeTable>) -> Self {
         let time_column = table.schema().field(table.time_column()).name().clone();
-        TableScan { table, time_column }
+        TableScan {
+            table,
+            time_column,
+            cache: None,
+        }
+    }
+
+    /// Keeps decoded columns of sealed segments in memory, at most `bytes` of them (see
+    /// [`crate::column_cache`]); 0 keeps none.
+    pub fn with_column_cache(mut self, bytes: usize) -> Self {
+        self.cache = (bytes > 0).then(|| Arc::new(ColumnCache::new(bytes)));
+        self
+    }
+
+    /// What the column cache holds and did (zeros without one).
+    pub fn column_cache_stats(&self) -> ColumnCacheStats {
+        self.cache.as_ref().map(|c| c.stats()).unwrap_or_default()
+    }
+
+    /// The column cache, if it keeps any.
+    pub fn column_cache(&self) -> Option<Arc<ColumnCache>> {
+        self.cache.clone()
     }
 
     /// What DataFusion may know of a segment file without opening it: the exact range of its
@@ -452,6 +479,31 @@ impl TableProvider for TableScan {
         }
         // Newest segments first, each with its time range as statistics (see `newest_first`).
         overlapping.sort_by_key(|s| std::cmp::Reverse(s.entry.max_time_ms));
+        if let Some(cache) = self.cache.as_ref().filter(|_| !overlapping.is_empty()) {
+            let columns: Vec<usize> = match projection {
+                Some(p) => p.clone(),
+                None => (0..schema.fields().len()).collect(),
+            };
+            let want = Want {
+                schema: &schema,
+                projected: &projected,
+                projection: &columns,
+                time: self.table.time_column(),
+                lo,
+                hi,
+            };
+            let served = cache.serve(&snapshot.segments, overlapping, &want);
+            overlapping = served.rest;
+            if served.segments > 0 {
+                inputs.push(Arc::new(CachedRowsExec::new(
+                    projected.clone(),
+                    served.batches,
+                    partitions,
+                    served.segments,
+                    served.lease,
+                )));
+            }
+        }
         let files: Vec<PartitionedFile> = overlapping
             .iter()
             .map(|s| {

@@ -401,6 +401,9 @@ pub async fn start(
     ingest_metrics.register(&mut registry);
     checkpoint_metrics.register(&mut registry);
     registry.register_collector(Box::new(table::metrics::TableCollector(table.clone())));
+    registry.register_collector(Box::new(table::metrics::ColumnCacheCollector(
+        engine.column_cache(),
+    )));
     registry.register_collector(Box::new(status::LagCollector(parts.clone())));
     if let Some(f) = &front {
         registry.register_collector(Box::new(sources::metrics::FeedCollector(f.feed.clone())));
