@@ -23,7 +23,7 @@ for c in "${configs[@]}"; do
     if [ "$c" != - ] && ! [ -f "$c" ]; then echo "no config file $c" >&2; exit 2; fi
 done
 # Only what is given here: no RTAP_* settings of the caller's shell.
-for v in $(env | grep -o '^RTAP_[A-Z_]*' || true); do unset "$v"; done
+for v in $(compgen -e | grep '^RTAP_' || true); do unset "$v"; done
 if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
     echo "something already answers on port $port" >&2; exit 1
 fi
@@ -39,17 +39,20 @@ for round in $(seq "$rounds"); do
         config=${configs[$i]}
         extra=(); if [ "$config" != - ]; then extra=(--config "$(realpath "$config")"); fi
         "$rtap" up --api-port 0 --http-port $port --dashboard-port 0 --rate 1000 --seed 5 \
-            --data-dir "$dir" "${extra[@]}" > "$dir.live.log" 2>&1 &
+            --data-dir "$dir" ${extra[@]+"${extra[@]}"} > "$dir.live.log" 2>&1 &
         pid=$!
+        up=0
         for _ in $(seq 600); do
-            curl -s -o /dev/null -m 2 "http://127.0.0.1:$port/metrics" && break
+            if curl -s -o /dev/null -m 2 "http://127.0.0.1:$port/metrics"; then up=1; break; fi
             if ! kill -0 "$pid" 2>/dev/null; then echo "rtap up exited:" >&2; tail -20 "$dir.live.log" >&2; exit 1; fi
             sleep 0.5
         done
+        if [ "$up" != 1 ]; then echo "rtap up did not serve /metrics:" >&2; tail -20 "$dir.live.log" >&2; exit 1; fi
         sleep "$warmup"
         echo "== round $round, config ${config} (pid $pid)"
         python3 "$here/get_hammer.py" --pid "$pid" "http://127.0.0.1:$port" "$secs" "${paths[@]}"
         curl -s -m 5 "http://127.0.0.1:$port/metrics" | grep -E '^rtap_sql_column_cache_(bytes|hits_total|decoded_total) ' || true
-        kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+        if ! kill "$pid" 2>/dev/null; then echo "rtap up had exited:" >&2; tail -20 "$dir.live.log" >&2; exit 1; fi
+        wait "$pid" 2>/dev/null || true; pid=""
     done
 done

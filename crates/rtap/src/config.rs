@@ -278,7 +278,7 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("sql.max_join_pairs", "most row pairs a join without an equality key (a cross join, a join on <) may compare, from the sizes of its two sides (Pinot error 245 past it)", None),
     ("sql.threads", "threads of the query runtime, 0 = one per core", None),
     ("sql.metadata_cache_bytes", "Parquet footers and page indexes of sealed segments kept in memory (LRU), 0 = none", None),
-    ("sql.column_cache_bytes", "decoded columns of sealed segments kept in memory (LRU), so queries over the newest minutes of a live table do not decode the same Parquet pages every time; one query decodes at most half of it; 0 = none", None),
+    ("sql.column_cache_bytes", "decoded columns of sealed segments kept in memory (LRU), so queries over the newest minutes of a live table do not decode the same Parquet pages every time; each read of the table in a query decodes at most half of it, and rows held by running queries count against as much again; 0 = none", None),
     ("sql.plan_cache_entries", "plans of this many recently run query texts kept (0 = none, at most 4096): a repeated query skips the Pinot rewrite, SQL parsing and analysis, and the optimizer too where nothing in it depends on the moment (no ago(), now(), parameters or functions that multiply data)", None),
     ("sql.default_limit", "rows a /query/sql selection or group-by without LIMIT answers (Pinot's default LIMIT 10), 0 = every row (up to sql.max_rows)", None),
     ("windows.size_ms", "rolling window length (windows.* apply to a fresh data directory; a checkpoint keeps its own)", None),

@@ -130,6 +130,7 @@ struct RowGroups {
 }
 
 struct Group {
+    rows: usize,
     min_time: i64,
     max_time: i64,
     /// Per table column: decoded bytes, estimated (see [`decoded_size`]).
@@ -237,6 +238,11 @@ impl ColumnCache {
             .collect();
         let mut allowance = self.budget / 2;
         for segment in segments {
+            if self.lent.load(Ordering::Acquire) >= self.budget {
+                // Plans hold the budget already: nothing more is lent, so nothing is decoded.
+                served.rest.push(segment);
+                continue;
+            }
             match self.segment(segment, want, &needed, &mut allowance) {
                 Ok(Some(batches)) if self.lend(&mut served.lease, &batches) => {
                     served.segments += 1;
@@ -253,9 +259,14 @@ impl ColumnCache {
         served
     }
 
-    /// Counts `batches` in `lease` if all plans together stay within the budget.
+    /// Counts `batches` in `lease` if all plans together stay within the budget. A slice keeps
+    /// its whole array alive (after the cache lets it go too): it counts whole.
     fn lend(&self, lease: &mut Lease, batches: &[RecordBatch]) -> bool {
-        let bytes: usize = batches.iter().map(slice_bytes).sum();
+        let bytes = batches
+            .iter()
+            .flat_map(|b| b.columns())
+            .map(|c| c.get_array_memory_size())
+            .fold(0, usize::saturating_add);
         let fits = self
             .lent
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |lent| {
@@ -310,6 +321,7 @@ impl ColumnCache {
                 None => None,
             }
         };
+        let fresh = known.is_none();
         let groups = match known {
             Some(groups) => groups,
             None => {
@@ -317,7 +329,13 @@ impl ColumnCache {
                 if *allowance < rough_size(segment, want, needed) {
                     return Ok(None);
                 }
-                Arc::new(RowGroups::read(&segment.path, want.schema, want.time)?)
+                match RowGroups::read(&segment.path, want.schema, want.time, entry.rows) {
+                    Ok(groups) => Arc::new(groups),
+                    Err(e) => {
+                        self.refuse(segment);
+                        return Err(e);
+                    }
+                }
             }
         };
         if needed.iter().any(|&c| groups.roots[c].is_none()) {
@@ -356,29 +374,47 @@ impl ColumnCache {
                 s.hits += 1;
             }
         }
-        let cost: usize = missing
+        let cost = missing
             .iter()
             .flat_map(|(g, columns)| columns.iter().map(|&c| groups.groups[*g].estimate[c]))
-            .sum();
+            .fold(0, usize::saturating_add);
         if cost > *allowance {
+            if fresh {
+                // A footer read for nothing is charged, so a scan reads few of them.
+                *allowance = allowance.saturating_sub(groups.bytes);
+            }
             return Ok(None);
         }
         *allowance -= cost;
         for (g, columns) in missing {
-            let decoded = decode(&segment.path, want.schema, &groups, g, &columns)?;
+            let decoded = match decode(&segment.path, want.schema, &groups, g, &columns) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    self.refuse(segment);
+                    return Err(e);
+                }
+            };
             self.lock().decoded += 1;
             // Checked before any is kept: a file that does not match is never used.
+            let rows = groups.groups[g].rows;
             for (&c, array) in columns.iter().zip(&decoded) {
                 let field = want.schema.field(c);
-                if array.data_type() != field.data_type() {
-                    self.lock()
-                        .refused
-                        .insert((entry.file.clone(), entry.checksum));
+                let wrong = if array.data_type() != field.data_type() {
+                    Some(format!("is {} in the file", array.data_type()))
+                } else if array.len() != rows {
+                    Some(format!(
+                        "has {} rows of {rows} in row group {g}",
+                        array.len()
+                    ))
+                } else {
+                    None
+                };
+                if let Some(wrong) = wrong {
+                    self.refuse(segment);
                     return Err(TableError::Schema(format!(
-                        "{}: column {} is {} in the file, {} in the table",
+                        "{}: column {} ({} in the table) {wrong}",
                         entry.file,
                         field.name(),
-                        array.data_type(),
                         field.data_type()
                     )));
                 }
@@ -417,6 +453,14 @@ impl ColumnCache {
             );
         }
         Ok(Some(batches))
+    }
+
+    /// Reads `segment` as Parquet from now on (whose reader reports what is wrong with it).
+    fn refuse(&self, segment: &SegmentRef) {
+        let entry = &segment.entry;
+        self.lock()
+            .refused
+            .insert((entry.file.clone(), entry.checksum));
     }
 
     /// Keeps one decoded array (and its file's summary, the first time).
@@ -502,7 +546,8 @@ impl FileState {
 }
 
 impl RowGroups {
-    fn read(path: &Path, schema: &SchemaRef, time: usize) -> Result<Self, TableError> {
+    /// The summary of the file at `path`, which the manifest says holds `rows` rows.
+    fn read(path: &Path, schema: &SchemaRef, time: usize, rows: u64) -> Result<Self, TableError> {
         let file = File::open(path).map_err(|e| TableError::io(path, e))?;
         let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
             .map_err(TableError::parquet)?;
@@ -518,6 +563,18 @@ impl RowGroups {
         let time_leaf = (0..parquet.num_columns())
             .find(|&leaf| parquet.get_column_root_idx(leaf) == time_root)
             .ok_or_else(no_time)?;
+        let stored: i64 = metadata
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|rg| rg.num_rows().max(0))
+            .fold(0, i64::saturating_add);
+        if u64::try_from(stored).ok() != Some(rows) {
+            return Err(TableError::Schema(format!(
+                "{}: {stored} rows in the footer, {rows} in the manifest",
+                path.display()
+            )));
+        }
         let groups = metadata
             .metadata()
             .row_groups()
@@ -548,6 +605,7 @@ impl RowGroups {
                     _ => (i64::MIN, i64::MAX),
                 };
                 Group {
+                    rows,
                     min_time,
                     max_time,
                     estimate,
@@ -574,11 +632,13 @@ fn rough_size(segment: &SegmentRef, want: &Want<'_>, needed: &[usize]) -> usize 
     let from = want.lo.max(entry.min_time_ms) as i128;
     let to = want.hi.min(entry.max_time_ms) as i128;
     let inside = (to - from + 1).clamp(0, span);
-    let rows = (entry.rows as i128 * inside / span) as usize;
+    let rows: usize = (i128::from(entry.rows).saturating_mul(inside) / span)
+        .try_into()
+        .unwrap_or(usize::MAX);
     needed
         .iter()
         .map(|&c| decoded_size(want.schema.field(c).data_type(), rows, 0))
-        .sum()
+        .fold(0, usize::saturating_add)
 }
 
 /// The decoded size of a column of `rows` rows stored in `stored` uncompressed bytes, estimated:
@@ -610,11 +670,10 @@ fn decode(
         let builder =
             ParquetRecordBatchReaderBuilder::new_with_metadata(file, groups.metadata.clone());
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
-        let rows = groups.metadata.metadata().row_group(g).num_rows();
         let reader = builder
             .with_row_groups(vec![g])
             .with_projection(mask)
-            .with_batch_size(usize::try_from(rows).unwrap_or(8192).max(1))
+            .with_batch_size(groups.groups[g].rows.clamp(1, 65_536))
             .build()
             .map_err(TableError::parquet)?;
         let schema = reader.schema();
