@@ -529,6 +529,19 @@ impl SqlEngine {
     }
 }
 
+/// Bytes of result data a batch holds (its own slice of the buffers).
+fn batch_bytes(batch: &datafusion::arrow::array::RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
 /// The session state a query plans and runs in: one copy of the engine's state per query
 /// (DataFusion marks the query's start time in it, which its `current_timestamp()` reads; rtap's
 /// `now()` and `ago()` read the engine's clock). A user's query also gets the multiplying
@@ -674,7 +687,7 @@ async fn execute(
         if n == 0 {
             continue;
         }
-        let size = table::column_cache::slice_bytes(&batch);
+        let size = batch_bytes(&batch);
         if rows + n > config.max_rows {
             let keep = config.max_rows - rows;
             if keep > 0 {

@@ -696,20 +696,6 @@ fn decode(
         .collect()
 }
 
-/// Bytes of a batch's own part of its buffers (a slice of a kept array counts its rows only;
-/// the SQL engine measures answers the same way).
-pub fn slice_bytes(batch: &RecordBatch) -> usize {
-    batch
-        .columns()
-        .iter()
-        .map(|c| {
-            c.to_data()
-                .get_slice_memory_size()
-                .unwrap_or_else(|_| c.get_array_memory_size())
-        })
-        .sum()
-}
-
 fn ascending(array: &ArrayRef) -> bool {
     let Some(values) = array.as_primitive_opt::<Int64Type>() else {
         return false;
