@@ -8,7 +8,9 @@
 //! needs only kept columns of the row groups overlapping its time bounds takes them from
 //! memory, cut to those bounds (a slice where the row group's times ascend, as a seal writes
 //! them; row by row in a merged segment, which concatenates its inputs), and opens no file.
-//! The rest of the scan reads Parquet as before.
+//! The rest of the scan reads Parquet as before. Scans that need a nested column (a list of
+//! line items, say) bypass the cache: such columns are wide enough that one scan of them would
+//! evict the narrow columns the overview asks for every second.
 //!
 //! Memory is bounded by `budget` twice over:
 //! - the kept arrays and the row-group summaries of their files: at most `budget` (least
@@ -224,7 +226,14 @@ impl ColumnCache {
                 bytes: 0,
             },
         };
-        if want.schema.field(want.time).data_type() != &DataType::Int64 {
+        // Nested columns (line items, categories) are many values a row: a scan of a minute
+        // of them would push the narrow columns of the overview's every-second query out of
+        // the budget, so scans that need one read Parquet and keep the cache as it is.
+        let nested = want
+            .projection
+            .iter()
+            .any(|&c| want.schema.field(c).data_type().is_nested());
+        if nested || want.schema.field(want.time).data_type() != &DataType::Int64 {
             served.rest = segments;
             return served;
         }
