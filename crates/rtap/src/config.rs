@@ -248,6 +248,7 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("table.merge_target_rows", "merged segments hold up to this many rows, and their inputs' oldest rows lie within a quarter of table.retention_ms of one another (their newest too); where either limit stops a run, two segments of its size tier (above the first) are enough", None),
     ("table.merge_min_segments", "merge once this many segments of one size tier are in a row (tiers are powers of it above 64 times it: 512 rows for 8); a row is rewritten about once per tier it climbs (4 times at 31 orders/s)", None),
     ("table.row_group_rows", "rows per Parquet row group (the unit of time pruning)", None),
+    ("table.page_bytes", "largest Parquet data page before compression (4096..67108864; pages also close at 20,000 rows): a seal or merge holds each column's open page uncompressed, so this bounds that part of its memory (the row group's compressed pages and the dictionaries are held regardless)", None),
     ("table.zstd_level", "zstd level of the segment files (1..22)", None),
     ("ingest.max_message_bytes", "messages larger than this are dead-lettered unparsed", None),
     ("ingest.dedup_horizon_ms", "how far back in event time a re-delivered order is recognised (memory: about 10 MB per million ids inside it)", None),
@@ -278,7 +279,7 @@ pub const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("sql.max_join_pairs", "most row pairs a join without an equality key (a cross join, a join on <) may compare, from the sizes of its two sides (Pinot error 245 past it)", None),
     ("sql.threads", "threads of the query runtime, 0 = one per core", None),
     ("sql.metadata_cache_bytes", "Parquet footers and page indexes of sealed segments kept in memory (LRU), 0 = none", None),
-    ("sql.column_cache_bytes", "decoded columns of sealed segments kept in memory (LRU), so queries over the newest minutes of a live table do not decode the same Parquet pages every time; each read of the table in a query decodes at most half of it, and rows held by running queries count against as much again; 0 = none", None),
+    ("sql.column_cache_bytes", "decoded columns of sealed segments kept in memory (LRU), so queries over the newest minutes of a live table do not decode the same Parquet pages every time; each read of the table in a query decodes at most half of it, and rows held by running queries count against as much again; queries that read a list column bypass it; 0 = none", None),
     ("sql.plan_cache_entries", "plans of this many recently run query texts kept (0 = none, at most 4096): a repeated query skips the Pinot rewrite, SQL parsing and analysis, and the optimizer too where nothing in it depends on the moment (no ago(), now(), parameters or functions that multiply data)", None),
     ("sql.default_limit", "rows a /query/sql selection or group-by without LIMIT answers (Pinot's default LIMIT 10), 0 = every row (up to sql.max_rows)", None),
     ("windows.size_ms", "rolling window length (windows.* apply to a fresh data directory; a checkpoint keeps its own)", None),
@@ -649,6 +650,7 @@ mod tests {
         assert!(format!("{err:#}").contains("rate_per_sec"), "{err:#}");
         let cases = [
             ("[table]\nzstd_level = 40\n", "table.zstd_level must be 1..=22, got 40"),
+            ("[table]\npage_bytes = 1024\n", "table.page_bytes must be 4096..=67108864, got 1024"),
             ("[table]\nseal_after_secs = 0.0\n", "table.seal_after_secs (the checkpoint interval) must be from 0.1 to 3600 seconds, got 0"),
             ("[generator]\nrate_per_sec = -1.0\n", "generator.rate_per_sec must be 0 (unlimited) or a positive number, got -1"),
             ("[kafka]\npartitions = 0\n", "kafka.partitions must be from 1 to 10000, got 0"),

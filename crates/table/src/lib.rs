@@ -63,6 +63,13 @@ pub struct TableConfig {
     pub merge_min_segments: usize,
     /// Rows per Parquet row group (the unit of statistics-based pruning).
     pub row_group_rows: usize,
+    /// Largest Parquet data page, in bytes before compression. A segment writer holds each
+    /// column's open page uncompressed until it closes (at this size, at most about twice it
+    /// for text, or at parquet's 20,000 rows, whichever comes first), so this bounds that part
+    /// of a seal's or merge's buffers to about columns x this. The row group's closed pages
+    /// (compressed) and each column's dictionary (up to 1 MiB) are held until the row group
+    /// is written, whatever this is.
+    pub page_bytes: usize,
     pub zstd_level: i32,
 }
 
@@ -78,10 +85,17 @@ impl Default for TableConfig {
             merge_target_rows: 1_000_000,
             merge_min_segments: 8,
             row_group_rows: 32_768,
+            page_bytes: 64 * 1024,
             zstd_level: 1,
         }
     }
 }
+
+/// Smallest `page_bytes`: below it the pages, their headers and the page index multiply for
+/// no memory worth saving.
+pub(crate) const MIN_PAGE_BYTES: usize = 4 * 1024;
+/// Largest `page_bytes` (pages close at 20,000 rows anyway, so large values change little).
+pub(crate) const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
 
 impl TableConfig {
     pub fn validate(&self) -> Result<(), TableError> {
@@ -122,6 +136,12 @@ impl TableConfig {
         }
         if self.row_group_rows == 0 {
             return bad("row_group_rows must be at least 1".into());
+        }
+        if !(MIN_PAGE_BYTES..=MAX_PAGE_BYTES).contains(&self.page_bytes) {
+            return bad(format!(
+                "page_bytes must be {MIN_PAGE_BYTES}..={MAX_PAGE_BYTES}, got {}",
+                self.page_bytes
+            ));
         }
         if !(1..=22).contains(&self.zstd_level) {
             return bad(format!(

@@ -190,6 +190,8 @@ impl Drop for Segment {
 #[derive(Debug, Clone)]
 pub struct FileLayout {
     pub row_group_rows: usize,
+    /// Largest data page before compression (see [`crate::TableConfig::page_bytes`]).
+    pub page_bytes: usize,
     pub zstd_level: i32,
     /// Columns that get a bloom filter (point lookups: order id, customer id).
     pub bloom_columns: Vec<String>,
@@ -207,6 +209,7 @@ fn writer_properties(layout: &FileLayout) -> WriterProperties {
             ZstdLevel::try_new(layout.zstd_level).unwrap_or_default(),
         ))
         .set_max_row_group_row_count(Some(layout.row_group_rows))
+        .set_data_page_size_limit(layout.page_bytes)
         .set_statistics_enabled(EnabledStatistics::Page);
     for column in &layout.bloom_columns {
         props = props
@@ -456,6 +459,7 @@ mod tests {
         let path = dir.path().join("s.parquet");
         let layout = FileLayout {
             row_group_rows: 32_768,
+            page_bytes: 1024 * 1024,
             zstd_level: 1,
             bloom_columns: vec![],
             plain_columns: vec!["id".into(), "ids.list.item".into()],
@@ -482,5 +486,68 @@ mod tests {
             .map(|b| b.expect("batch").num_rows())
             .sum();
         assert_eq!(rows, 1_000);
+    }
+
+    /// The writer closes a page at `page_bytes` (a text page of a nullable column at up to about
+    /// twice it), so what a seal or merge holds uncompressed per column is bounded by it, not
+    /// by the row group.
+    #[test]
+    fn data_pages_close_at_page_bytes() {
+        use datafusion::parquet::column::page::Page;
+
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+            // Nullable without NULLs, as the order columns are: written 20,000 levels at a time.
+            Field::new("m", DataType::Utf8, true),
+        ]));
+        let rows = 20_000;
+        let text = |i: i64| format!("street {i:>40}");
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values((0..rows).map(|i| i * 7_919))),
+                Arc::new(StringArray::from_iter_values((0..rows).map(text))),
+                Arc::new(StringArray::from_iter((0..rows).map(|i| Some(text(i))))),
+            ],
+        )
+        .expect("batch");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.parquet");
+        let page_bytes = 16 * 1024;
+        let layout = FileLayout {
+            row_group_rows: 32_768,
+            page_bytes,
+            zstd_level: 1,
+            bloom_columns: vec![],
+            plain_columns: vec!["n".into(), "s".into(), "m".into()],
+            lookups: vec![],
+        };
+        write_batches(&path, &schema, std::iter::once(Ok(batch)), &layout).expect("write");
+        let reader =
+            SerializedFileReader::new(std::fs::File::open(&path).expect("open")).expect("read");
+        let group = reader.get_row_group(0).expect("row group");
+        for column in 0..3 {
+            let mut pages = 0;
+            let mut values = 0;
+            for page in group.get_column_page_reader(column).expect("pages") {
+                let page = page.expect("page");
+                if let Page::DataPage { num_values, .. } | Page::DataPageV2 { num_values, .. } =
+                    &page
+                {
+                    pages += 1;
+                    values += *num_values as i64;
+                    // Twice the limit, plus one value and the page's levels.
+                    assert!(
+                        page.buffer().len() <= 2 * page_bytes + 1_024,
+                        "column {column}: a page of {} bytes",
+                        page.buffer().len()
+                    );
+                }
+            }
+            assert_eq!(values, rows, "column {column}");
+            // 160 KB and twice 1 MB of values: one page each at the default 1 MiB limit.
+            assert!(pages >= 8, "column {column}: {pages} pages");
+        }
     }
 }

@@ -395,6 +395,7 @@ impl RealtimeTable {
         }
         let layout = FileLayout {
             row_group_rows: config.row_group_rows,
+            page_bytes: config.page_bytes,
             zstd_level: config.zstd_level,
             bloom_columns: bloom_columns.iter().map(|c| c.to_string()).collect(),
             plain_columns: Vec::new(),
