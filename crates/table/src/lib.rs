@@ -64,11 +64,11 @@ pub struct TableConfig {
     /// Rows per Parquet row group (the unit of statistics-based pruning).
     pub row_group_rows: usize,
     /// Largest Parquet data page, in bytes before compression. A segment writer holds each
-    /// column's open page uncompressed until it closes (at this size, at most about twice it
-    /// for text, or at parquet's 20,000 rows, whichever comes first), so this bounds that part
-    /// of a seal's or merge's buffers to about columns x this. The row group's closed pages
-    /// (compressed) and each column's dictionary (up to 1 MiB) are held until the row group
-    /// is written, whatever this is.
+    /// column's open page uncompressed until it closes (at this size, a text page somewhat past
+    /// it, or at parquet's 20,000 rows, whichever comes first), so this bounds
+    /// that part of a seal's or merge's buffers to about columns x this. The row group's closed
+    /// pages (compressed) and each column's dictionary (up to 1 MiB) are held until the row
+    /// group is written, whatever this is.
     pub page_bytes: usize,
     pub zstd_level: i32,
 }

@@ -488,9 +488,9 @@ mod tests {
         assert_eq!(rows, 1_000);
     }
 
-    /// The writer closes a page at `page_bytes` (a text page of a nullable column at up to about
-    /// twice it), so what a seal or merge holds uncompressed per column is bounded by it, not
-    /// by the row group.
+    /// The writer closes a page once it reaches `page_bytes` (a text page somewhat past it: 19,380
+    /// bytes for 16 KiB here), so what a seal or merge holds uncompressed per column is bounded
+    /// by it, not by the row group.
     #[test]
     fn data_pages_close_at_page_bytes() {
         use datafusion::parquet::column::page::Page;
@@ -537,7 +537,7 @@ mod tests {
                 {
                     pages += 1;
                     values += *num_values as i64;
-                    // Twice the limit, plus one value and the page's levels.
+                    // Text is split into chunks checked against the limit: at most twice it.
                     assert!(
                         page.buffer().len() <= 2 * page_bytes + 1_024,
                         "column {column}: a page of {} bytes",
