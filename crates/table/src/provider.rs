@@ -480,8 +480,10 @@ impl TableProvider for TableScan {
         // Newest segments first, each with its time range as statistics (see `newest_first`).
         overlapping.sort_by_key(|s| std::cmp::Reverse(s.entry.max_time_ms));
         // A scan with a LIMIT (no filter: any rows will do) reads a few row groups as Parquet.
-        let cache = self.cache.as_ref().filter(|_| limit.is_none());
-        if let Some(cache) = cache.filter(|_| !overlapping.is_empty()) {
+        let cache = (limit.is_none() && !overlapping.is_empty())
+            .then_some(self.cache.as_ref())
+            .flatten();
+        if let Some(cache) = cache {
             let columns: Vec<usize> = match projection {
                 Some(p) => p.clone(),
                 None => (0..schema.fields().len()).collect(),

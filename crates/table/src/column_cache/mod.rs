@@ -338,13 +338,10 @@ impl ColumnCache {
                 if *allowance < rough_size(segment, want, needed) {
                     return Ok(None);
                 }
-                match RowGroups::read(&segment.path, want.schema, want.time, entry.rows) {
-                    Ok(groups) => Arc::new(groups),
-                    Err(e) => {
-                        self.refuse(segment);
-                        return Err(e);
-                    }
-                }
+                Arc::new(
+                    RowGroups::read(&segment.path, want.schema, want.time, entry.rows)
+                        .inspect_err(|_| self.refuse(segment))?,
+                )
             }
         };
         if needed.iter().any(|&c| groups.roots[c].is_none()) {
@@ -396,13 +393,8 @@ impl ColumnCache {
         }
         *allowance -= cost;
         for (g, columns) in missing {
-            let decoded = match decode(&segment.path, want.schema, &groups, g, &columns) {
-                Ok(decoded) => decoded,
-                Err(e) => {
-                    self.refuse(segment);
-                    return Err(e);
-                }
-            };
+            let decoded = decode(&segment.path, want.schema, &groups, g, &columns)
+                .inspect_err(|_| self.refuse(segment))?;
             self.lock().decoded += 1;
             // Checked before any is kept: a file that does not match is never used.
             let rows = groups.groups[g].rows;
